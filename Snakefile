@@ -1,0 +1,36 @@
+# LS-AI track pipelines: one workflow, one column per track (see README.md).
+#   snakemake --cores all                       every enabled track on built-in demo data
+#   snakemake --profile profiles/leonardo --configfile config/leonardo.yaml   on Leonardo
+import sys
+
+from snakemake.utils import min_version
+
+from workflow.common.config import ConfigError, validate_config
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    validate_config(config, "config/schema.yaml")
+except ConfigError as err:
+    sys.exit(f"error: {err}")
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/distance.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    """Every enabled track end to end, and the comparison report."""
+    input:
+        [getattr(rules, track).input for track in config["tracks"]],
+        "results/report/summary.csv",
+        "results/report/summary.md",
+    default_target: True

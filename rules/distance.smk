@@ -1,0 +1,164 @@
+# Per-object distance on MOTSynth: demo -> index -> extract -> train -> evaluate -> figures.
+# Every rule calls `python scripts/distance.py <stage>`; the logic lives in workflow/distance.
+
+DIST_ENV = "../envs/distance.yaml"
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
+    experiment="[A-Za-z0-9][A-Za-z0-9_-]*",
+    seed=r"\d+",
+    split="train|val|test",
+
+
+rule distance_demo:
+    output:
+        "data/demo/distance/{dataset}/manifest.json",
+    params:
+        settings=lambda wc: as_json(config["distance"]["demo"]),
+    log:
+        "logs/distance_demo/{dataset}.log",
+    benchmark:
+        "benchmarks/distance_demo/{dataset}.tsv"
+    conda:
+        DIST_ENV
+    resources:
+        **RESOURCE_CLASSES["CPU_SMALL"],
+    shell:
+        "python scripts/distance.py demo --root $(dirname {output}) "
+        "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule distance_index:
+    input:
+        lambda wc: dataset_inputs("distance", wc.dataset),
+    output:
+        train="results/distance/{dataset}/prep/index/train.parquet",
+        val="results/distance/{dataset}/prep/index/val.parquet",
+        test="results/distance/{dataset}/prep/index/test.parquet",
+        skipped="results/distance/{dataset}/prep/index/skipped.tsv",
+    params:
+        root=lambda wc: dataset_root("distance", wc.dataset),
+        settings=lambda wc: as_json(config["distance"]["index"]),
+        policy=config["distance"]["on_bad_sample"],
+    log:
+        "logs/distance_index/{dataset}.log",
+    benchmark:
+        "benchmarks/distance_index/{dataset}.tsv"
+    conda:
+        DIST_ENV
+    resources:
+        **RESOURCE_CLASSES["CPU_PREP"],
+    shell:
+        "python scripts/distance.py index --root {params.root:q} --train {output.train} "
+        "--val {output.val} --test {output.test} --skipped {output.skipped} "
+        "--settings {params.settings:q} --on-bad-sample {params.policy} > {log} 2>&1"
+
+
+rule distance_extract:
+    input:
+        "results/distance/{dataset}/prep/index/{split}.parquet",
+    output:
+        store="results/distance/{dataset}/prep/store/{split}.h5",
+        skipped="results/distance/{dataset}/prep/store/{split}.skipped.tsv",
+    params:
+        root=lambda wc: dataset_root("distance", wc.dataset),
+        frame=lambda wc: " ".join(map(str, config["distance"]["extract"]["frame_size"])),
+        crop=lambda wc: " ".join(map(str, config["distance"]["extract"]["crop_size"])),
+        policy=config["distance"]["on_bad_sample"],
+    log:
+        "logs/distance_extract/{dataset}_{split}.log",
+    benchmark:
+        "benchmarks/distance_extract/{dataset}_{split}.tsv"
+    conda:
+        DIST_ENV
+    resources:
+        **RESOURCE_CLASSES["CPU_PREP"],
+    shell:
+        "python scripts/distance.py extract --index {input} --root {params.root:q} "
+        "--out {output.store} --skipped {output.skipped} --frame-size {params.frame} "
+        "--crop-size {params.crop} --on-bad-sample {params.policy} > {log} 2>&1"
+
+
+rule distance_train:
+    input:
+        train="results/distance/{dataset}/prep/store/train.h5",
+        val="results/distance/{dataset}/prep/store/val.h5",
+    output:
+        "results/distance/{dataset}/{experiment}/seed{seed}/final.ckpt",
+    params:
+        settings=lambda wc: settings_of("distance", wc.experiment),
+        run_dir="results/distance/{dataset}/{experiment}/seed{seed}/run",  # undeclared: resumable checkpoints survive a rerun
+    log:
+        "logs/distance_train/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/distance_train/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        DIST_ENV
+    threads: 4
+    resources:
+        **RESOURCE_CLASSES["GPU_1"],
+    shell:
+        "python scripts/distance.py train --settings {params.settings:q} "
+        "--train-store {input.train} --val-store {input.val} --run-dir {params.run_dir} "
+        "--out {output} --seed {wildcards.seed} --gpus {resources.gpu} > {log} 2>&1"
+
+
+rule distance_evaluate:
+    input:
+        checkpoint="results/distance/{dataset}/{experiment}/seed{seed}/final.ckpt",
+        test="results/distance/{dataset}/prep/store/test.h5",
+    output:
+        metrics="results/distance/{dataset}/{experiment}/seed{seed}/metrics.json",
+        predictions="results/distance/{dataset}/{experiment}/seed{seed}/predictions.parquet",
+    params:
+        settings=lambda wc: settings_of("distance", wc.experiment),
+    log:
+        "logs/distance_evaluate/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/distance_evaluate/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        DIST_ENV
+    threads: 2
+    resources:
+        **RESOURCE_CLASSES["CPU_SMALL"],
+    shell:
+        "python scripts/distance.py evaluate --checkpoint {input.checkpoint} "
+        "--test-store {input.test} --metrics {output.metrics} "
+        "--predictions {output.predictions} --dataset {wildcards.dataset} "
+        "--experiment {wildcards.experiment} --seed {wildcards.seed} "
+        "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule distance_figures:
+    input:
+        lambda wc: [
+            f"{run.folder}/predictions.parquet"
+            for run in track_runs("distance")
+            if run.dataset == wc.dataset
+        ],
+    output:
+        report(
+            "results/distance/{dataset}/figures/error_vs_distance.png",
+            category="distance",
+            subcategory="{dataset}",
+            caption="../report/distance_error.rst",
+        ),
+    log:
+        "logs/distance_figures/{dataset}.log",
+    conda:
+        DIST_ENV
+    resources:
+        **RESOURCE_CLASSES["CPU_SMALL"],
+    shell:
+        "python scripts/distance.py figures --predictions {input} --out {output} > {log} 2>&1"
+
+
+rule distance:
+    """All runs and figures of the distance track."""
+    input:
+        [f"{run.folder}/metrics.json" for run in track_runs("distance")],
+        expand(
+            "results/distance/{dataset}/figures/error_vs_distance.png",
+            dataset=enabled_datasets("distance", config["distance"]),
+        ),
+    default_target: False

@@ -1,0 +1,22 @@
+# The comparison report: one table over every track's metrics.json files.
+
+
+rule report:
+    input:
+        [f"{run.folder}/metrics.json" for track in config["tracks"] for run in track_runs(track)],
+    output:
+        csv=report(
+            "results/report/summary.csv", category="summary", caption="../report/summary.rst"
+        ),
+        md=report(
+            "results/report/summary.md", category="summary", caption="../report/summary.rst"
+        ),
+    log:
+        "logs/report/report.log",
+    conda:
+        "../envs/report.yaml"
+    resources:
+        **RESOURCE_CLASSES["CPU_SMALL"],
+    shell:
+        "python scripts/report.py --metrics {input} --csv {output.csv} --md {output.md} "
+        "> {log} 2>&1"

@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Per-object distance track (MOTSynth): one subcommand per pipeline stage.
+
+Called by rules/distance.smk; each subcommand also runs by hand, e.g.
+``python scripts/distance.py index --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
+
+import pandas as pd
+
+from workflow.common.atomic import atomic_path
+from workflow.common.cli import log, run_cli
+from workflow.common.config import config_hash
+from workflow.common.errors import InputError
+from workflow.common.metrics import RunMetrics, write_metrics
+
+
+def _settings(text: str) -> dict:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--settings is not JSON: {err}") from None
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from workflow.distance.demo import DemoSettings, write_demo
+
+    settings = DemoSettings(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in args.settings.items()})
+    manifest = write_demo(args.root, settings)
+    log.info("demo: %d sequences, %d frames, %d objects in %s", len(manifest["sequences"]),
+             manifest["frames"], manifest["objects"], args.root)
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from workflow.distance.index import build_index
+
+    outputs = {"train": args.train, "val": args.val, "test": args.test}
+    counts = build_index(args.root, outputs, args.skipped, args.settings, args.on_bad_sample)
+    log.info("indexed objects per split: %s", counts)
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from workflow.distance.store import extract_split
+
+    extract_split(args.index, args.root, args.out, args.skipped, args.frame_size,
+                  args.crop_size, args.on_bad_sample)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from workflow.distance.train import train_experiment
+
+    train_experiment(args.settings, args.train_store, args.val_store, args.run_dir, args.out,
+                     args.seed, args.gpus, args.num_nodes)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from workflow.distance.evaluate import load_checkpoint, predict
+    from workflow.distance.metrics import distance_metrics, higher_is_better
+
+    started = time.monotonic()
+    predictions = predict(args.checkpoint, args.test_store)
+    metrics = distance_metrics(predictions["distance"], predictions["prediction"],
+                               predictions["occlusion"])
+    run_info = load_checkpoint(args.checkpoint).get("run_info", {})
+    with atomic_path(args.predictions) as tmp:
+        predictions.to_parquet(tmp, index=False)
+    write_metrics(args.metrics, RunMetrics(
+        track="distance", dataset=args.dataset, experiment=args.experiment, seed=args.seed,
+        metrics=metrics, higher_is_better={k: higher_is_better(k) for k in metrics},
+        config_hash=config_hash(args.settings), world_size=int(run_info.get("world_size", 1)),
+        wall_time_s=round(float(run_info.get("train_wall_time_s", 0.0))
+                          + time.monotonic() - started, 2),
+        extra={"test_objects": len(predictions), "settings": args.settings,
+               "resumed_from_epoch": run_info.get("resumed_from_epoch")},
+    ))
+    log.info("%s seed %d: ALE %.3f m, AbsRel %.3f, delta<1.25 %.3f on %d objects",
+             args.experiment, args.seed, metrics["ALE"], metrics["AbsRel"],
+             metrics["delta<1.25^1"], len(predictions))
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    from workflow.distance.plots import error_vs_distance
+
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for path in args.predictions:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as err:
+            raise InputError(path, f"not a readable Parquet table: {err}") from None
+        experiment = Path(path).parent.parent.name  # .../<experiment>/seed<k>/predictions.parquet
+        frames.setdefault(experiment, []).append(frame)
+    error_vs_distance({k: pd.concat(v) for k, v in frames.items()}, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(title="stages", metavar="STAGE")
+
+    def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    policy = {"choices": ["skip", "fail"], "default": "skip",
+              "help": "what to do with a damaged sample (default: skip and count it)"}
+
+    p = stage("demo", cmd_demo, "write the seeded synthetic MOTSynth-style demo dataset")
+    p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
+    p.add_argument("--settings", type=_settings, default={}, help="DemoSettings as JSON")
+
+    p = stage("index", cmd_index, "annotations -> one Parquet table of valid objects per split")
+    p.add_argument("--root", type=Path, required=True, help="MOTSynth root (annotations/, frames/)")
+    for split in ("train", "val", "test"):
+        p.add_argument(f"--{split}", type=Path, required=True, help=f"{split} table to write")
+    p.add_argument("--skipped", type=Path, required=True, help="skipped-samples TSV to write")
+    p.add_argument("--settings", type=_settings, required=True, help="the config's index section")
+    p.add_argument("--on-bad-sample", **policy)
+
+    p = stage("extract", cmd_extract, "pack resized frames and object crops into HDF5")
+    p.add_argument("--index", type=Path, required=True, help="split table from the index stage")
+    p.add_argument("--root", type=Path, required=True, help="MOTSynth root the table refers to")
+    p.add_argument("--out", type=Path, required=True, help="HDF5 store to write")
+    p.add_argument("--skipped", type=Path, required=True, help="skipped-frames TSV to write")
+    p.add_argument("--frame-size", type=int, nargs=2, required=True, metavar=("H", "W"))
+    p.add_argument("--crop-size", type=int, nargs=2, required=True, metavar=("H", "W"))
+    p.add_argument("--on-bad-sample", **policy)
+
+    p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")
+    p.add_argument("--settings", type=_settings, required=True, help="merged experiment settings")
+    p.add_argument("--train-store", type=Path, required=True)
+    p.add_argument("--val-store", type=Path, required=True)
+    p.add_argument("--run-dir", type=Path, required=True,
+                   help="undeclared folder for resumable checkpoints and logs")
+    p.add_argument("--out", type=Path, required=True, help="final checkpoint to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per node (0: CPU)")
+    p.add_argument("--num-nodes", type=int, default=1)
+
+    p = stage("evaluate", cmd_evaluate, "test-split predictions and metrics.json")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--test-store", type=Path, required=True)
+    p.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
+    p.add_argument("--predictions", type=Path, required=True, help="predictions Parquet to write")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--settings", type=_settings, default={}, help="settings, for the config hash")
+
+    p = stage("figures", cmd_figures, "absolute error vs true distance, one line per model")
+    p.add_argument("--predictions", type=Path, nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(build_parser))

@@ -1,0 +1,1 @@
+"""LS-AI track pipelines: the importable library behind the Snakemake rules."""

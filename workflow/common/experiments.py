@@ -1,0 +1,57 @@
+"""Expansion of a track's config into runs: enabled dataset x experiment x seed.
+
+Used by rules/common.smk to build target lists, and testable without Snakemake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from workflow.common.config import ConfigError, experiment_settings
+
+
+@dataclass(frozen=True)
+class Run:
+    track: str
+    dataset: str
+    experiment: str
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"results/{self.track}/{self.dataset}/{self.experiment}/seed{self.seed}"
+
+
+def enabled_datasets(track: str, track_config: Mapping[str, Any]) -> list[str]:
+    names = []
+    for name, dataset in track_config["datasets"].items():
+        if not dataset.get("enabled", True):
+            continue
+        if not dataset.get("demo") and not dataset.get("root"):
+            raise ConfigError(f"{track}.datasets.{name}: needs `root` (or `demo: true`)")
+        names.append(name)
+    return names
+
+
+def experiment_seeds(track_config: Mapping[str, Any], experiment: str,
+                     default: Sequence[int]) -> list[int]:
+    return list(experiment_settings(track_config, experiment).get("seeds") or default)
+
+
+def runs(config: Mapping[str, Any], track: str) -> list[Run]:
+    track_config = config[track]
+    return [
+        Run(track, dataset, experiment, seed)
+        for dataset in enabled_datasets(track, track_config)
+        for experiment in track_config["experiments"]
+        for seed in experiment_seeds(track_config, experiment, config["seeds"])
+    ]
+
+
+def run_settings(track_config: Mapping[str, Any], experiment: str) -> dict[str, Any]:
+    """What a run is trained with: defaults + overrides, without the seed list."""
+    settings = experiment_settings(track_config, experiment)
+    settings.pop("seeds", None)
+    return settings

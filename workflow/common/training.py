@@ -1,0 +1,179 @@
+"""The one training scaffold: every track hands a LightningModule and a LightningDataModule
+to :func:`fit`; nobody writes a training loop.
+
+Checkpoints live in an *undeclared* run folder (``run_dir/checkpoints``): Snakemake deletes a
+job's declared outputs before a rerun, so keeping ``last.ckpt`` outside them is what lets a
+killed or timed-out job resume instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from workflow.common.atomic import atomic_path
+
+log = logging.getLogger("lsai.training")
+
+
+@dataclass
+class TrainSettings:
+    """What a training rule decides; hardware numbers come from the rule's resources."""
+
+    run_dir: Path
+    max_epochs: int
+    seed: int = 0
+    gpus: int = 0
+    num_nodes: int = 1
+    monitor: str = "val_loss"
+    mode: str = "min"
+    precision: str | None = None
+    log_every_n_steps: int = 10
+    progress_refresh: int = 10
+    trainer_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.run_dir) / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "last.ckpt"
+
+    @property
+    def history_file(self) -> Path:
+        return Path(self.run_dir) / "history.jsonl"
+
+
+@dataclass
+class FitResult:
+    best_checkpoint: Path
+    resumed_from_epoch: int | None
+    world_size: int
+    is_global_zero: bool
+    wall_time_s: float
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed: a SIGKILL during a save never
+    leaves a truncated ``last.ckpt`` that the next attempt would fail to resume from."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+class EpochLog(Callback):
+    """One log line per epoch, and ``history.jsonl`` (pid, epoch) so a resume is visible."""
+
+    def __init__(self, history_file: Path) -> None:
+        self.history_file = history_file
+        self.started = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        seconds = time.monotonic() - self.started
+        log.info("epoch %d/%d done in %.1f s: %s", trainer.current_epoch + 1,
+                 trainer.max_epochs, seconds, shown)
+        self.history_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.history_file, "a") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "epoch": trainer.current_epoch,
+                                 "seconds": round(seconds, 3), **metrics}) + "\n")
+
+
+def hardware(settings: TrainSettings) -> dict[str, Any]:
+    """Trainer hardware arguments from the rule's GPU count and what the machine has.
+
+    ``gpus`` > 0 without CUDA (a laptop, a test cluster with fake GPUs) runs that many CPU
+    processes instead, so DDP wiring is still exercised (gloo).
+    """
+    devices = max(settings.gpus, 1)
+    cuda = torch.cuda.is_available()
+    if settings.gpus > 0 and not cuda:
+        warnings.warn(f"{settings.gpus} GPU(s) requested but CUDA is not available: "
+                      "running on CPU", stacklevel=2)
+    distributed = devices * settings.num_nodes > 1
+    return {
+        "accelerator": "gpu" if cuda and settings.gpus > 0 else "cpu",
+        "devices": devices,
+        "num_nodes": settings.num_nodes,
+        "strategy": "ddp" if distributed else "auto",
+        "precision": settings.precision
+        or ("bf16-mixed" if cuda and settings.gpus > 0 else "32-true"),
+    }
+
+
+def build_trainer(settings: TrainSettings) -> L.Trainer:
+    checkpoint = ModelCheckpoint(
+        dirpath=settings.checkpoint_dir,
+        filename="best",
+        monitor=settings.monitor,
+        mode=settings.mode,
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    loggers = [
+        CSVLogger(Path(settings.run_dir) / "logs", name="csv"),
+        TensorBoardLogger(Path(settings.run_dir) / "logs", name="tensorboard"),
+    ]
+    kwargs: dict[str, Any] = {
+        **hardware(settings),
+        "max_epochs": settings.max_epochs,
+        "callbacks": [checkpoint, EpochLog(settings.history_file),
+                      TQDMProgressBar(refresh_rate=settings.progress_refresh)],
+        "logger": loggers,
+        "plugins": [AtomicCheckpointIO()],
+        "log_every_n_steps": settings.log_every_n_steps,
+        "default_root_dir": settings.run_dir,
+        **settings.trainer_overrides,
+    }
+    return L.Trainer(**kwargs)
+
+
+def fit(
+    module: L.LightningModule, datamodule: L.LightningDataModule, settings: TrainSettings
+) -> FitResult:
+    """Train, resuming from ``last.ckpt`` when an earlier attempt left one."""
+    started = time.monotonic()
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    trainer = build_trainer(settings)
+    resume = settings.last_checkpoint if settings.last_checkpoint.exists() else None
+    resumed_from = None
+    if resume is not None:
+        resumed_from = int(torch.load(resume, map_location="cpu", weights_only=False)["epoch"])
+        log.info("resuming from %s (epoch %d done)", resume, resumed_from + 1)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    callback = trainer.checkpoint_callback
+    best = Path(callback.best_model_path) if callback and callback.best_model_path else None
+    if best is None or not best.exists():
+        best = settings.last_checkpoint
+    return FitResult(best, resumed_from, trainer.world_size, trainer.is_global_zero,
+                     time.monotonic() - started)
+
+
+def publish_checkpoint(source: Path, final: Path, run_info: dict[str, Any]) -> None:
+    """Copy the selected checkpoint to the rule's declared output, atomically, with how it
+    was trained (world size, wall time, resume) under ``run_info`` for the evaluation."""
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    checkpoint["run_info"] = run_info
+    with atomic_path(final) as tmp:
+        torch.save(checkpoint, tmp)

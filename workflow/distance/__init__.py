@@ -1,0 +1,1 @@
+"""Per-object distance from monocular images (MOTSynth; DisNet and Zhu & Fang baselines)."""

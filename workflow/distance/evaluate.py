@@ -1,0 +1,60 @@
+"""``distance_evaluate``: predictions on the test split, metrics.json, and the error figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from workflow.common.errors import InputError
+from workflow.distance.data import ObjectDataset
+from workflow.distance.models import load_network
+from workflow.distance.store import FrameDataset, collate_frames, object_table
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except Exception as err:
+        raise InputError(path, f"not a readable checkpoint: {err}") from None
+
+
+def predict(checkpoint_path: Path, store: Path, batch_size: int = 8) -> pd.DataFrame:
+    """One row per test object: identity, truth, prediction, occlusion."""
+    table = object_table(store)
+    checkpoint = load_checkpoint(checkpoint_path)
+    reference = checkpoint.get("reference")
+    if reference == "mean":
+        pred = np.full(len(table), checkpoint["mean"])
+    elif reference == "pinhole":
+        pred = table["fy"].to_numpy() * checkpoint["height"] / table["h"].to_numpy()
+    else:
+        pred = _network_predictions(load_network(checkpoint_path), store, len(table), batch_size)
+    out = table[["sequence", "frame", "ped_id", "distance", "occlusion", "visibility",
+                 "x", "y", "w", "h"]].copy()
+    out["prediction"] = pred
+    return out
+
+
+@torch.no_grad()
+def _network_predictions(module: torch.nn.Module, store: Path, n: int, batch_size: int) -> np.ndarray:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    module = module.to(device)
+    if module.hparams.model == "zhu":
+        loader = DataLoader(FrameDataset(store), batch_size=batch_size, collate_fn=collate_frames)
+    else:
+        loader = DataLoader(ObjectDataset(store), batch_size=4096)
+    pred = np.full(n, np.nan)
+    for batch in loader:
+        moved = {k: (v.to(device) if torch.is_tensor(v) else [b.to(device) for b in v])
+                 for k, v in batch.items()}
+        pred[batch["rows"].numpy()] = module(moved).float().cpu().numpy()
+    if np.isnan(pred).any():
+        raise RuntimeError("some objects received no prediction")
+    return pred
