@@ -88,8 +88,10 @@ def _object_row(ann: dict[str, Any], image: dict[str, Any], definition: str) -> 
         raise BadSample("", f"keypoints_3d has {arr.size} values, expected {N_JOINTS}x4")
     arr = arr.reshape(N_JOINTS, 4)
     distance = distance_from_keypoints(arr, definition)
-    if not math.isfinite(distance) or distance <= 0:
-        raise BadSample("", f"non-positive distance {distance:.3g} m from keypoints_3d")
+    depth = distance_from_keypoints(arr, "depth")  # behind the camera is never valid
+    if not (math.isfinite(distance) and distance > 0 and depth > 0):
+        raise BadSample("", f"non-positive distance ({distance:.3g} m, depth {depth:.3g} m) "
+                            "from keypoints_3d")
     visibility = float((arr[:, 3] == 2).mean())
     return {"x": x, "y": y, "w": w, "h": h, "img_w": img_w, "img_h": img_h,
             "distance": distance, "visibility": visibility, "occlusion": 1.0 - visibility}

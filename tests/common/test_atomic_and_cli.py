@@ -1,0 +1,41 @@
+import argparse
+
+import pytest
+
+from workflow.common.atomic import atomic_path, write_json
+from workflow.common.cli import run_cli
+from workflow.common.errors import InputError
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out" / "table.csv"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+
+
+def test_atomic_path_keeps_suffix_and_replaces(tmp_path):
+    target = tmp_path / "m.json"
+    write_json(target, {"a": 1})
+    with atomic_path(target) as tmp:
+        assert tmp.suffix == ".json" and tmp.parent == tmp_path
+        tmp.write_text('{"a": 2}')
+    assert target.read_text() == '{"a": 2}'
+
+
+def test_cli_turns_input_error_into_one_line(capsys):
+    def parser() -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser()
+
+        def fail(_):
+            raise InputError("data/x.json", "malformed JSON")
+
+        p.set_defaults(func=fail)
+        return p
+
+    assert run_cli(parser, []) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: data/x.json: malformed JSON"
+    assert "Traceback" not in err

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow.common.config import (
+    ConfigError,
+    config_hash,
+    deep_merge,
+    experiment_settings,
+    validate_config,
+)
+from workflow.common.experiments import runs
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT / "config" / "schema.yaml"
+
+
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_gets_defaults():
+    config = validate_config(default_config(), SCHEMA)
+    assert config["distance"]["train"]["weight_decay"] == 0.0  # filled from the schema
+    assert config["distance"]["index"]["split_sequences"] is None
+    # experiments hold overrides only: no defaults are filled into them
+    assert config["distance"]["experiments"]["mean"] == {"model": "mean"}
+
+
+def test_leonardo_overlay_is_valid():
+    config = deep_merge(default_config(), yaml.safe_load((ROOT / "config/leonardo.yaml").read_text()))
+    validate_config(config, SCHEMA)
+    assert {r.dataset for r in runs(config, "distance")} == {"motsynth"}
+
+
+def test_unknown_key_is_named():
+    config = default_config()
+    config["distance"]["train"]["learning_rate"] = 0.1
+    with pytest.raises(ConfigError, match=r"unknown key distance\.train\.learning_rate"):
+        validate_config(config, SCHEMA)
+
+
+def test_wrong_type_is_named():
+    config = default_config()
+    config["distance"]["experiments"]["zhu"]["lr"] = "fast"
+    with pytest.raises(ConfigError, match=r"distance\.experiments\.zhu\.lr: 'fast' is not of type"):
+        validate_config(config, SCHEMA)
+
+
+def test_experiment_overrides_merge_onto_track_defaults():
+    config = validate_config(default_config(), SCHEMA)
+    zhu = experiment_settings(config["distance"], "zhu")
+    assert zhu["model"] == "zhu"
+    assert zhu["lr"] == 0.001  # override
+    assert zhu["backbone"] == config["distance"]["train"]["backbone"]  # default
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        experiment_settings(config["distance"], "nope")
+
+
+def test_runs_expand_experiments_and_seeds():
+    config = validate_config(default_config(), SCHEMA)
+    config["distance"]["experiments"]["wide"] = {"model": "disnet", "seeds": [4, 5]}
+    got = {(r.experiment, r.seed) for r in runs(config, "distance")}
+    assert ("wide", 4) in got and ("wide", 5) in got and ("mean", 0) in got
+    assert ("disnet", 2) in got
+
+
+def test_dataset_without_root_is_rejected():
+    config = validate_config(default_config(), SCHEMA)
+    config["distance"]["datasets"]["real"] = {"enabled": True, "demo": False, "root": None}
+    with pytest.raises(ConfigError, match=r"distance\.datasets\.real: needs `root`"):
+        runs(config, "distance")
+
+
+def test_config_hash_is_stable_and_sensitive():
+    assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})

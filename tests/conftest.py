@@ -1,0 +1,61 @@
+"""Shared fixtures: the repository root and a small demo dataset, extracted once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+INDEX_SETTINGS = {
+    "distance": "feet", "min_visibility": 0.18, "split_seed": 0, "split_sequences": None,
+    "split_fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "frame_stride": {"train": 1, "val": 1, "test": 1},
+}
+
+
+def run_script(*args: str | Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python scripts/...`` from the repository root, as the rules do."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([PYTHON, *map(str, args)], cwd=ROOT, capture_output=True,
+                            text=True, env=env, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workflow.distance.demo import DemoSettings, write_demo
+
+    root = tmp_path_factory.mktemp("motsynth")
+    write_demo(root, DemoSettings(sequences=5, frames_per_sequence=6, seed=3))
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Index + HDF5 stores of the small demo, built through the library."""
+    from workflow.distance.index import build_index
+    from workflow.distance.store import extract_split
+
+    out = tmp_path_factory.mktemp("prep")
+    tables = {s: out / f"{s}.parquet" for s in ("train", "val", "test")}
+    build_index(demo_root, tables, out / "skipped.tsv", INDEX_SETTINGS, "fail")
+    paths: dict[str, Path] = {"root": demo_root}
+    for split, table in tables.items():
+        store = out / f"{split}.h5"
+        extract_split(table, demo_root, store, out / f"{split}.skipped.tsv", (64, 112), (32, 16),
+                      "fail")
+        paths[split] = store
+        paths[f"{split}_index"] = table
+    return paths
+
+
+def dump(path: Path, obj: object) -> None:
+    path.write_text(json.dumps(obj))
