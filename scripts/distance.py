@@ -34,11 +34,17 @@ def _settings(text: str) -> dict:
 def cmd_demo(args: argparse.Namespace) -> None:
     from workflow.distance.demo import DemoSettings, write_demo
 
-    settings = DemoSettings(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in args.settings.items()})
+    settings = DemoSettings(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in args.settings.items()}
+    )
     manifest = write_demo(args.root, settings)
-    log.info("demo: %d sequences, %d frames, %d objects in %s", len(manifest["sequences"]),
-             manifest["frames"], manifest["objects"], args.root)
+    log.info(
+        "demo: %d sequences, %d frames, %d objects in %s",
+        len(manifest["sequences"]),
+        manifest["frames"],
+        manifest["objects"],
+        args.root,
+    )
 
 
 def cmd_index(args: argparse.Namespace) -> None:
@@ -52,15 +58,30 @@ def cmd_index(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     from workflow.distance.store import extract_split
 
-    extract_split(args.index, args.root, args.out, args.skipped, args.frame_size,
-                  args.crop_size, args.on_bad_sample)
+    extract_split(
+        args.index,
+        args.root,
+        args.out,
+        args.skipped,
+        args.frame_size,
+        args.crop_size,
+        args.on_bad_sample,
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from workflow.distance.train import train_experiment
 
-    train_experiment(args.settings, args.train_store, args.val_store, args.run_dir, args.out,
-                     args.seed, args.gpus, args.num_nodes)
+    train_experiment(
+        args.settings,
+        args.train_store,
+        args.val_store,
+        args.run_dir,
+        args.out,
+        args.seed,
+        args.gpus,
+        args.num_nodes,
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -69,23 +90,42 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     started = time.monotonic()
     predictions = predict(args.checkpoint, args.test_store)
-    metrics = distance_metrics(predictions["distance"], predictions["prediction"],
-                               predictions["occlusion"])
+    metrics = distance_metrics(
+        predictions["distance"], predictions["prediction"], predictions["occlusion"]
+    )
     run_info = load_checkpoint(args.checkpoint).get("run_info", {})
     with atomic_path(args.predictions) as tmp:
         predictions.to_parquet(tmp, index=False)
-    write_metrics(args.metrics, RunMetrics(
-        track="distance", dataset=args.dataset, experiment=args.experiment, seed=args.seed,
-        metrics=metrics, higher_is_better={k: higher_is_better(k) for k in metrics},
-        config_hash=config_hash(args.settings), world_size=int(run_info.get("world_size", 1)),
-        wall_time_s=round(float(run_info.get("train_wall_time_s", 0.0))
-                          + time.monotonic() - started, 2),
-        extra={"test_objects": len(predictions), "settings": args.settings,
-               "resumed_from_epoch": run_info.get("resumed_from_epoch")},
-    ))
-    log.info("%s seed %d: ALE %.3f m, AbsRel %.3f, delta<1.25 %.3f on %d objects",
-             args.experiment, args.seed, metrics["ALE"], metrics["AbsRel"],
-             metrics["delta<1.25^1"], len(predictions))
+    write_metrics(
+        args.metrics,
+        RunMetrics(
+            track="distance",
+            dataset=args.dataset,
+            experiment=args.experiment,
+            seed=args.seed,
+            metrics=metrics,
+            higher_is_better={k: higher_is_better(k) for k in metrics},
+            config_hash=config_hash(args.settings),
+            world_size=int(run_info.get("world_size", 1)),
+            wall_time_s=round(
+                float(run_info.get("train_wall_time_s", 0.0)) + time.monotonic() - started, 2
+            ),
+            extra={
+                "test_objects": len(predictions),
+                "settings": args.settings,
+                "resumed_from_epoch": run_info.get("resumed_from_epoch"),
+            },
+        ),
+    )
+    log.info(
+        "%s seed %d: ALE %.3f m, AbsRel %.3f, delta<1.25 %.3f on %d objects",
+        args.experiment,
+        args.seed,
+        metrics["ALE"],
+        metrics["AbsRel"],
+        metrics["delta<1.25^1"],
+        len(predictions),
+    )
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -103,8 +143,9 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(title="stages", metavar="STAGE")
 
@@ -113,8 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    policy = {"choices": ["skip", "fail"], "default": "skip",
-              "help": "what to do with a damaged sample (default: skip and count it)"}
+    policy = {
+        "choices": ["skip", "fail"],
+        "default": "skip",
+        "help": "what to do with a damaged sample (default: skip and count it)",
+    }
 
     p = stage("demo", cmd_demo, "write the seeded synthetic MOTSynth-style demo dataset")
     p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
@@ -141,8 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", type=_settings, required=True, help="merged experiment settings")
     p.add_argument("--train-store", type=Path, required=True)
     p.add_argument("--val-store", type=Path, required=True)
-    p.add_argument("--run-dir", type=Path, required=True,
-                   help="undeclared folder for resumable checkpoints and logs")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        required=True,
+        help="undeclared folder for resumable checkpoints and logs",
+    )
     p.add_argument("--out", type=Path, required=True, help="final checkpoint to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpus", type=int, default=0, help="GPUs per node (0: CPU)")

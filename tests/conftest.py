@@ -13,7 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 INDEX_SETTINGS = {
-    "distance": "feet", "min_visibility": 0.18, "split_seed": 0, "split_sequences": None,
+    "distance": "feet",
+    "min_visibility": 0.18,
+    "split_seed": 0,
+    "split_sequences": None,
     "split_fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
     "frame_stride": {"train": 1, "val": 1, "test": 1},
 }
@@ -22,8 +25,9 @@ INDEX_SETTINGS = {
 def run_script(*args: str | Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run ``python scripts/...`` from the repository root, as the rules do."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([PYTHON, *map(str, args)], cwd=ROOT, capture_output=True,
-                            text=True, env=env, **kwargs)
+    result = subprocess.run(
+        [PYTHON, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env, **kwargs
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
@@ -50,8 +54,9 @@ def prepared(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     paths: dict[str, Path] = {"root": demo_root}
     for split, table in tables.items():
         store = out / f"{split}.h5"
-        extract_split(table, demo_root, store, out / f"{split}.skipped.tsv", (64, 112), (32, 16),
-                      "fail")
+        extract_split(
+            table, demo_root, store, out / f"{split}.skipped.tsv", (64, 112), (32, 16), "fail"
+        )
         paths[split] = store
         paths[f"{split}_index"] = table
     return paths

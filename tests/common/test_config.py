@@ -29,7 +29,9 @@ def test_default_config_is_valid_and_gets_defaults():
 
 
 def test_leonardo_overlay_is_valid():
-    config = deep_merge(default_config(), yaml.safe_load((ROOT / "config/leonardo.yaml").read_text()))
+    config = deep_merge(
+        default_config(), yaml.safe_load((ROOT / "config/leonardo.yaml").read_text())
+    )
     validate_config(config, SCHEMA)
     assert {r.dataset for r in runs(config, "distance")} == {"motsynth"}
 

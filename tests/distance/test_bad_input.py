@@ -23,8 +23,18 @@ def data(demo_root: Path, tmp_path: Path) -> Path:
 
 
 def index(root: Path, out: Path, policy: str):
-    args = ["scripts/distance.py", "index", "--root", root, "--skipped", out / "skipped.tsv",
-            "--settings", json.dumps(INDEX_SETTINGS), "--on-bad-sample", policy]
+    args = [
+        "scripts/distance.py",
+        "index",
+        "--root",
+        root,
+        "--skipped",
+        out / "skipped.tsv",
+        "--settings",
+        json.dumps(INDEX_SETTINGS),
+        "--on-bad-sample",
+        policy,
+    ]
     for split in SPLITS:
         args += [f"--{split}", out / f"{split}.parquet"]
     return run_script(*args, check=False)
@@ -64,11 +74,16 @@ def test_missing_annotations_folder(tmp_path):
 
 
 DAMAGE = {
-    "box outside the image": (lambda a: a.__setitem__("bbox", [600.0, 10.0, 200.0, 50.0]),
-                              "outside the 640x360 image"),
-    "non-positive distance": (lambda a: a.__setitem__(
-        "keypoints_3d", [v if i % 4 != 2 else -abs(v) for i, v in enumerate(a["keypoints_3d"])]),
-        "non-positive distance"),
+    "box outside the image": (
+        lambda a: a.__setitem__("bbox", [600.0, 10.0, 200.0, 50.0]),
+        "outside the 640x360 image",
+    ),
+    "non-positive distance": (
+        lambda a: a.__setitem__(
+            "keypoints_3d", [v if i % 4 != 2 else -abs(v) for i, v in enumerate(a["keypoints_3d"])]
+        ),
+        "non-positive distance",
+    ),
     "missing keypoints_3d": (lambda a: a.pop("keypoints_3d"), "missing keypoints_3d"),
 }
 
@@ -85,8 +100,9 @@ def test_bad_object_fails_or_is_counted(data, tmp_path, kind):
 
     path = edit_annotation(data, change)
     out = tmp_path / "fail"
-    assert_clean_failure(index(data, out, "fail"), out, str(path), message,
-                         f"annotation {ann_ids[0]}")
+    assert_clean_failure(
+        index(data, out, "fail"), out, str(path), message, f"annotation {ann_ids[0]}"
+    )
 
     out = tmp_path / "skip"
     result = index(data, out, "skip")
@@ -119,10 +135,27 @@ def test_corrupt_jpeg_at_extract(prepared, tmp_path):
     n_frames = table.groupby(["sequence", "frame"]).ngroups
 
     def extract(out: Path, policy: str):
-        return run_script("scripts/distance.py", "extract", "--index", prepared["train_index"],
-                          "--root", root, "--out", out / "train.h5", "--skipped",
-                          out / "train.skipped.tsv", "--frame-size", "64", "112",
-                          "--crop-size", "32", "16", "--on-bad-sample", policy, check=False)
+        return run_script(
+            "scripts/distance.py",
+            "extract",
+            "--index",
+            prepared["train_index"],
+            "--root",
+            root,
+            "--out",
+            out / "train.h5",
+            "--skipped",
+            out / "train.skipped.tsv",
+            "--frame-size",
+            "64",
+            "112",
+            "--crop-size",
+            "32",
+            "16",
+            "--on-bad-sample",
+            policy,
+            check=False,
+        )
 
     out = tmp_path / "fail"
     assert_clean_failure(extract(out, "fail"), out, str(victim), "undecodable image")

@@ -77,7 +77,11 @@ def test_splits_are_by_sequence_and_seeded():
 
 
 def test_index_filters_and_strides(demo_root, tmp_path):
-    settings = {**INDEX_SETTINGS, "min_visibility": 0.9, "frame_stride": {"train": 2, "val": 1, "test": 3}}
+    settings = {
+        **INDEX_SETTINGS,
+        "min_visibility": 0.9,
+        "frame_stride": {"train": 2, "val": 1, "test": 3},
+    }
     out = {s: tmp_path / f"{s}.parquet" for s in ("train", "val", "test")}
     build_index(demo_root, out, tmp_path / "skipped.tsv", settings, "fail")
     train, test = pd.read_parquet(out["train"]), pd.read_parquet(out["test"])

@@ -12,8 +12,14 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-SETTINGS = {"model": "disnet", "max_epochs": 300, "batch_size": 16, "lr": 0.003,
-            "weight_decay": 0.0, "num_workers": 0}
+SETTINGS = {
+    "model": "disnet",
+    "max_epochs": 300,
+    "batch_size": 16,
+    "lr": 0.003,
+    "weight_decay": 0.0,
+    "num_workers": 0,
+}
 
 
 def history(run_dir: Path) -> list[dict]:
@@ -25,9 +31,23 @@ def history(run_dir: Path) -> list[dict]:
 
 def test_sigkill_then_rerun_resumes(prepared, tmp_path):
     run_dir, final = tmp_path / "run", tmp_path / "final.ckpt"
-    cmd = [sys.executable, "scripts/distance.py", "train", "--settings", json.dumps(SETTINGS),
-           "--train-store", str(prepared["train"]), "--val-store", str(prepared["val"]),
-           "--run-dir", str(run_dir), "--out", str(final), "--seed", "0"]
+    cmd = [
+        sys.executable,
+        "scripts/distance.py",
+        "train",
+        "--settings",
+        json.dumps(SETTINGS),
+        "--train-store",
+        str(prepared["train"]),
+        "--val-store",
+        str(prepared["val"]),
+        "--run-dir",
+        str(run_dir),
+        "--out",
+        str(final),
+        "--seed",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while len(history(run_dir)) < 5 and proc.poll() is None and time.monotonic() < deadline:

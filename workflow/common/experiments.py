@@ -35,8 +35,9 @@ def enabled_datasets(track: str, track_config: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def experiment_seeds(track_config: Mapping[str, Any], experiment: str,
-                     default: Sequence[int]) -> list[int]:
+def experiment_seeds(
+    track_config: Mapping[str, Any], experiment: str, default: Sequence[int]
+) -> list[int]:
     return list(experiment_settings(track_config, experiment).get("seeds") or default)
 
 

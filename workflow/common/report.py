@@ -19,26 +19,38 @@ def long_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in records:
         for name, value in r["metrics"].items():
-            rows.append({"track": r["track"], "dataset": r["dataset"],
-                         "experiment": r["experiment"], "seed": int(r["seed"]), "metric": name,
-                         "value": math.nan if value is None else float(value),
-                         "higher_is_better": bool(r["higher_is_better"][name])})
+            rows.append(
+                {
+                    "track": r["track"],
+                    "dataset": r["dataset"],
+                    "experiment": r["experiment"],
+                    "seed": int(r["seed"]),
+                    "metric": name,
+                    "value": math.nan if value is None else float(value),
+                    "higher_is_better": bool(r["higher_is_better"][name]),
+                }
+            )
     return pd.DataFrame(rows, columns=[*KEYS, "seed", "metric", "value", "higher_is_better"])
 
 
 def summarise(long: pd.DataFrame) -> pd.DataFrame:
     """One row per track x dataset x experiment x metric with mean, sd, seeds and `best`."""
     grouped = long.groupby([*KEYS, "metric"], sort=False)
-    summary = grouped.agg(mean=("value", "mean"), sd=("value", "std"), seeds=("seed", "nunique"),
-                          higher_is_better=("higher_is_better", "first")).reset_index()
+    summary = grouped.agg(
+        mean=("value", "mean"),
+        sd=("value", "std"),
+        seeds=("seed", "nunique"),
+        higher_is_better=("higher_is_better", "first"),
+    ).reset_index()
     summary["sd"] = summary["sd"].fillna(0.0)
 
     def mark(group: pd.DataFrame) -> pd.Series:
         values = group["mean"] if group["higher_is_better"].iloc[0] else -group["mean"]
         return values == values.max() if values.notna().any() else values.notna()
 
-    summary["best"] = summary.groupby(["track", "dataset", "metric"], sort=False,
-                                      group_keys=False)[["mean", "higher_is_better"]].apply(mark)
+    summary["best"] = summary.groupby(["track", "dataset", "metric"], sort=False, group_keys=False)[
+        ["mean", "higher_is_better"]
+    ].apply(mark)
     return summary
 
 
@@ -50,15 +62,23 @@ def _cell(row: pd.Series) -> str:
 
 
 def markdown(summary: pd.DataFrame) -> str:
-    lines = ["# Summary", "",
-             "Mean ± sd over seeds; **bold** = best per metric within a track and dataset; "
-             "↑ higher is better, ↓ lower is better.", ""]
+    lines = [
+        "# Summary",
+        "",
+        "Mean ± sd over seeds; **bold** = best per metric within a track and dataset; "
+        "↑ higher is better, ↓ lower is better.",
+        "",
+    ]
     for (track, dataset), block in summary.groupby(["track", "dataset"], sort=False):
         metrics: Sequence[str] = list(dict.fromkeys(block["metric"]))
         arrows = block.drop_duplicates("metric").set_index("metric")["higher_is_better"]
         header = ["experiment", "seeds", *[f"{m} {'↑' if arrows[m] else '↓'}" for m in metrics]]
-        lines += [f"## {track} / {dataset}", "", "| " + " | ".join(header) + " |",
-                  "|" + "---|" * len(header)]
+        lines += [
+            f"## {track} / {dataset}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         for experiment, rows in block.groupby("experiment", sort=False):
             by_metric = rows.set_index("metric")
             cells = [_cell(by_metric.loc[m]) for m in metrics]

@@ -91,12 +91,26 @@ class EpochLog(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
         seconds = time.monotonic() - self.started
-        log.info("epoch %d/%d done in %.1f s: %s", trainer.current_epoch + 1,
-                 trainer.max_epochs, seconds, shown)
+        log.info(
+            "epoch %d/%d done in %.1f s: %s",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            seconds,
+            shown,
+        )
         self.history_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.history_file, "a") as fh:
-            fh.write(json.dumps({"pid": os.getpid(), "epoch": trainer.current_epoch,
-                                 "seconds": round(seconds, 3), **metrics}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "epoch": trainer.current_epoch,
+                        "seconds": round(seconds, 3),
+                        **metrics,
+                    }
+                )
+                + "\n"
+            )
 
 
 def hardware(settings: TrainSettings) -> dict[str, Any]:
@@ -108,8 +122,10 @@ def hardware(settings: TrainSettings) -> dict[str, Any]:
     devices = max(settings.gpus, 1)
     cuda = torch.cuda.is_available()
     if settings.gpus > 0 and not cuda:
-        warnings.warn(f"{settings.gpus} GPU(s) requested but CUDA is not available: "
-                      "running on CPU", stacklevel=2)
+        warnings.warn(
+            f"{settings.gpus} GPU(s) requested but CUDA is not available: running on CPU",
+            stacklevel=2,
+        )
     distributed = devices * settings.num_nodes > 1
     return {
         "accelerator": "gpu" if cuda and settings.gpus > 0 else "cpu",
@@ -138,8 +154,11 @@ def build_trainer(settings: TrainSettings) -> L.Trainer:
     kwargs: dict[str, Any] = {
         **hardware(settings),
         "max_epochs": settings.max_epochs,
-        "callbacks": [checkpoint, EpochLog(settings.history_file),
-                      TQDMProgressBar(refresh_rate=settings.progress_refresh)],
+        "callbacks": [
+            checkpoint,
+            EpochLog(settings.history_file),
+            TQDMProgressBar(refresh_rate=settings.progress_refresh),
+        ],
         "logger": loggers,
         "plugins": [AtomicCheckpointIO()],
         "log_every_n_steps": settings.log_every_n_steps,
@@ -166,8 +185,9 @@ def fit(
     best = Path(callback.best_model_path) if callback and callback.best_model_path else None
     if best is None or not best.exists():
         best = settings.last_checkpoint
-    return FitResult(best, resumed_from, trainer.world_size, trainer.is_global_zero,
-                     time.monotonic() - started)
+    return FitResult(
+        best, resumed_from, trainer.world_size, trainer.is_global_zero, time.monotonic() - started
+    )
 
 
 def publish_checkpoint(source: Path, final: Path, run_info: dict[str, Any]) -> None:

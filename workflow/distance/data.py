@@ -45,18 +45,23 @@ def make_dataset(model: str, store: Path) -> Dataset:
     return FrameDataset(store) if model == "zhu" else ObjectDataset(store)
 
 
-def make_loader(model: str, dataset: Dataset, batch_size: int, num_workers: int,
-                shuffle: bool) -> DataLoader:
+def make_loader(
+    model: str, dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool
+) -> DataLoader:
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
         collate_fn=collate_frames if model == "zhu" else None,
         persistent_workers=num_workers > 0,
     )
 
 
 class DistanceDataModule(L.LightningDataModule):
-    def __init__(self, model: str, train_store: Path, val_store: Path, batch_size: int,
-                 num_workers: int = 0) -> None:
+    def __init__(
+        self, model: str, train_store: Path, val_store: Path, batch_size: int, num_workers: int = 0
+    ) -> None:
         super().__init__()
         self.model, self.batch_size, self.num_workers = model, batch_size, num_workers
         self.stores = {"train": Path(train_store), "val": Path(val_store)}
@@ -67,9 +72,11 @@ class DistanceDataModule(L.LightningDataModule):
             self.datasets.setdefault(split, make_dataset(self.model, store))
 
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self.model, self.datasets["train"], self.batch_size,
-                           self.num_workers, shuffle=True)
+        return make_loader(
+            self.model, self.datasets["train"], self.batch_size, self.num_workers, shuffle=True
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return make_loader(self.model, self.datasets["val"], self.batch_size,
-                           self.num_workers, shuffle=False)
+        return make_loader(
+            self.model, self.datasets["val"], self.batch_size, self.num_workers, shuffle=False
+        )

@@ -61,8 +61,13 @@ class Camera:
         return np.stack([x, c * y - s * z, s * y + c * z], axis=-1)
 
     def project(self, cam: np.ndarray) -> np.ndarray:
-        return np.stack([self.f * cam[..., 0] / cam[..., 2] + self.cx,
-                         self.f * cam[..., 1] / cam[..., 2] + self.cy], axis=-1)
+        return np.stack(
+            [
+                self.f * cam[..., 0] / cam[..., 2] + self.cx,
+                self.f * cam[..., 1] / cam[..., 2] + self.cy,
+            ],
+            axis=-1,
+        )
 
 
 @dataclass
@@ -85,11 +90,15 @@ class Person:
 
 def _render_background(cam: Camera, rng_texture: float) -> np.ndarray:
     """Sky above the horizon, a checkered ground plane with distance fog below it."""
-    v, u = np.mgrid[0:cam.height, 0:cam.width].astype(np.float64)
+    v, u = np.mgrid[0 : cam.height, 0 : cam.width].astype(np.float64)
     rays = np.stack([(u - cam.cx) / cam.f, (v - cam.cy) / cam.f, np.ones_like(u)], axis=-1)
     s, c = math.sin(cam.pitch), math.cos(cam.pitch)
     # camera frame -> level frame (inverse of Camera.to_camera)
-    lx, ly, lz = rays[..., 0], c * rays[..., 1] + s * rays[..., 2], -s * rays[..., 1] + c * rays[..., 2]
+    lx, ly, lz = (
+        rays[..., 0],
+        c * rays[..., 1] + s * rays[..., 2],
+        -s * rays[..., 1] + c * rays[..., 2],
+    )
     img = np.empty((cam.height, cam.width, 3))
     sky = ly <= 1e-6
     t = np.where(sky, 0.0, cam.height_m / np.maximum(ly, 1e-6))
@@ -123,15 +132,21 @@ def _spawn(rng: np.random.Generator, ped_id: int, cam: Camera, s: DemoSettings) 
     speed = rng.uniform(0.0, 1.5) / 5  # metres per frame at 5 fps
     heading = rng.uniform(0, 2 * math.pi)
     return Person(
-        ped_id=ped_id, x=dist * math.sin(angle), z=dist * math.cos(angle),
-        vx=speed * math.cos(heading), vz=speed * math.sin(heading),
-        height=height, width=PRIOR_WIDTH * height / PRIOR_HEIGHT,
+        ped_id=ped_id,
+        x=dist * math.sin(angle),
+        z=dist * math.cos(angle),
+        vx=speed * math.cos(heading),
+        vz=speed * math.sin(heading),
+        height=height,
+        width=PRIOR_WIDTH * height / PRIOR_HEIGHT,
         shirt=tuple(int(c) for c in rng.integers(20, 235, 3)),
         trousers=tuple(int(c) for c in rng.integers(10, 120, 3)),
     )
 
 
-def _visible_box(person: Person, cam: Camera, s: DemoSettings) -> tuple[np.ndarray, np.ndarray] | None:
+def _visible_box(
+    person: Person, cam: Camera, s: DemoSettings
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Camera-frame joints and the full-body box, or None if not fully inside the frame."""
     joints = cam.to_camera(person.joints_level(cam))
     if joints[:, 2].min() <= 0.5:
@@ -160,8 +175,13 @@ def write_sequence(root: Path, index: int, s: DemoSettings) -> dict[str, Any]:
     rng = np.random.default_rng([s.seed, index])
     seq = f"{index:03d}"
     f = s.width / 2 / math.tan(math.radians(s.fov_deg) / 2)
-    cam = Camera(s.width, s.height, f, float(rng.uniform(*s.camera_height)),
-                 math.radians(rng.uniform(*s.camera_pitch_deg)))
+    cam = Camera(
+        s.width,
+        s.height,
+        f,
+        float(rng.uniform(*s.camera_height)),
+        math.radians(rng.uniform(*s.camera_pitch_deg)),
+    )
     background = _render_background(cam, float(rng.uniform(0, 1)))
     n_people = int(rng.integers(s.pedestrians[0], s.pedestrians[1] + 1))
     people = [_spawn(rng, i, cam, s) for i in range(n_people)]
@@ -185,51 +205,89 @@ def write_sequence(root: Path, index: int, s: DemoSettings) -> dict[str, Any]:
         image_id = index * 100_000 + frame_n
         file_name = f"frames/{seq}/rgb/{frame_n:04d}.jpg"
         write_bytes(root / file_name, _encode_jpeg(img))
-        images.append({
-            "id": image_id, "file_name": file_name, "height": s.height, "width": s.width,
-            "frame_n": frame_n, "cam_world_pos": [0.0, -cam.height_m, 0.0],
-            "cam_world_rot": [math.degrees(cam.pitch), 0.0, 0.0],
-        })
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "height": s.height,
+                "width": s.width,
+                "frame_n": frame_n,
+                "cam_world_pos": [0.0, -cam.height_m, 0.0],
+                "cam_world_rot": [math.degrees(cam.pitch), 0.0, 0.0],
+            }
+        )
         for j, (person, joints, box) in enumerate(placed):
             uv = cam.project(joints)
-            nearer = [b for _, _, b in placed[j + 1:]]
+            nearer = [b for _, _, b in placed[j + 1 :]]
             vis = np.full(N_JOINTS, 2)
             for b in nearer:
-                covered = (uv[:, 0] >= b[0]) & (uv[:, 0] <= b[2]) & (uv[:, 1] >= b[1]) & (uv[:, 1] <= b[3])
+                covered = (
+                    (uv[:, 0] >= b[0])
+                    & (uv[:, 0] <= b[2])
+                    & (uv[:, 1] >= b[1])
+                    & (uv[:, 1] <= b[3])
+                )
                 vis[covered] = 1
             x1, y1, x2, y2 = (float(v) for v in box)
-            annotations.append({
-                "id": len(annotations) + index * 10_000_000 + 1, "image_id": image_id,
-                "category_id": 1, "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0,
-                "keypoints": [round(float(v), 3) for row in np.column_stack([uv, vis]) for v in row],
-                "num_keypoints": int((vis > 0).sum()),
-                "keypoints_3d": [round(float(v), 4) for row in np.column_stack([joints, vis]) for v in row],
-                "ped_id": person.ped_id, "model_id": int(person.ped_id % 7),
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + index * 10_000_000 + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "area": round((x2 - x1) * (y2 - y1), 2),
+                    "iscrowd": 0,
+                    "keypoints": [
+                        round(float(v), 3) for row in np.column_stack([uv, vis]) for v in row
+                    ],
+                    "num_keypoints": int((vis > 0).sum()),
+                    "keypoints_3d": [
+                        round(float(v), 4) for row in np.column_stack([joints, vis]) for v in row
+                    ],
+                    "ped_id": person.ped_id,
+                    "model_id": int(person.ped_id % 7),
+                }
+            )
         for person in people:
             person.x += person.vx
             person.z += person.vz
     info = {
-        "seq_name": seq, "is_night": False, "weather": "CLEAR", "is_moving": False,
-        "cam_fov": s.fov_deg, "fx": f, "fy": f, "cx": cam.cx, "cy": cam.cy,
-        "cam_height_m": cam.height_m, "cam_pitch_deg": math.degrees(cam.pitch),
+        "seq_name": seq,
+        "is_night": False,
+        "weather": "CLEAR",
+        "is_moving": False,
+        "cam_fov": s.fov_deg,
+        "fx": f,
+        "fy": f,
+        "cx": cam.cx,
+        "cy": cam.cy,
+        "cam_height_m": cam.height_m,
+        "cam_pitch_deg": math.degrees(cam.pitch),
     }
-    write_json(root / "annotations" / f"{seq}.json", {
-        "info": info, "images": images, "annotations": annotations,
-        "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
-    })
+    write_json(
+        root / "annotations" / f"{seq}.json",
+        {
+            "info": info,
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
+        },
+    )
     return {"sequence": seq, "frames": len(images), "objects": len(annotations)}
 
 
 def write_demo(root: str | Path, settings: DemoSettings) -> dict[str, Any]:
     """Write the whole demo dataset; the manifest is written last and marks completion."""
     root = Path(root)
-    seqs = [write_sequence(root, i, settings)
-            for i in tqdm(range(settings.sequences), desc="demo sequences", mininterval=1)]
+    seqs = [
+        write_sequence(root, i, settings)
+        for i in tqdm(range(settings.sequences), desc="demo sequences", mininterval=1)
+    ]
     manifest = {
-        "dataset": "MOTSynth-style synthetic demo", "seed": settings.seed,
-        "sequences": seqs, "frames": sum(s["frames"] for s in seqs),
+        "dataset": "MOTSynth-style synthetic demo",
+        "seed": settings.seed,
+        "sequences": seqs,
+        "frames": sum(s["frames"] for s in seqs),
         "objects": sum(s["objects"] for s in seqs),
     }
     write_json(root / "manifest.json", manifest)

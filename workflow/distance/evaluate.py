@@ -36,14 +36,17 @@ def predict(checkpoint_path: Path, store: Path, batch_size: int = 8) -> pd.DataF
         pred = table["fy"].to_numpy() * checkpoint["height"] / table["h"].to_numpy()
     else:
         pred = _network_predictions(load_network(checkpoint_path), store, len(table), batch_size)
-    out = table[["sequence", "frame", "ped_id", "distance", "occlusion", "visibility",
-                 "x", "y", "w", "h"]].copy()
+    out = table[
+        ["sequence", "frame", "ped_id", "distance", "occlusion", "visibility", "x", "y", "w", "h"]
+    ].copy()
     out["prediction"] = pred
     return out
 
 
 @torch.no_grad()
-def _network_predictions(module: torch.nn.Module, store: Path, n: int, batch_size: int) -> np.ndarray:
+def _network_predictions(
+    module: torch.nn.Module, store: Path, n: int, batch_size: int
+) -> np.ndarray:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = module.to(device)
     if module.hparams.model == "zhu":
@@ -52,8 +55,10 @@ def _network_predictions(module: torch.nn.Module, store: Path, n: int, batch_siz
         loader = DataLoader(ObjectDataset(store), batch_size=4096)
     pred = np.full(n, np.nan)
     for batch in loader:
-        moved = {k: (v.to(device) if torch.is_tensor(v) else [b.to(device) for b in v])
-                 for k, v in batch.items()}
+        moved = {
+            k: (v.to(device) if torch.is_tensor(v) else [b.to(device) for b in v])
+            for k, v in batch.items()
+        }
         pred[batch["rows"].numpy()] = module(moved).float().cpu().numpy()
     if np.isnan(pred).any():
         raise RuntimeError("some objects received no prediction")

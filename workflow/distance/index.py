@@ -22,7 +22,9 @@ SPLITS = ("train", "val", "test")
 def annotation_files(root: Path) -> list[Path]:
     folder = root / "annotations"
     if not folder.is_dir():
-        raise InputError(folder, "annotation folder not found (expected <root>/annotations/<seq>.json)")
+        raise InputError(
+            folder, "annotation folder not found (expected <root>/annotations/<seq>.json)"
+        )
     files = sorted(folder.glob("*.json"))
     if not files:
         raise InputError(folder, "no <seq>.json annotation files")
@@ -68,8 +70,12 @@ def build_index(
 ) -> dict[str, int]:
     """Read every sequence, filter by visibility, write one table per split + skipped.tsv."""
     files = annotation_files(root)
-    splits = assign_splits([f.stem for f in files], settings["split_fractions"],
-                           settings["split_seed"], settings.get("split_sequences"))
+    splits = assign_splits(
+        [f.stem for f in files],
+        settings["split_fractions"],
+        settings["split_seed"],
+        settings.get("split_sequences"),
+    )
     strides = settings["frame_stride"]
     skips = Skips()
     tables: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
@@ -83,13 +89,21 @@ def build_index(
     for split in SPLITS:
         frame = pd.DataFrame(tables[split], columns=list(ROW_COLUMNS))
         if frame.empty:
-            raise InputError(root, f"no valid objects in the {split} split "
-                                   "(check split settings, frame_stride and min_visibility)")
+            raise InputError(
+                root,
+                f"no valid objects in the {split} split "
+                "(check split settings, frame_stride and min_visibility)",
+            )
         with atomic_path(outputs[split]) as tmp:
             frame.to_parquet(tmp, index=False)
         counts[split] = len(frame)
-        log.info("%s: %d objects in %d frames of %d sequences", split, len(frame),
-                 frame.groupby(["sequence", "frame"]).ngroups, frame["sequence"].nunique())
+        log.info(
+            "%s: %d objects in %d frames of %d sequences",
+            split,
+            len(frame),
+            frame.groupby(["sequence", "frame"]).ngroups,
+            frame["sequence"].nunique(),
+        )
     write_text(skipped_path, skips.to_tsv())
     log.info("skipped %d bad samples (listed in %s)", len(skips), skipped_path)
     return counts

@@ -5,10 +5,28 @@ from __future__ import annotations
 import numpy as np
 
 JOINTS = (
-    "head_top", "head_center", "neck", "right_clavicle", "right_shoulder", "right_elbow",
-    "right_wrist", "left_clavicle", "left_shoulder", "left_elbow", "left_wrist", "spine0",
-    "spine1", "spine2", "spine3", "spine4", "right_hip", "right_knee", "right_ankle",
-    "left_hip", "left_knee", "left_ankle",
+    "head_top",
+    "head_center",
+    "neck",
+    "right_clavicle",
+    "right_shoulder",
+    "right_elbow",
+    "right_wrist",
+    "left_clavicle",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "spine0",
+    "spine1",
+    "spine2",
+    "spine3",
+    "spine4",
+    "right_hip",
+    "right_knee",
+    "right_ankle",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
 )
 N_JOINTS = len(JOINTS)
 HEAD = JOINTS.index("head_center")
@@ -16,14 +34,58 @@ FEET = (JOINTS.index("right_ankle"), JOINTS.index("left_ankle"))
 
 # Joint heights as a fraction of body height, and lateral offsets as a fraction of body
 # width (+ = the person's left, seen from the camera on the image's right).
-HEIGHT_FRACTION = np.array([
-    1.00, 0.94, 0.87, 0.85, 0.82, 0.66, 0.50, 0.85, 0.82, 0.66, 0.50, 0.55,
-    0.60, 0.66, 0.72, 0.78, 0.52, 0.28, 0.04, 0.52, 0.28, 0.04,
-])
-LATERAL_FRACTION = np.array([
-    0.0, 0.0, 0.0, -0.2, -0.45, -0.5, -0.5, 0.2, 0.45, 0.5, 0.5, 0.0,
-    0.0, 0.0, 0.0, 0.0, -0.2, -0.2, -0.2, 0.2, 0.2, 0.2,
-])
+HEIGHT_FRACTION = np.array(
+    [
+        1.00,
+        0.94,
+        0.87,
+        0.85,
+        0.82,
+        0.66,
+        0.50,
+        0.85,
+        0.82,
+        0.66,
+        0.50,
+        0.55,
+        0.60,
+        0.66,
+        0.72,
+        0.78,
+        0.52,
+        0.28,
+        0.04,
+        0.52,
+        0.28,
+        0.04,
+    ]
+)
+LATERAL_FRACTION = np.array(
+    [
+        0.0,
+        0.0,
+        0.0,
+        -0.2,
+        -0.45,
+        -0.5,
+        -0.5,
+        0.2,
+        0.45,
+        0.5,
+        0.5,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        -0.2,
+        -0.2,
+        -0.2,
+        0.2,
+        0.2,
+        0.2,
+    ]
+)
 
 DISTANCE_DEFINITIONS = ("feet", "head", "depth")
 
@@ -40,5 +102,6 @@ def distance_from_keypoints(kp3d: np.ndarray, definition: str) -> float:
         return float(np.linalg.norm(kp3d[HEAD, :3]))
     if definition == "depth":
         return float(kp3d[list(FEET), 2].mean())
-    raise ValueError(f"unknown distance definition {definition!r}: use one of "
-                     f"{', '.join(DISTANCE_DEFINITIONS)}")
+    raise ValueError(
+        f"unknown distance definition {definition!r}: use one of {', '.join(DISTANCE_DEFINITIONS)}"
+    )

@@ -25,8 +25,9 @@ GEOMETRY_DIM = 6
 class DistanceModule(L.LightningModule):
     """Shared loss, optimiser and logging: subclasses only say how a batch becomes metres."""
 
-    def __init__(self, lr: float, weight_decay: float, target_mean: float, target_std: float,
-                 **_: Any) -> None:
+    def __init__(
+        self, lr: float, weight_decay: float, target_mean: float, target_std: float, **_: Any
+    ) -> None:
         super().__init__()
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(float(target_std)))
@@ -37,8 +38,13 @@ class DistanceModule(L.LightningModule):
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         pred = self(batch)
         loss = nn.functional.l1_loss(pred, batch["target"])
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["target"]),
-                 sync_dist=stage != "train")
+        self.log(
+            f"{stage}_loss",
+            loss,
+            prog_bar=True,
+            batch_size=len(batch["target"]),
+            sync_dist=stage != "train",
+        )
         return loss
 
     def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
@@ -48,23 +54,38 @@ class DistanceModule(L.LightningModule):
         return self._step(batch, "val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
 
 
 class DisNet(DistanceModule):
     """MLP 6 -> 100 -> 100 -> 100 -> 1 with SELU on [H/h, W/w, D/d] + class priors."""
 
-    def __init__(self, lr: float, weight_decay: float, target_mean: float, target_std: float,
-                 feature_mean: Sequence[float], feature_std: Sequence[float],
-                 hidden: int = 100, model: str = "disnet", **_: Any) -> None:
+    def __init__(
+        self,
+        lr: float,
+        weight_decay: float,
+        target_mean: float,
+        target_std: float,
+        feature_mean: Sequence[float],
+        feature_std: Sequence[float],
+        hidden: int = 100,
+        model: str = "disnet",
+        **_: Any,
+    ) -> None:
         super().__init__(lr, weight_decay, target_mean, target_std)
         self.save_hyperparameters()
         self.register_buffer("feature_mean", torch.tensor(feature_mean, dtype=torch.float32))
         self.register_buffer("feature_std", torch.tensor(feature_std, dtype=torch.float32))
         self.mlp = nn.Sequential(
-            nn.Linear(GEOMETRY_DIM, hidden), nn.SELU(), nn.Linear(hidden, hidden), nn.SELU(),
-            nn.Linear(hidden, hidden), nn.SELU(), nn.Linear(hidden, 1),
+            nn.Linear(GEOMETRY_DIM, hidden),
+            nn.SELU(),
+            nn.Linear(hidden, hidden),
+            nn.SELU(),
+            nn.Linear(hidden, hidden),
+            nn.SELU(),
+            nn.Linear(hidden, 1),
         )
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -78,7 +99,9 @@ def resnet_trunk(name: str, pretrained: str | None, layer: str) -> tuple[nn.Modu
     Weights load only from a local state-dict path; ``None`` means random initialisation.
     """
     if not hasattr(torchvision.models, name) or not name.startswith("resnet"):
-        raise ValueError(f"unknown backbone {name!r}: use a torchvision resnet (resnet18, resnet34)")
+        raise ValueError(
+            f"unknown backbone {name!r}: use a torchvision resnet (resnet18, resnet34)"
+        )
     net = getattr(torchvision.models, name)(weights=None)
     if pretrained:
         path = Path(pretrained)
@@ -97,7 +120,8 @@ def resnet_trunk(name: str, pretrained: str | None, layer: str) -> tuple[nn.Modu
     kept = layers[: layers.index(layer) + 1]
     trunk = nn.Sequential(*(getattr(net, n) for n in kept))
     channels = getattr(net, layer)[-1].conv2.out_channels * (
-        4 if isinstance(getattr(net, layer)[-1], torchvision.models.resnet.Bottleneck) else 1)
+        4 if isinstance(getattr(net, layer)[-1], torchvision.models.resnet.Bottleneck) else 1
+    )
     stride = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}[layer]
     return trunk, channels, stride
 
@@ -109,12 +133,25 @@ class ZhuFang(DistanceModule):
     alone (fixed-size, translation-equivariant) only carry indirectly.
     """
 
-    def __init__(self, lr: float, weight_decay: float, target_mean: float, target_std: float,
-                 feature_mean: Sequence[float], feature_std: Sequence[float],
-                 backbone: str = "resnet34", pretrained: str | None = None,
-                 feature_layer: str = "layer4", roi_size: int = 7, hidden: int = 512,
-                 reduce: int = 64, dropout: float = 0.2, box_features: bool = True,
-                 model: str = "zhu", **_: Any) -> None:
+    def __init__(
+        self,
+        lr: float,
+        weight_decay: float,
+        target_mean: float,
+        target_std: float,
+        feature_mean: Sequence[float],
+        feature_std: Sequence[float],
+        backbone: str = "resnet34",
+        pretrained: str | None = None,
+        feature_layer: str = "layer4",
+        roi_size: int = 7,
+        hidden: int = 512,
+        reduce: int = 64,
+        dropout: float = 0.2,
+        box_features: bool = True,
+        model: str = "zhu",
+        **_: Any,
+    ) -> None:
         super().__init__(lr, weight_decay, target_mean, target_std)
         self.save_hyperparameters()
         self.register_buffer("feature_mean", torch.tensor(feature_mean, dtype=torch.float32))
@@ -123,11 +160,16 @@ class ZhuFang(DistanceModule):
         self.roi = RoIAlign(roi_size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
         extra = GEOMETRY_DIM if box_features else 0
         self.head = nn.Sequential(  # 1x1 reduction keeps the flattened RoI small
-            nn.Conv2d(channels, reduce, 1), nn.ReLU(), nn.Flatten(), nn.Dropout(dropout),
-            nn.Linear(reduce * roi_size * roi_size, hidden), nn.ReLU(),
+            nn.Conv2d(channels, reduce, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(reduce * roi_size * roi_size, hidden),
+            nn.ReLU(),
         )
-        self.regressor = nn.Sequential(nn.Linear(hidden + extra, hidden // 2), nn.ReLU(),
-                                       nn.Linear(hidden // 2, 1))
+        self.regressor = nn.Sequential(
+            nn.Linear(hidden + extra, hidden // 2), nn.ReLU(), nn.Linear(hidden // 2, 1)
+        )
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         features = self.trunk(batch["image"])

@@ -19,9 +19,25 @@ from workflow.common.errors import BadSample, InputError
 from workflow.distance.joints import N_JOINTS, distance_from_keypoints
 
 ROW_COLUMNS = (
-    "sequence", "frame", "image_id", "file_name", "ann_id", "ped_id",
-    "x", "y", "w", "h", "img_w", "img_h", "fx", "fy", "cx", "cy",
-    "distance", "visibility", "occlusion",
+    "sequence",
+    "frame",
+    "image_id",
+    "file_name",
+    "ann_id",
+    "ped_id",
+    "x",
+    "y",
+    "w",
+    "h",
+    "img_w",
+    "img_h",
+    "fx",
+    "fy",
+    "cx",
+    "cy",
+    "distance",
+    "visibility",
+    "occlusion",
 )
 
 
@@ -53,8 +69,9 @@ def load_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise InputError(path, f"malformed JSON: {err.msg} at line {err.lineno} "
-                               f"column {err.colno}") from None
+        raise InputError(
+            path, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
 
 
 def _intrinsics(info: Any, path: Path) -> dict[str, float]:
@@ -72,8 +89,11 @@ def _intrinsics(info: Any, path: Path) -> dict[str, float]:
 def _object_row(ann: dict[str, Any], image: dict[str, Any], definition: str) -> dict[str, Any]:
     """Validate one annotation; problems raise ``BadSample`` (path filled in by the caller)."""
     bbox = ann.get("bbox")
-    if (not isinstance(bbox, list) or len(bbox) != 4
-            or not all(isinstance(v, int | float) and math.isfinite(v) for v in bbox)):
+    if (
+        not isinstance(bbox, list)
+        or len(bbox) != 4
+        or not all(isinstance(v, int | float) and math.isfinite(v) for v in bbox)
+    ):
         raise BadSample("", f"bbox must be 4 finite numbers, got {bbox!r}")
     x, y, w, h = (float(v) for v in bbox)
     img_w, img_h = float(image["width"]), float(image["height"])
@@ -90,11 +110,21 @@ def _object_row(ann: dict[str, Any], image: dict[str, Any], definition: str) -> 
     distance = distance_from_keypoints(arr, definition)
     depth = distance_from_keypoints(arr, "depth")  # behind the camera is never valid
     if not (math.isfinite(distance) and distance > 0 and depth > 0):
-        raise BadSample("", f"non-positive distance ({distance:.3g} m, depth {depth:.3g} m) "
-                            "from keypoints_3d")
+        raise BadSample(
+            "", f"non-positive distance ({distance:.3g} m, depth {depth:.3g} m) from keypoints_3d"
+        )
     visibility = float((arr[:, 3] == 2).mean())
-    return {"x": x, "y": y, "w": w, "h": h, "img_w": img_w, "img_h": img_h,
-            "distance": distance, "visibility": visibility, "occlusion": 1.0 - visibility}
+    return {
+        "x": x,
+        "y": y,
+        "w": w,
+        "h": h,
+        "img_w": img_w,
+        "img_h": img_h,
+        "distance": distance,
+        "visibility": visibility,
+        "occlusion": 1.0 - visibility,
+    }
 
 
 def read_sequence(
@@ -128,8 +158,12 @@ def read_sequence(
     for image in doc["images"]:
         try:
             frame_n = int(image["frame_n"])
-            images[image["id"]] = {**image, "frame_n": frame_n,
-                                   "width": int(image["width"]), "height": int(image["height"])}
+            images[image["id"]] = {
+                **image,
+                "frame_n": frame_n,
+                "width": int(image["width"]),
+                "height": int(image["height"]),
+            }
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(ann_path, f"image entry {image!r:.80} lacks {err}") from None
     kept = {k: im for k, im in images.items() if im["frame_n"] % frame_stride == 0}
@@ -148,8 +182,11 @@ def read_sequence(
         if image["id"] not in present:
             present[image["id"]] = frame_path.is_file()
             if not present[image["id"]]:
-                bad(BadSample("", f"frame file not found (image {image['id']} of {ann_path})"),
-                    f"image {image['id']}", frame_path)
+                bad(
+                    BadSample("", f"frame file not found (image {image['id']} of {ann_path})"),
+                    f"image {image['id']}",
+                    frame_path,
+                )
         if not present[image["id"]]:
             continue
         try:
@@ -157,9 +194,16 @@ def read_sequence(
         except BadSample as err:
             bad(err, item)
             continue
-        rows.append({
-            "sequence": sequence, "frame": image["frame_n"], "image_id": image["id"],
-            "file_name": image["file_name"], "ann_id": ann.get("id"),
-            "ped_id": ann.get("ped_id", -1), **geometry, **intr,
-        })
+        rows.append(
+            {
+                "sequence": sequence,
+                "frame": image["frame_n"],
+                "image_id": image["id"],
+                "file_name": image["file_name"],
+                "ann_id": ann.get("id"),
+                "ped_id": ann.get("ped_id", -1),
+                **geometry,
+                **intr,
+            }
+        )
     return rows

@@ -72,13 +72,17 @@ def extract_split(
     skips = Skips()
     groups = list(table.groupby(["sequence", "frame"], sort=False))
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
-        frames = h5.create_dataset("frames", (len(groups), fh, fw, 3), dtype="uint8",
-                                   chunks=(1, fh, fw, 3), maxshape=(None, fh, fw, 3))
+        frames = h5.create_dataset(
+            "frames",
+            (len(groups), fh, fw, 3),
+            dtype="uint8",
+            chunks=(1, fh, fw, 3),
+            maxshape=(None, fh, fw, 3),
+        )
         kept_objects: list[pd.DataFrame] = []
         boxes, crops = [], []
         n = 0
-        for (seq, frame_n), objects in tqdm(groups, desc=f"extract {out_path.stem}",
-                                            mininterval=5):
+        for (seq, frame_n), objects in tqdm(groups, desc=f"extract {out_path.stem}", mininterval=5):
             path = root / objects["file_name"].iloc[0]
             try:
                 pixels = decode_frame(path, (fh, fw))
@@ -108,11 +112,19 @@ def extract_split(
             h5.create_dataset(name, data=objects[name].to_numpy(np.float32))
         h5.create_dataset("sequence", data=objects["sequence"].astype(str).to_numpy().astype("S"))
         h5.create_dataset("frame", data=objects["frame"].to_numpy(np.int64))
-        h5.attrs.update({"frame_size": [fh, fw], "crop_size": list(crop_size),
-                         "root": str(root), "index": str(index_path)})
+        h5.create_dataset("file_name", data=objects["file_name"].astype(str).to_numpy().astype("S"))
+        h5.attrs.update(
+            {
+                "frame_size": [fh, fw],
+                "crop_size": list(crop_size),
+                "root": str(root),
+                "index": str(index_path),
+            }
+        )
     write_text(skipped_path, skips.to_tsv())
-    log.info("%s: %d frames, %d objects; skipped %d frames", out_path.name, n, len(objects),
-             len(skips))
+    log.info(
+        "%s: %d frames, %d objects; skipped %d frames", out_path.name, n, len(objects), len(skips)
+    )
     return {"frames": n, "objects": len(objects), "skipped": len(skips)}
 
 
@@ -132,6 +144,7 @@ def object_table(path: Path) -> pd.DataFrame:
         table = pd.DataFrame({name: h5[name][:] for name in OBJECT_FIELDS})
         table["sequence"] = h5["sequence"][:].astype(str)
         table["frame"] = h5["frame"][:]
+        table["file_name"] = h5["file_name"][:].astype(str)
         table["frame_index"] = h5["frame_index"][:]
     table[["x", "y", "w", "h"]] = boxes
     return table
@@ -177,14 +190,10 @@ class FrameDataset(Dataset):
 class JpegFrameDataset(FrameDataset):
     """The same items, decoding and resizing the original JPEG every time (benchmark baseline)."""
 
-    def __init__(self, path: Path, index_path: Path, root: Path) -> None:
+    def __init__(self, path: Path, root: Path) -> None:
         super().__init__(path)
-        index = read_index(index_path).drop_duplicates(["sequence", "frame"])
-        files = dict(zip(zip(index["sequence"].astype(str), index["frame"]), index["file_name"],
-                         strict=True))
-        first = self.table.groupby("frame_index").first()
-        self.files = {fi: Path(root) / files[(row.sequence, row.frame)]
-                      for fi, row in first.iterrows()}
+        first = self.table.groupby("frame_index")["file_name"].first()
+        self.files = {fi: Path(root) / name for fi, name in first.items()}
         with open_store(self.path) as h5:
             self.size = tuple(int(v) for v in h5.attrs["frame_size"])
 

@@ -47,17 +47,34 @@ def train_experiment(
         return
     stats = training_statistics(train_store)
     extra = {k: settings[k] for k in MODEL_KEYS if k in settings} if model == "zhu" else {}
-    module = NETWORKS[model](lr=settings["lr"], weight_decay=settings["weight_decay"],
-                             model=model, **stats, **extra)
-    data = DistanceDataModule(model, train_store, val_store, settings["batch_size"],
-                              settings["num_workers"])
-    result = fit(module, data, TrainSettings(
-        run_dir=run_dir, max_epochs=settings["max_epochs"], seed=seed, gpus=gpus,
-        num_nodes=num_nodes, monitor="val_loss", mode="min",
-    ))
+    module = NETWORKS[model](
+        lr=settings["lr"], weight_decay=settings["weight_decay"], model=model, **stats, **extra
+    )
+    data = DistanceDataModule(
+        model, train_store, val_store, settings["batch_size"], settings["num_workers"]
+    )
+    result = fit(
+        module,
+        data,
+        TrainSettings(
+            run_dir=run_dir,
+            max_epochs=settings["max_epochs"],
+            seed=seed,
+            gpus=gpus,
+            num_nodes=num_nodes,
+            monitor="val_loss",
+            mode="min",
+        ),
+    )
     if result.is_global_zero:
-        publish_checkpoint(result.best_checkpoint, final, {
-            "world_size": result.world_size, "train_wall_time_s": round(result.wall_time_s, 2),
-            "resumed_from_epoch": result.resumed_from_epoch, "seed": seed,
-        })
+        publish_checkpoint(
+            result.best_checkpoint,
+            final,
+            {
+                "world_size": result.world_size,
+                "train_wall_time_s": round(result.wall_time_s, 2),
+                "resumed_from_epoch": result.resumed_from_epoch,
+                "seed": seed,
+            },
+        )
         log.info("selected %s (best val_loss) -> %s", result.best_checkpoint.name, final)
