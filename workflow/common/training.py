@@ -76,41 +76,59 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class EpochLog(Callback):
-    """One log line per epoch, and ``history.jsonl`` (pid, epoch) so a resume is visible."""
+    """One log line per epoch with its metrics and duration."""
 
-    def __init__(self, history_file: Path) -> None:
-        self.history_file = history_file
+    def __init__(self) -> None:
         self.started = time.monotonic()
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.started = time.monotonic()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
-        seconds = time.monotonic() - self.started
-        log.info(
-            "epoch %d/%d done in %.1f s: %s",
-            trainer.current_epoch + 1,
-            trainer.max_epochs,
-            seconds,
-            shown,
-        )
-        self.history_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.history_file, "a") as fh:
-            fh.write(
-                json.dumps(
-                    {
-                        "pid": os.getpid(),
-                        "epoch": trainer.current_epoch,
-                        "seconds": round(seconds, 3),
-                        **metrics,
-                    }
-                )
-                + "\n"
+        if trainer.is_global_zero:
+            log.info(
+                "epoch %d/%d done in %.1f s: %s",
+                trainer.current_epoch + 1,
+                trainer.max_epochs,
+                time.monotonic() - self.started,
+                " ".join(f"{k}={v:.4g}" for k, v in sorted(epoch_metrics(trainer).items())),
             )
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` after every epoch, then a line in ``history.jsonl`` (pid, epoch).
+
+    Lightning's ``save_last`` only writes when a top-k checkpoint is written (the monitored
+    metric improved), so a kill could lose several epochs; this one never skips. The history
+    line is written after the save, so it lists exactly the epochs a resume will not redo.
+    """
+
+    def __init__(self, dirpath: Path, history_file: Path) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
+        self.history_file = history_file
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, module)
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            self.history_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.history_file, "a") as fh:
+                record = {
+                    "pid": os.getpid(),
+                    "epoch": trainer.current_epoch,
+                    **epoch_metrics(trainer),
+                }
+                fh.write(json.dumps(record) + "\n")
+
+
+def epoch_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 
 def hardware(settings: TrainSettings) -> dict[str, Any]:
@@ -138,15 +156,16 @@ def hardware(settings: TrainSettings) -> dict[str, Any]:
 
 
 def build_trainer(settings: TrainSettings) -> L.Trainer:
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=settings.checkpoint_dir,
         filename="best",
         monitor=settings.monitor,
         mode=settings.mode,
         save_top_k=1,
-        save_last=True,
+        save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
+    last = LastCheckpoint(settings.checkpoint_dir, settings.history_file)
     loggers = [
         CSVLogger(Path(settings.run_dir) / "logs", name="csv"),
         TensorBoardLogger(Path(settings.run_dir) / "logs", name="tensorboard"),
@@ -155,8 +174,9 @@ def build_trainer(settings: TrainSettings) -> L.Trainer:
         **hardware(settings),
         "max_epochs": settings.max_epochs,
         "callbacks": [
-            checkpoint,
-            EpochLog(settings.history_file),
+            best,
+            last,
+            EpochLog(),
             TQDMProgressBar(refresh_rate=settings.progress_refresh),
         ],
         "logger": loggers,
@@ -181,8 +201,10 @@ def fit(
         resumed_from = int(torch.load(resume, map_location="cpu", weights_only=False)["epoch"])
         log.info("resuming from %s (epoch %d done)", resume, resumed_from + 1)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    callback = trainer.checkpoint_callback
-    best = Path(callback.best_model_path) if callback and callback.best_model_path else None
+    monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
+    best = (
+        Path(monitored[0].best_model_path) if monitored and monitored[0].best_model_path else None
+    )
     if best is None or not best.exists():
         best = settings.last_checkpoint
     return FitResult(
