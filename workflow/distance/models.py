@@ -156,6 +156,9 @@ class ZhuFang(DistanceModule):
         self.save_hyperparameters()
         self.register_buffer("feature_mean", torch.tensor(feature_mean, dtype=torch.float32))
         self.register_buffer("feature_std", torch.tensor(feature_std, dtype=torch.float32))
+        # ImageNet statistics, as torchvision backbones expect; frames arrive as uint8.
+        self.register_buffer("pixel_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
         self.trunk, channels, stride = resnet_trunk(backbone, pretrained, feature_layer)
         self.roi = RoIAlign(roi_size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
         extra = GEOMETRY_DIM if box_features else 0
@@ -172,7 +175,8 @@ class ZhuFang(DistanceModule):
         )
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        features = self.trunk(batch["image"])
+        image = batch["image"].float().div_(255).sub_(self.pixel_mean).div_(self.pixel_std)
+        features = self.trunk(image)
         pooled = self.head(self.roi(features, [b.to(features.dtype) for b in batch["boxes"]]))
         if self.hparams.box_features:
             geometry = (batch["geometry"] - self.feature_mean) / self.feature_std

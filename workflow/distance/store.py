@@ -22,8 +22,6 @@ from workflow.distance.motsynth import Skips
 log = logging.getLogger("lsai.distance.store")
 
 OBJECT_FIELDS = ("distance", "visibility", "occlusion", "fx", "fy", "img_w", "img_h", "ped_id")
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def read_index(path: Path) -> pd.DataFrame:
@@ -151,8 +149,9 @@ def object_table(path: Path) -> pd.DataFrame:
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> normalised float 3xHxW (ImageNet statistics, as torchvision models)."""
-    return torch.from_numpy(((pixels.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1))
+    """uint8 HxWx3 -> uint8 3xHxW. Normalisation happens in the model, on the accelerator:
+    converting 720x1280 frames to float on the loader's CPU would cost more than reading them."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
 
 
 class FrameDataset(Dataset):

@@ -1,0 +1,110 @@
+"""The real Snakemake DAG end to end on the small test config, in a copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TRACKED = ["Snakefile", "config", "rules", "scripts", "workflow", "envs", "profiles", "report"]
+
+
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, "--configfile", "tests/e2e.yaml", *args]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from Snakemake's 'Job stats' table."""
+    lines = dry_run_output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    counts = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    for name in TRACKED:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    (root / "tests").mkdir()
+    shutil.copy(ROOT / "tests" / "e2e.yaml", root / "tests" / "e2e.yaml")
+    return root
+
+
+@pytest.mark.slow
+def test_targets_run_only_what_they_need(workdir):
+    single = job_counts(
+        smk(workdir, "-n", "--cores", "1", "results/distance/demo/zhu/seed0/metrics.json").stdout
+    )
+    assert single == {
+        "distance_demo": 1,
+        "distance_index": 1,
+        "distance_extract": 3,
+        "distance_train": 1,
+        "distance_evaluate": 1,
+    }
+    until = job_counts(smk(workdir, "-n", "--cores", "1", "--until", "distance_extract").stdout)
+    assert until == {"distance_demo": 1, "distance_index": 1, "distance_extract": 3}
+    everything = job_counts(smk(workdir, "-n", "--cores", "1").stdout)
+    assert (
+        everything["distance_train"] == 5 and everything["report"] == 1
+    )  # mean, pinhole, 2x disnet, zhu
+
+
+@pytest.mark.slow
+def test_demo_dag_end_to_end(workdir):
+    smk(workdir, "--cores", "2")
+    results = workdir / "results"
+    ale = {}
+    for path in sorted(results.glob("distance/demo/*/seed*/metrics.json")):
+        record = json.loads(path.read_text())
+        ale.setdefault(record["experiment"], []).append(record["metrics"]["ALE"])
+        assert record["git_commit"] and record["packages"]["torch"]
+    assert set(ale) == {"mean", "pinhole", "disnet", "zhu"} and len(ale["disnet"]) == 2
+    mean_ale = ale["mean"][0]
+    assert max(ale["disnet"]) < 0.5 * mean_ale, ale  # the planted signal is learnt
+    assert ale["pinhole"][0] < 0.3 * mean_ale, ale
+
+    summary = pd.read_csv(results / "report" / "summary.csv")
+    disnet = summary[(summary.experiment == "disnet") & (summary.metric == "ALE")].iloc[0]
+    assert disnet["seeds"] == 2 and disnet["sd"] >= 0
+    assert "## distance / demo" in (results / "report" / "summary.md").read_text()
+    assert (results / "distance/demo/figures/error_vs_distance.png").stat().st_size > 10_000
+    for log in ("distance_demo/demo.log", "distance_train/demo_disnet_seed0.log"):
+        assert (workdir / "logs" / log).stat().st_size > 0
+
+    # a finished workflow has nothing left to do
+    assert "Nothing to be done" in smk(workdir, "-n", "--cores", "1").stdout
+
+    report = workdir / "report.html"
+    smk(workdir, "--report", str(report))
+    assert report.stat().st_size > 10_000
+
+
+def test_bad_config_stops_naming_the_key(workdir, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("distance:\n  experiments:\n    zhu: {lr: fast}\n")
+    result = smk(workdir, "-n", "--cores", "1", "--configfile", str(bad), check=False)
+    assert result.returncode != 0
+    assert "distance.experiments.zhu.lr: 'fast' is not of type 'number'" in result.stderr
+    assert "Traceback" not in result.stderr
