@@ -23,14 +23,27 @@ GEOMETRY_DIM = 6
 
 
 class DistanceModule(L.LightningModule):
-    """Shared loss, optimiser and logging: subclasses only say how a batch becomes metres."""
+    """Shared loss, optimiser, logging and standardisation: subclasses only say how a batch
+    becomes metres."""
 
     def __init__(
-        self, lr: float, weight_decay: float, target_mean: float, target_std: float, **_: Any
+        self,
+        lr: float,
+        weight_decay: float,
+        target_mean: float,
+        target_std: float,
+        feature_mean: Sequence[float],
+        feature_std: Sequence[float],
     ) -> None:
         super().__init__()
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(float(target_std)))
+        self.register_buffer("feature_mean", torch.tensor(feature_mean, dtype=torch.float32))
+        self.register_buffer("feature_std", torch.tensor(feature_std, dtype=torch.float32))
+
+    def geometry(self, batch: dict[str, Any]) -> torch.Tensor:
+        """DisNet's box features, standardised with training-set statistics."""
+        return (batch["geometry"] - self.feature_mean) / self.feature_std
 
     def metres(self, standardised: torch.Tensor) -> torch.Tensor:
         return self.target_mean + self.target_std * standardised.squeeze(-1)
@@ -74,10 +87,8 @@ class DisNet(DistanceModule):
         model: str = "disnet",
         **_: Any,
     ) -> None:
-        super().__init__(lr, weight_decay, target_mean, target_std)
+        super().__init__(lr, weight_decay, target_mean, target_std, feature_mean, feature_std)
         self.save_hyperparameters()
-        self.register_buffer("feature_mean", torch.tensor(feature_mean, dtype=torch.float32))
-        self.register_buffer("feature_std", torch.tensor(feature_std, dtype=torch.float32))
         self.mlp = nn.Sequential(
             nn.Linear(GEOMETRY_DIM, hidden),
             nn.SELU(),
@@ -89,8 +100,7 @@ class DisNet(DistanceModule):
         )
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        x = (batch["geometry"] - self.feature_mean) / self.feature_std
-        return self.metres(self.mlp(x))
+        return self.metres(self.mlp(self.geometry(batch)))
 
 
 def resnet_trunk(name: str, pretrained: str | None, layer: str) -> tuple[nn.Module, int, int]:
@@ -119,9 +129,8 @@ def resnet_trunk(name: str, pretrained: str | None, layer: str) -> tuple[nn.Modu
         raise ValueError(f"feature_layer must be one of {layers[4:]}, got {layer!r}")
     kept = layers[: layers.index(layer) + 1]
     trunk = nn.Sequential(*(getattr(net, n) for n in kept))
-    channels = getattr(net, layer)[-1].conv2.out_channels * (
-        4 if isinstance(getattr(net, layer)[-1], torchvision.models.resnet.Bottleneck) else 1
-    )
+    widths = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
+    channels = widths[layer] * getattr(net, layer)[-1].expansion
     stride = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}[layer]
     return trunk, channels, stride
 
@@ -152,10 +161,8 @@ class ZhuFang(DistanceModule):
         model: str = "zhu",
         **_: Any,
     ) -> None:
-        super().__init__(lr, weight_decay, target_mean, target_std)
+        super().__init__(lr, weight_decay, target_mean, target_std, feature_mean, feature_std)
         self.save_hyperparameters()
-        self.register_buffer("feature_mean", torch.tensor(feature_mean, dtype=torch.float32))
-        self.register_buffer("feature_std", torch.tensor(feature_std, dtype=torch.float32))
         # ImageNet statistics, as torchvision backbones expect; frames arrive as uint8.
         self.register_buffer("pixel_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
@@ -179,8 +186,7 @@ class ZhuFang(DistanceModule):
         features = self.trunk(image)
         pooled = self.head(self.roi(features, [b.to(features.dtype) for b in batch["boxes"]]))
         if self.hparams.box_features:
-            geometry = (batch["geometry"] - self.feature_mean) / self.feature_std
-            pooled = torch.cat([pooled, geometry.to(pooled.dtype)], dim=1)
+            pooled = torch.cat([pooled, self.geometry(batch).to(pooled.dtype)], dim=1)
         return self.metres(self.regressor(pooled).float())
 
 
