@@ -28,7 +28,7 @@ def test_zhu_and_disnet_forward_in_metres(prepared):
     )
     out = zhu(batch)
     assert out.shape == batch["target"].shape and torch.isfinite(out).all()
-    loss = zhu.training_step(batch, 0)
+    loss = torch.nn.functional.l1_loss(out, batch["target"])
     loss.backward()
     assert zhu.trunk[0].weight.grad is not None
 

@@ -19,7 +19,7 @@ class ObjectDataset(Dataset):
     def __init__(self, path: Path) -> None:
         table = object_table(path)
         self.geometry = torch.from_numpy(geometry_features(table))
-        self.target = torch.from_numpy(table["distance"].to_numpy(np.float32))
+        self.target = torch.tensor(table["distance"].to_numpy(np.float32))
 
     def __len__(self) -> int:
         return len(self.target)
