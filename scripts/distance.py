@@ -89,11 +89,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.distance.metrics import distance_metrics, higher_is_better
 
     started = time.monotonic()
-    predictions = predict(args.checkpoint, args.test_store)
+    checkpoint = load_checkpoint(args.checkpoint)
+    predictions = predict(checkpoint, args.checkpoint, args.test_store)
     metrics = distance_metrics(
         predictions["distance"], predictions["prediction"], predictions["occlusion"]
     )
-    run_info = load_checkpoint(args.checkpoint).get("run_info", {})
+    run_info = checkpoint.get("run_info", {})
     with atomic_path(args.predictions) as tmp:
         predictions.to_parquet(tmp, index=False)
     write_metrics(

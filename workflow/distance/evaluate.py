@@ -25,17 +25,20 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise InputError(path, f"not a readable checkpoint: {err}") from None
 
 
-def predict(checkpoint_path: Path, store: Path, batch_size: int = 8) -> pd.DataFrame:
+def predict(
+    checkpoint: dict[str, Any], checkpoint_path: Path, store: Path, batch_size: int = 8
+) -> pd.DataFrame:
     """One row per test object: identity, truth, prediction, occlusion."""
     table = object_table(store)
-    checkpoint = load_checkpoint(checkpoint_path)
     reference = checkpoint.get("reference")
     if reference == "mean":
         pred = np.full(len(table), checkpoint["mean"])
     elif reference == "pinhole":
         pred = table["fy"].to_numpy() * checkpoint["height"] / table["h"].to_numpy()
     else:
-        pred = _network_predictions(load_network(checkpoint_path), store, len(table), batch_size)
+        pred = _network_predictions(
+            load_network(checkpoint, checkpoint_path), store, len(table), batch_size
+        )
     out = table[
         ["sequence", "frame", "ped_id", "distance", "occlusion", "visibility", "x", "y", "w", "h"]
     ].copy()

@@ -194,8 +194,8 @@ NETWORKS: dict[str, type[DistanceModule]] = {"disnet": DisNet, "zhu": ZhuFang}
 REFERENCES = ("mean", "pinhole")
 
 
-def load_network(path: Path) -> DistanceModule:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+def load_network(checkpoint: dict[str, Any], path: Path) -> DistanceModule:
+    """The network of a loaded Lightning checkpoint (``path`` names it in errors)."""
     name = checkpoint.get("hyper_parameters", {}).get("model")
     if name not in NETWORKS:
         raise InputError(path, f"not a distance network checkpoint (model={name!r})")
