@@ -1,4 +1,4 @@
-"""``distance_evaluate``: predictions on the test split, metrics.json, and the error figure."""
+"""``distance_evaluate``: predictions of a trained run on the test split."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from workflow.common.errors import InputError
-from workflow.distance.data import ObjectDataset
+from workflow.distance.data import make_dataset, make_loader
 from workflow.distance.models import load_network
-from workflow.distance.store import FrameDataset, collate_frames, object_table
+from workflow.distance.store import object_table
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -52,10 +51,9 @@ def _network_predictions(
 ) -> np.ndarray:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = module.to(device)
-    if module.hparams.model == "zhu":
-        loader = DataLoader(FrameDataset(store), batch_size=batch_size, collate_fn=collate_frames)
-    else:
-        loader = DataLoader(ObjectDataset(store), batch_size=4096)
+    model = module.hparams.model
+    per_batch = batch_size if model == "zhu" else 4096  # frames vs box-geometry rows
+    loader = make_loader(model, make_dataset(model, store), per_batch, 0, shuffle=False)
     pred = np.full(n, np.nan)
     for batch in loader:
         moved = {

@@ -167,6 +167,8 @@ class FrameDataset(Dataset):
         self.frame_ids = sorted(self.by_frame)
         with open_store(self.path) as h5:
             self.boxes = h5["boxes"][:]
+        self.geometry = geometry_features(self.table)  # per object, computed once
+        self.target = self.table["distance"].to_numpy(np.float32)
         self._h5: h5py.File | None = None
 
     def __len__(self) -> int:
@@ -180,8 +182,8 @@ class FrameDataset(Dataset):
         return {
             "image": to_tensor(self._h5["frames"][frame_index]),
             "boxes": torch.from_numpy(self.boxes[rows]),
-            "geometry": torch.from_numpy(geometry_features(self.table.iloc[rows])),
-            "target": torch.from_numpy(self.table["distance"].to_numpy(np.float32)[rows]),
+            "geometry": torch.from_numpy(self.geometry[rows]),
+            "target": torch.from_numpy(self.target[rows]),
             "rows": torch.from_numpy(rows.astype(np.int64)),
         }
 
