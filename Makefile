@@ -6,7 +6,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= all
 
-.PHONY: setup demo test lint dryrun pytest clean
+.PHONY: setup demo test lint dryrun pytest slurm-packages clean
 
 setup: $(VENV)/.installed
 
@@ -29,11 +29,23 @@ dryrun: setup
 	snakemake -n --cores 1 --quiet rules
 	LEONARDO_ACCOUNT=$${LEONARDO_ACCOUNT:-IscrB_DRYRUN} snakemake -n --quiet rules \
 		--profile profiles/leonardo --configfile config/leonardo.yaml
+	LEONARDO_ACCOUNT=$${LEONARDO_ACCOUNT:-IscrB_DRYRUN} snakemake -n --quiet rules \
+		--profile profiles/leonardo --profile profiles/leonardo-debug \
+		--configfile config/leonardo.yaml tests/ddp.yaml
 
 pytest: setup
 	pytest -ra
 
-test: lint dryrun pytest
+# tests/slurm starts a one-node SLURM cluster: it needs Debian's slurm-wlm and munge (root).
+# Without them (or without root and apt-get) those tests skip and say what to install.
+slurm-packages:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			slurm-wlm munge >/dev/null; \
+	else echo "note: slurm-wlm/munge missing and not installable here: tests/slurm will skip"; fi
+
+test: slurm-packages lint dryrun pytest
 
 clean:
 	rm -rf results logs benchmarks data/demo .snakemake report.html

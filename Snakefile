@@ -34,3 +34,13 @@ rule all:
         "results/report/summary.csv",
         "results/report/summary.md",
     default_target: True
+
+
+onstart:
+    # Jobs sent to a cluster without a resource map would ask for no partition and no GPU.
+    if not workflow.local_exec and SITE is None:
+        sys.exit(
+            "error: --executor sends jobs to a cluster but no resource map is loaded: "
+            "use its profile (--profile profiles/leonardo); with --config on the command "
+            "line, also pass resource_maps=[profiles/leonardo/resources.yaml]"
+        )

@@ -1,20 +1,54 @@
 # Shared helpers of every track's rules: run expansion, dataset inputs, resource classes.
 # Keep Python logic in workflow/common (tested on its own); this file only wires it in.
+import functools
 import json
+import sys
 
-from workflow.common.experiments import enabled_datasets, run_settings, runs
+from workflow.common.config import ConfigError
+from workflow.common.experiments import enabled_datasets, experiment_pattern, run_settings, runs
+from workflow.common.resources import DISTRIBUTED, chosen_resources, class_resources, load_site
 
-# Resource classes: each rule picks one; profiles map them to a site (partition, GPUs...).
-# `gpu` is the GPU count a rule asks for; the local profile keeps it 0 (CPU).
-RESOURCE_CLASSES = {
-    "CPU_SMALL": {"mem_mb": 2000, "runtime": 20},
-    "CPU_PREP": {"mem_mb": 8000, "runtime": 120},
-    "GPU_1": {"mem_mb": 16000, "runtime": 240, "gpu": 0},
-}
+# Resource classes (workflow/common/resources.py): each rule picks one by name; a profile maps
+# the names to its site by loading resource maps (`config: [resource_maps=[...]]`).
+try:
+    SITE = load_site(config["resource_maps"]) if config.get("resource_maps") else None
+except ConfigError as err:
+    sys.exit(f"error: {err}")
 
 
+def resource_class(name):
+    return class_resources(name, SITE)
+
+
+# The config is fixed for the whole run: settings and run lists are computed once, not per job
+# (a DAG of thousands of jobs would otherwise spend most of its dry-run merging settings).
+@functools.cache
+def experiment_settings_of(track, experiment):
+    return run_settings(config[track], experiment)
+
+
+def experiment_resources(track, choices):
+    """Resources of a rule whose class is the experiment's `resources` setting."""
+    return chosen_resources(
+        lambda wc: experiment_settings_of(track, wc.experiment)["resources"], choices, SITE
+    )
+
+
+def experiments_matching(track, keep):
+    """Regex of the track's experiments whose settings satisfy `keep` (a rule's share)."""
+    return experiment_pattern(
+        name for name in config[track]["experiments"] if keep(experiment_settings_of(track, name))
+    )
+
+
+@functools.cache
 def track_runs(track):
-    return runs(config, track)
+    return tuple(runs(config, track))
+
+
+@functools.cache
+def dataset_runs(track, dataset):
+    return tuple(run for run in track_runs(track) if run.dataset == dataset)
 
 
 def as_json(obj):
@@ -22,8 +56,9 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
+@functools.cache
 def settings_of(track, experiment):
-    return as_json(run_settings(config[track], experiment))
+    return as_json(experiment_settings_of(track, experiment))
 
 
 def demo_manifest(track, dataset):
@@ -39,3 +74,22 @@ def dataset_inputs(track, dataset):
     """A demo dataset depends on its generator; a real one is read from `root` as it is
     (its absence is reported by the reading stage as `error: <path>: ...`)."""
     return [demo_manifest(track, dataset)] if config[track]["datasets"][dataset].get("demo") else []
+
+
+# A training rule's launch: DDP classes start one process per task with `{resources.mpi}`
+# (srun on SLURM) and tell Lightning the devices per node and nodes the job holds.
+def launcher(wildcards, resources):
+    """Snakemake's SLURM job step strips the allocation's SLURM_* variables before running the
+    shell, so srun is told the task layout again (Lightning checks SLURM_NTASKS_PER_NODE)."""
+    mpi = resources.get("mpi", "")
+    if mpi.split()[:1] == ["srun"]:
+        return f"{mpi} --nodes={resources.nodes} --ntasks-per-node={resources.tasks_per_node}"
+    return mpi
+
+
+def devices_per_node(wildcards, resources):
+    return resources.get("tasks_per_node") or resources.get("gpu", 0)
+
+
+def node_count(wildcards, resources):
+    return resources.get("nodes", 1)

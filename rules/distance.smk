@@ -2,6 +2,7 @@
 # Every rule calls `python scripts/distance.py <stage>`; the logic lives in workflow/distance.
 
 DIST_ENV = "../envs/distance.yaml"
+REFERENCE_MODELS = ("mean", "pinhole")  # no network: fitted on the CPU in seconds
 
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
@@ -22,7 +23,7 @@ rule distance_demo:
     conda:
         DIST_ENV
     resources:
-        **RESOURCE_CLASSES["CPU_SMALL"],
+        **resource_class("CPU_SMALL"),
     shell:
         "python scripts/distance.py demo --root $(dirname {output}) "
         "--settings {params.settings:q} > {log} 2>&1"
@@ -47,7 +48,7 @@ rule distance_index:
     conda:
         DIST_ENV
     resources:
-        **RESOURCE_CLASSES["CPU_PREP"],
+        **resource_class("CPU_PREP"),
     shell:
         "python scripts/distance.py index --root {params.root:q} --train {output.train} "
         "--val {output.val} --test {output.test} --skipped {output.skipped} "
@@ -72,7 +73,7 @@ rule distance_extract:
     conda:
         DIST_ENV
     resources:
-        **RESOURCE_CLASSES["CPU_PREP"],
+        **resource_class("CPU_PREP"),
     shell:
         "python scripts/distance.py extract --index {input} --root {params.root:q} "
         "--out {output.store} --skipped {output.skipped} --frame-size {params.frame} "
@@ -85,9 +86,16 @@ rule distance_train:
         val="results/distance/{dataset}/prep/store/val.h5",
     output:
         "results/distance/{dataset}/{experiment}/seed{seed}/final.ckpt",
+    wildcard_constraints:
+        experiment=experiments_matching(
+            "distance", lambda s: s["model"] not in REFERENCE_MODELS and s["resources"] == "GPU_1"
+        ),
     params:
         settings=lambda wc: settings_of("distance", wc.experiment),
         run_dir="results/distance/{dataset}/{experiment}/seed{seed}/run",  # undeclared: resumable checkpoints survive a rerun
+        launch=launcher,
+        devices=devices_per_node,
+        nodes=node_count,
     log:
         "logs/distance_train/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -96,11 +104,31 @@ rule distance_train:
         DIST_ENV
     threads: 4
     resources:
-        **RESOURCE_CLASSES["GPU_1"],
+        **resource_class("GPU_1"),
     shell:
-        "python scripts/distance.py train --settings {params.settings:q} "
+        "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
+        "{params.launch} python scripts/distance.py train --settings {params.settings:q} "
         "--train-store {input.train} --val-store {input.val} --run-dir {params.run_dir} "
-        "--out {output} --seed {wildcards.seed} --gpus {resources.gpu} > {log} 2>&1"
+        "--out {output} --seed {wildcards.seed} --devices {params.devices} "
+        "--num-nodes {params.nodes} > {log} 2>&1"
+
+
+use rule distance_train as distance_train_ddp with:
+    wildcard_constraints:
+        experiment=experiments_matching(
+            "distance",
+            lambda s: s["model"] not in REFERENCE_MODELS and s["resources"] in DISTRIBUTED,
+        ),
+    resources:
+        **experiment_resources("distance", DISTRIBUTED),
+
+
+use rule distance_train as distance_reference with:
+    wildcard_constraints:
+        experiment=experiments_matching("distance", lambda s: s["model"] in REFERENCE_MODELS),
+    threads: 1
+    resources:
+        **resource_class("CPU_SMALL"),
 
 
 rule distance_evaluate:
@@ -120,7 +148,7 @@ rule distance_evaluate:
         DIST_ENV
     threads: 2
     resources:
-        **RESOURCE_CLASSES["CPU_SMALL"],
+        **resource_class("CPU_SMALL"),
     shell:
         "python scripts/distance.py evaluate --checkpoint {input.checkpoint} "
         "--test-store {input.test} --metrics {output.metrics} "
@@ -132,9 +160,7 @@ rule distance_evaluate:
 rule distance_figures:
     input:
         lambda wc: [
-            f"{run.folder}/predictions.parquet"
-            for run in track_runs("distance")
-            if run.dataset == wc.dataset
+            f"{run.folder}/predictions.parquet" for run in dataset_runs("distance", wc.dataset)
         ],
     output:
         report(
@@ -148,7 +174,7 @@ rule distance_figures:
     conda:
         DIST_ENV
     resources:
-        **RESOURCE_CLASSES["CPU_SMALL"],
+        **resource_class("CPU_SMALL"),
     shell:
         "python scripts/distance.py figures --predictions {input} --out {output} > {log} 2>&1"
 

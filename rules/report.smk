@@ -16,7 +16,7 @@ rule report:
     conda:
         "../envs/report.yaml"
     resources:
-        **RESOURCE_CLASSES["CPU_SMALL"],
+        **resource_class("CPU_SMALL"),
     shell:
         "python scripts/report.py --metrics {input} --csv {output.csv} --md {output.md} "
         "> {log} 2>&1"

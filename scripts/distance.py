@@ -194,8 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="final checkpoint to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gpus", type=int, default=0, help="GPUs per node (0: CPU)")
-    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument(
+        "--devices",
+        "--gpus",
+        dest="gpus",
+        type=int,
+        default=0,
+        help="GPUs per node, one DDP process each (0: CPU; without CUDA: CPU processes)",
+    )
+    p.add_argument("--num-nodes", type=int, default=1, help="nodes of the DDP run")
 
     p = stage("evaluate", cmd_evaluate, "test-split predictions and metrics.json")
     p.add_argument("--checkpoint", type=Path, required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,21 @@ INDEX_SETTINGS = {
     "split_fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
     "frame_stride": {"train": 1, "val": 1, "test": 1},
 }
+
+
+TRACKED = ["Snakefile", "config", "rules", "scripts", "workflow", "envs", "profiles", "report"]
+
+
+def copy_repo(dest: Path, *test_files: str) -> Path:
+    """The workflow's files (and the named files under tests/) in ``dest``: DAG tests run
+    there so their results never mix with the checkout's."""
+    for name in TRACKED:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    for name in test_files:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, dest / name)
+    return dest
 
 
 def run_script(*args: str | Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
@@ -33,34 +34,107 @@ def dry_run(*args: str, account: str = "IscrB_TEST") -> list[tuple[str, dict[str
     return jobs
 
 
+def dry_run_failure(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode != 0
+    return result
+
+
+LEONARDO = ["--profile", "profiles/leonardo", "--configfile", "config/leonardo.yaml"]
+DEBUG = ["--profile", "profiles/leonardo", "--profile", "profiles/leonardo-debug"]
+SITE = yaml.safe_load((ROOT / "profiles/leonardo/resources.yaml").read_text())["classes"]
+
+
+def rules_of(jobs, *names):
+    return [res for rule, res in jobs if rule in names]
+
+
 @pytest.fixture(scope="module")
 def leonardo() -> list[tuple[str, dict[str, str]]]:
-    return dry_run("--profile", "profiles/leonardo", "--configfile", "config/leonardo.yaml")
+    return dry_run(*LEONARDO)
 
 
 def test_leonardo_gpu_rules_ask_for_one_gpu_and_their_memory(leonardo):
-    train = [res for rule, res in leonardo if rule == "distance_train"]
-    assert len(train) == 8  # mean, pinhole x 1 seed; disnet, zhu x 3 seeds
+    train = rules_of(leonardo, "distance_train")
+    assert len(train) == 6  # disnet, zhu x 3 seeds
     for res in train:
         assert res["slurm_partition"] == "boost_usr_prod" and res["qos"] == "normal"
         assert res["gpu"] == "1" and res["tasks_per_gpu"] == "0"
-        assert int(res["mem_mb"]) > 8000 and int(res["cpus_per_task"]) >= 1
-        assert res["slurm_account"] == "IscrB_TEST" and int(res["runtime"]) > 0
+        assert res["mem_mb"] == str(SITE["GPU_1"]["mem_mb"]) and int(res["mem_mb"]) > 8000
+        assert res["cpus_per_task"] == str(SITE["GPU_1"]["cpus_per_task"])
+        assert res["slurm_account"] == "IscrB_TEST"
+        assert res["runtime"] == str(SITE["GPU_1"]["runtime"])
+        assert "mpi" not in res
+
+
+def test_leonardo_reference_predictors_need_no_gpu(leonardo):
+    references = rules_of(leonardo, "distance_reference")
+    assert len(references) == 2  # mean, pinhole
+    assert all(r["slurm_partition"] == "lrd_all_serial" and "gpu" not in r for r in references)
 
 
 def test_leonardo_preparation_runs_on_cpu_partitions(leonardo):
-    prep = [res for rule, res in leonardo if rule in ("distance_index", "distance_extract")]
+    prep = rules_of(leonardo, "distance_index", "distance_extract")
     assert len(prep) == 4
     for res in prep:
         assert res["slurm_partition"] == "dcgp_usr_prod" and "gpu" not in res
+        assert res["cpus_per_task"] == str(SITE["CPU_PREP"]["cpus_per_task"])
     others = {
         res["slurm_partition"]
-        for rule, res in leonardo
-        if rule in ("distance_evaluate", "distance_figures", "report")
+        for res in rules_of(leonardo, "distance_evaluate", "distance_figures", "report")
     }
     assert others == {"lrd_all_serial"}
 
 
+def test_debug_overlay_moves_gpu_jobs_to_the_debug_qos(leonardo):
+    debug = dry_run(*DEBUG, "--configfile", "config/leonardo.yaml")
+    train = rules_of(debug, "distance_train")
+    assert train and all(r["qos"] == "boost_qos_dbg" and r["runtime"] == "30" for r in train)
+    assert all(r["gpu"] == "1" and r["slurm_partition"] == "boost_usr_prod" for r in train)
+    # CPU classes are the base profile's
+    assert rules_of(debug, "distance_index") == rules_of(leonardo, "distance_index")
+
+
+def test_ddp_experiments_launch_one_rank_per_gpu_through_srun():
+    args = [*LEONARDO, "tests/ddp.yaml", "-p"]
+    env = {**os.environ, "LEONARDO_ACCOUNT": "IscrB_TEST"}
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = dry_run(*args)
+    ddp = rules_of(jobs, "distance_train_ddp")
+    assert len(ddp) == 6  # disnet_node, disnet_multi x 3 seeds
+    for res in ddp:
+        assert res["mpi"] == "srun" and res["tasks_per_node"] == "4" and res["gres"] == "gpu:4"
+        assert res["tasks_per_gpu"] == "0" and "gpu" not in res
+    assert {r["nodes"] for r in ddp} == {"1", "4"}
+    assert "srun --nodes=1 --ntasks-per-node=4 python scripts/distance.py train" in out.stdout
+    assert "--devices 4 --num-nodes 4" in out.stdout
+    assert "export SRUN_CPUS_PER_TASK=8;" in out.stdout
+    single = [line for line in out.stdout.splitlines() if "--devices 1 " in line]
+    assert single and not any("srun" in line for line in single)
+
+
+def test_missing_account_is_a_clear_error():
+    env = {k: v for k, v in os.environ.items() if k != "LEONARDO_ACCOUNT"}
+    result = dry_run_failure(*LEONARDO, env=env)
+    assert "error: profiles/leonardo/resources.yaml: account is $LEONARDO_ACCOUNT" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
 def test_local_runs_train_on_cpu():
     train = [res for rule, res in dry_run("--cores", "2") if rule == "distance_train"]
-    assert train and all(res["gpu"] == "0" for res in train)
+    assert train and all(res["gpu"] == "0" and "slurm_partition" not in res for res in train)

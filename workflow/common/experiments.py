@@ -5,7 +5,8 @@ Used by rules/common.smk to build target lists, and testable without Snakemake.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,3 +57,10 @@ def run_settings(track_config: Mapping[str, Any], experiment: str) -> dict[str, 
     settings = experiment_settings(track_config, experiment)
     settings.pop("seeds", None)
     return settings
+
+
+def experiment_pattern(names: Iterable[str]) -> str:
+    """A wildcard constraint matching exactly ``names`` (none: a pattern that never matches),
+    so rules that train different kinds of experiments never claim the same output."""
+    names = sorted(names)
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"

@@ -1,0 +1,122 @@
+"""Named resource classes: a rule (or an experiment) says what kind of job it is, a site map
+says what that kind asks the scheduler for.
+
+Rules never name partitions. Without a site map (a laptop, CI) the classes below apply. A
+profile loads a site map by setting ``config: [resource_maps=[<file>, ...]]``; later files
+(overlays such as the debug QOS) override single keys of earlier ones.
+
+A site map file::
+
+    account: $LEONARDO_ACCOUNT   # charged for every job; null -> no account (test cluster)
+    classes:
+      GPU_1: {slurm_partition: boost_usr_prod, gpu: 1, runtime: 720, max_runtime: 1440, ...}
+
+``runtime`` is the first attempt's limit in minutes; a retry after a time-out gets
+``runtime * attempt``, capped at ``max_runtime`` (the partition's limit).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from workflow.common.config import ConfigError, deep_merge, load_yaml
+
+#: Classes whose jobs start one process per task themselves (``{resources.mpi} python ...``);
+#: ``tasks_per_node`` is the devices per node, ``nodes`` the node count of the DDP run.
+DISTRIBUTED = ("GPU_NODE_DDP", "GPU_MULTINODE_DDP")
+
+_LOCAL_GPU = {"cpus_per_task": 4, "mem_mb": 16000, "runtime": 240}
+
+#: What each class needs when no site map is loaded: local runs on the CPU, one process.
+LOCAL: dict[str, dict[str, Any]] = {
+    "CPU_SMALL": {"cpus_per_task": 1, "mem_mb": 2000, "runtime": 20},
+    "CPU_PREP": {"cpus_per_task": 4, "mem_mb": 8000, "runtime": 120},
+    "GPU_1": {**_LOCAL_GPU, "gpu": 0},
+    "GPU_NODE_DDP": {**_LOCAL_GPU, "mpi": "", "nodes": 1, "tasks_per_node": 1},
+    "GPU_MULTINODE_DDP": {**_LOCAL_GPU, "mpi": "", "nodes": 1, "tasks_per_node": 1},
+}
+CLASSES = tuple(LOCAL)
+
+_ENV_VAR = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
+
+
+def load_site(paths: Sequence[str | Path], environ: Mapping[str, str] = os.environ) -> dict:
+    """Merge the site map files in order; resolve ``account`` from the environment."""
+    site: dict[str, Any] = {"account": None, "classes": {}}
+    source: str | Path = ""
+    for path in paths:
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: resource map not found")
+        layer = load_yaml(path)
+        unknown = set(layer.get("classes", {})) - set(CLASSES)
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown resource class {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(CLASSES)})"
+            )
+        site = deep_merge(site, layer)
+        if "account" in layer:
+            source = path
+    account = site.get("account")
+    match = _ENV_VAR.match(account) if isinstance(account, str) else None
+    if match:
+        name = match.group(1)
+        if not environ.get(name):
+            raise ConfigError(
+                f"{source}: account is ${name}, which is not set; "
+                f"export {name}=<your budget> (saldo -b lists them)"
+            )
+        site["account"] = environ[name]
+    return site
+
+
+def _runtime(first: int, cap: int | None) -> Callable[..., int]:
+    def runtime(wildcards: Any, attempt: int) -> int:
+        minutes = first * attempt
+        return min(minutes, cap) if cap else minutes
+
+    return runtime
+
+
+def class_resources(name: str, site: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Snakemake ``resources:`` of class ``name``: the site's mapping, or the local one."""
+    if name not in LOCAL:
+        raise ConfigError(f"unknown resource class {name} (known: {', '.join(CLASSES)})")
+    if site is None:
+        resources = dict(LOCAL[name])
+    else:
+        if name not in site["classes"]:
+            raise ConfigError(f"the resource map has no class {name}")
+        resources = dict(site["classes"][name])
+        if site.get("account"):
+            resources["slurm_account"] = site["account"]
+    resources = {k: v for k, v in resources.items() if v is not None}  # null: unset by overlay
+    cap = resources.pop("max_runtime", None)
+    resources["runtime"] = _runtime(int(resources["runtime"]), cap)
+    return resources
+
+
+def chosen_resources(
+    choose: Callable[[Any], str], names: Sequence[str], site: Mapping[str, Any] | None
+) -> dict[str, Callable[..., Any]]:
+    """Resources of a rule whose class is picked per job among ``names`` (an experiment's
+    setting). Snakemake fixes a rule's resource names, so those classes must share theirs."""
+    keysets = {n: frozenset(class_resources(n, site)) for n in names}
+    if len(set(keysets.values())) > 1:
+        raise ConfigError(
+            f"resource classes {', '.join(names)} must set the same keys: "
+            + "; ".join(f"{n}: {', '.join(sorted(k))}" for n, k in keysets.items())
+        )
+
+    def value(key: str) -> Callable[..., Any]:
+        def get(wildcards: Any, attempt: int) -> Any:
+            item = class_resources(choose(wildcards), site)[key]
+            return item(wildcards, attempt) if callable(item) else item
+
+        return get
+
+    return {key: value(key) for key in sorted(keysets[names[0]])}
