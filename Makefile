@@ -27,9 +27,9 @@ lint: setup
 
 dryrun: setup
 	snakemake -n --cores 1 --quiet rules
-	LEONARDO_ACCOUNT=$${LEONARDO_ACCOUNT:-IscrB_DRYRUN} snakemake -n --quiet rules \
+	snakemake -n --quiet rules \
 		--profile profiles/leonardo --configfile config/leonardo.yaml
-	LEONARDO_ACCOUNT=$${LEONARDO_ACCOUNT:-IscrB_DRYRUN} snakemake -n --quiet rules \
+	snakemake -n --quiet rules \
 		--profile profiles/leonardo --profile profiles/leonardo-debug \
 		--configfile config/leonardo.yaml tests/ddp.yaml
 

@@ -37,7 +37,10 @@ rule all:
 
 
 onstart:
-    # Jobs sent to a cluster without a resource map would ask for no partition and no GPU.
+    # Not in dry-runs: a real run must not submit jobs without an account ...
+    if SITE and SITE.get("unset_account"):
+        sys.exit(f"error: {SITE['unset_account']}")
+    # ... or send them to a cluster without a resource map (no partition, no GPU).
     if not workflow.local_exec and SITE is None:
         sys.exit(
             "error: --executor sends jobs to a cluster but no resource map is loaded: "

@@ -14,6 +14,12 @@ try:
     SITE = load_site(config["resource_maps"]) if config.get("resource_maps") else None
 except ConfigError as err:
     sys.exit(f"error: {err}")
+if SITE and SITE.get("unset_account"):
+    print(
+        f"warning: {SITE['unset_account']}. Jobs are listed without an account; "
+        "a run stops before submitting.",
+        file=sys.stderr,
+    )
 
 
 def resource_class(name):

@@ -6,26 +6,28 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_repo
 
 
-def dry_run(*args: str, account: str = "IscrB_TEST") -> list[tuple[str, dict[str, str]]]:
-    """(rule, resources) for every job of a dry-run."""
-    env = {**os.environ, "LEONARDO_ACCOUNT": account}
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
+def snakemake(*args: str, account: str | None = "IscrB_TEST", cwd: Path = ROOT):
+    """Snakemake as a user runs it, with ``LEONARDO_ACCOUNT`` set to ``account`` (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "LEONARDO_ACCOUNT"}
+    if account is not None:
+        env["LEONARDO_ACCOUNT"] = account
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, env=env
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def job_resources(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) for every job a dry-run lists."""
     jobs, rule = [], None
-    for line in result.stdout.splitlines():
+    for line in dry_run_output.splitlines():
         if match := re.match(r"^(?:local)?rule (\w+):", line):
             rule = match.group(1)
         elif (match := re.match(r"^\s+resources: (.*)", line)) and rule:
@@ -34,16 +36,10 @@ def dry_run(*args: str, account: str = "IscrB_TEST") -> list[tuple[str, dict[str
     return jobs
 
 
-def dry_run_failure(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert result.returncode != 0
-    return result
+def dry_run(*args: str, account: str | None = "IscrB_TEST") -> list[tuple[str, dict[str, str]]]:
+    result = snakemake("-n", *args, account=account)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return job_resources(result.stdout)
 
 
 LEONARDO = ["--profile", "profiles/leonardo", "--configfile", "config/leonardo.yaml"]
@@ -102,17 +98,9 @@ def test_debug_overlay_moves_gpu_jobs_to_the_debug_qos(leonardo):
 
 
 def test_ddp_experiments_launch_one_rank_per_gpu_through_srun():
-    args = [*LEONARDO, "tests/ddp.yaml", "-p"]
-    env = {**os.environ, "LEONARDO_ACCOUNT": "IscrB_TEST"}
-    out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    out = snakemake("-n", "-p", *LEONARDO, "tests/ddp.yaml")
     assert out.returncode == 0, out.stderr[-3000:]
-    jobs = dry_run(*args)
+    jobs = job_resources(out.stdout)
     ddp = rules_of(jobs, "distance_train_ddp")
     assert len(ddp) == 6  # disnet_node, disnet_multi x 3 seeds
     for res in ddp:
@@ -126,13 +114,27 @@ def test_ddp_experiments_launch_one_rank_per_gpu_through_srun():
     assert single and not any("srun" in line for line in single)
 
 
-def test_missing_account_is_a_clear_error():
-    env = {k: v for k, v in os.environ.items() if k != "LEONARDO_ACCOUNT"}
-    result = dry_run_failure(*LEONARDO, env=env)
-    assert "error: profiles/leonardo/resources.yaml: account is $LEONARDO_ACCOUNT" in (
-        result.stderr
+def test_unset_account_still_dry_runs_with_a_warning(leonardo):
+    unset = snakemake("-n", *LEONARDO, account=None)
+    assert unset.returncode == 0, unset.stderr[-3000:]
+    assert "warning: profiles/leonardo/resources.yaml: account is $LEONARDO_ACCOUNT" in (
+        unset.stderr
     )
+    jobs = job_resources(unset.stdout)
+    assert [rule for rule, _ in jobs] == [rule for rule, _ in leonardo]
+    assert all("slurm_account" not in res for _, res in jobs)
+
+
+def test_unset_account_stops_a_real_run_before_any_job(tmp_path):
+    workdir = copy_repo(tmp_path)
+    result = snakemake("--cores", "1", "--executor", "local", *LEONARDO, account=None, cwd=workdir)
+    assert result.returncode != 0
+    assert (
+        "error: profiles/leonardo/resources.yaml: account is $LEONARDO_ACCOUNT, which is not "
+        "set; export LEONARDO_ACCOUNT=<your budget>"
+    ) in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (workdir / "logs").exists() and not (workdir / "results").exists()
 
 
 def test_local_runs_train_on_cpu():

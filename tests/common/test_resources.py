@@ -66,8 +66,14 @@ def test_null_in_an_overlay_unsets_a_key(tmp_path):
 
 
 def test_unset_account_variable_names_the_file_and_the_fix():
-    with pytest.raises(ConfigError, match=r"leonardo/resources.yaml: account is \$LEONARDO_ACC"):
-        load_site([LEONARDO], environ={})
+    site = load_site([LEONARDO], environ={})
+    assert (
+        "leonardo/resources.yaml: account is $LEONARDO_ACCOUNT, which is not set"
+        in (site["unset_account"])
+    )
+    assert "export LEONARDO_ACCOUNT=" in site["unset_account"]
+    assert "slurm_account" not in class_resources("GPU_1", site)
+    assert "unset_account" not in load_site([LEONARDO], environ={"LEONARDO_ACCOUNT": "a"})
 
 
 def test_unknown_class_and_missing_file_are_reported(tmp_path):

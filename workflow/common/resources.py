@@ -45,7 +45,11 @@ _ENV_VAR = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
 
 
 def load_site(paths: Sequence[str | Path], environ: Mapping[str, str] = os.environ) -> dict:
-    """Merge the site map files in order; resolve ``account`` from the environment."""
+    """Merge the site map files in order; resolve ``account`` from the environment.
+
+    An unset account variable is not an error here: ``unset_account`` holds the message, so a
+    dry-run still lists the DAG and a real run can stop before submitting anything.
+    """
     site: dict[str, Any] = {"account": None, "classes": {}}
     source: str | Path = ""
     for path in paths:
@@ -65,12 +69,13 @@ def load_site(paths: Sequence[str | Path], environ: Mapping[str, str] = os.envir
     match = _ENV_VAR.match(account) if isinstance(account, str) else None
     if match:
         name = match.group(1)
-        if not environ.get(name):
-            raise ConfigError(
+        site["account"] = environ.get(name) or None
+        if site["account"] is None:
+            # A dry-run still shows the DAG; the workflow stops a real run on this message.
+            site["unset_account"] = (
                 f"{source}: account is ${name}, which is not set; "
                 f"export {name}=<your budget> (saldo -b lists them)"
             )
-        site["account"] = environ[name]
     return site
 
 
