@@ -38,6 +38,14 @@ def copy_repo(dest: Path, *test_files: str) -> Path:
     return dest
 
 
+def history(run_dir: Path) -> list[dict]:
+    """The epochs a training run logged to ``history.jsonl`` (one JSON object per line)."""
+    path = run_dir / "history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def run_script(*args: str | Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run ``python scripts/...`` from the repository root, as the rules do."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

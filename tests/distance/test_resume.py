@@ -8,9 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, history
 
 SETTINGS = {
     "model": "disnet",
@@ -20,13 +19,6 @@ SETTINGS = {
     "weight_decay": 0.0,
     "num_workers": 0,
 }
-
-
-def history(run_dir: Path) -> list[dict]:
-    path = run_dir / "history.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_sigkill_then_rerun_resumes(prepared, tmp_path):

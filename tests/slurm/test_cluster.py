@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, copy_repo
+from tests.conftest import ROOT, copy_repo, history
 from tests.slurm.cluster import DEFAULT_CONF, Cluster, missing_programs
 from workflow.common.resources import class_resources, load_site
 
@@ -175,13 +175,6 @@ def test_ddp_job_runs_two_ranks_in_one_lightning_run(dag, workdir):
     assert metrics["world_size"] == 2
     single = json.loads((workdir / "results/distance/demo/disnet/seed0/metrics.json").read_text())
     assert single["world_size"] == 1
-
-
-def history(run_dir: Path) -> list[dict]:
-    path = run_dir / "history.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def wait_for(ready, what: str, timeout: float = 600) -> None:

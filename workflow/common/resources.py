@@ -110,7 +110,8 @@ def chosen_resources(
 ) -> dict[str, Callable[..., Any]]:
     """Resources of a rule whose class is picked per job among ``names`` (an experiment's
     setting). Snakemake fixes a rule's resource names, so those classes must share theirs."""
-    keysets = {n: frozenset(class_resources(n, site)) for n in names}
+    resolved = {n: class_resources(n, site) for n in names}
+    keysets = {n: frozenset(r) for n, r in resolved.items()}
     if len(set(keysets.values())) > 1:
         raise ConfigError(
             f"resource classes {', '.join(names)} must set the same keys: "
@@ -119,7 +120,7 @@ def chosen_resources(
 
     def value(key: str) -> Callable[..., Any]:
         def get(wildcards: Any, attempt: int) -> Any:
-            item = class_resources(choose(wildcards), site)[key]
+            item = resolved[choose(wildcards)][key]
             return item(wildcards, attempt) if callable(item) else item
 
         return get
