@@ -8,7 +8,6 @@ Called by rules/distance.smk; each subcommand also runs by hand, e.g.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,17 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack 
 import pandas as pd
 
 from workflow.common.atomic import atomic_path
-from workflow.common.cli import log, run_cli
+from workflow.common.cli import add_settings, log, run_cli
 from workflow.common.config import config_hash
 from workflow.common.errors import InputError
 from workflow.common.metrics import RunMetrics, write_metrics
-
-
-def _settings(text: str) -> dict:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--settings is not JSON: {err}") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -163,14 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("demo", cmd_demo, "write the seeded synthetic MOTSynth-style demo dataset")
     p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    p.add_argument("--settings", type=_settings, default={}, help="DemoSettings as JSON")
+    add_settings(p, "distance_demo", "the config's distance.demo section")
 
     p = stage("index", cmd_index, "annotations -> one Parquet table of valid objects per split")
     p.add_argument("--root", type=Path, required=True, help="MOTSynth root (annotations/, frames/)")
     for split in ("train", "val", "test"):
         p.add_argument(f"--{split}", type=Path, required=True, help=f"{split} table to write")
     p.add_argument("--skipped", type=Path, required=True, help="skipped-samples TSV to write")
-    p.add_argument("--settings", type=_settings, required=True, help="the config's index section")
+    add_settings(p, "distance_index", "the config's distance.index section")
     p.add_argument("--on-bad-sample", **policy)
 
     p = stage("extract", cmd_extract, "pack resized frames and object crops into HDF5")
@@ -183,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-bad-sample", **policy)
 
     p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")
-    p.add_argument("--settings", type=_settings, required=True, help="merged experiment settings")
+    add_settings(p, "distance_train", "the experiment's settings (train section + overrides)")
     p.add_argument("--train-store", type=Path, required=True)
     p.add_argument("--val-store", type=Path, required=True)
     p.add_argument(
@@ -212,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--experiment", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--settings", type=_settings, default={}, help="settings, for the config hash")
+    add_settings(p, "distance_train", "the experiment's settings, recorded with the metrics")
 
     p = stage("figures", cmd_figures, "absolute error vs true distance, one line per model")
     p.add_argument("--predictions", type=Path, nargs="+", required=True)

@@ -1,4 +1,8 @@
-"""What each profile asks the scheduler for, read from Snakemake's own dry-run."""
+"""What each profile asks the scheduler for, read from Snakemake's own dry-run.
+
+Every dry-run works in a copy of the workflow (``workdir``), never in the checkout: what a
+user ran there before (``make demo``) must not change what these tests see.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import yaml
 from tests.conftest import ROOT, copy_repo
 
 
-def snakemake(*args: str, account: str | None = "IscrB_TEST", cwd: Path = ROOT):
+def snakemake(cwd: Path, *args: str, account: str | None = "IscrB_TEST"):
     """Snakemake as a user runs it, with ``LEONARDO_ACCOUNT`` set to ``account`` (None: unset)."""
     env = {k: v for k, v in os.environ.items() if k != "LEONARDO_ACCOUNT"}
     if account is not None:
@@ -36,8 +40,8 @@ def job_resources(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
-def dry_run(*args: str, account: str | None = "IscrB_TEST") -> list[tuple[str, dict[str, str]]]:
-    result = snakemake("-n", *args, account=account)
+def dry_run(cwd: Path, *args: str, account: str | None = "IscrB_TEST"):
+    result = snakemake(cwd, "-n", *args, account=account)
     assert result.returncode == 0, result.stderr[-3000:]
     return job_resources(result.stdout)
 
@@ -52,8 +56,13 @@ def rules_of(jobs, *names):
 
 
 @pytest.fixture(scope="module")
-def leonardo() -> list[tuple[str, dict[str, str]]]:
-    return dry_run(*LEONARDO)
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_repo(tmp_path_factory.mktemp("repo"), "tests/ddp.yaml")
+
+
+@pytest.fixture(scope="module")
+def leonardo(workdir) -> list[tuple[str, dict[str, str]]]:
+    return dry_run(workdir, *LEONARDO)
 
 
 def test_leonardo_gpu_rules_ask_for_one_gpu_and_their_memory(leonardo):
@@ -88,8 +97,8 @@ def test_leonardo_preparation_runs_on_cpu_partitions(leonardo):
     assert others == {"lrd_all_serial"}
 
 
-def test_debug_overlay_moves_gpu_jobs_to_the_debug_qos(leonardo):
-    debug = dry_run(*DEBUG, "--configfile", "config/leonardo.yaml")
+def test_debug_overlay_moves_gpu_jobs_to_the_debug_qos(workdir, leonardo):
+    debug = dry_run(workdir, *DEBUG, "--configfile", "config/leonardo.yaml")
     train = rules_of(debug, "distance_train")
     assert train and all(r["qos"] == "boost_qos_dbg" and r["runtime"] == "30" for r in train)
     assert all(r["gpu"] == "1" and r["slurm_partition"] == "boost_usr_prod" for r in train)
@@ -97,8 +106,8 @@ def test_debug_overlay_moves_gpu_jobs_to_the_debug_qos(leonardo):
     assert rules_of(debug, "distance_index") == rules_of(leonardo, "distance_index")
 
 
-def test_ddp_experiments_launch_one_rank_per_gpu_through_srun():
-    out = snakemake("-n", "-p", *LEONARDO, "tests/ddp.yaml")
+def test_ddp_experiments_launch_one_rank_per_gpu_through_srun(workdir):
+    out = snakemake(workdir, "-n", "-p", *LEONARDO, "tests/ddp.yaml")
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = job_resources(out.stdout)
     ddp = rules_of(jobs, "distance_train_ddp")
@@ -114,8 +123,8 @@ def test_ddp_experiments_launch_one_rank_per_gpu_through_srun():
     assert single and not any("srun" in line for line in single)
 
 
-def test_unset_account_still_dry_runs_with_a_warning(leonardo):
-    unset = snakemake("-n", *LEONARDO, account=None)
+def test_unset_account_still_dry_runs_with_a_warning(workdir, leonardo):
+    unset = snakemake(workdir, "-n", *LEONARDO, account=None)
     assert unset.returncode == 0, unset.stderr[-3000:]
     assert "warning: profiles/leonardo/resources.yaml: account is $LEONARDO_ACCOUNT" in (
         unset.stderr
@@ -127,7 +136,7 @@ def test_unset_account_still_dry_runs_with_a_warning(leonardo):
 
 def test_unset_account_stops_a_real_run_before_any_job(tmp_path):
     workdir = copy_repo(tmp_path)
-    result = snakemake("--cores", "1", "--executor", "local", *LEONARDO, account=None, cwd=workdir)
+    result = snakemake(workdir, "--cores", "1", "--executor", "local", *LEONARDO, account=None)
     assert result.returncode != 0
     assert (
         "error: profiles/leonardo/resources.yaml: account is $LEONARDO_ACCOUNT, which is not "
@@ -137,6 +146,6 @@ def test_unset_account_stops_a_real_run_before_any_job(tmp_path):
     assert not (workdir / "logs").exists() and not (workdir / "results").exists()
 
 
-def test_local_runs_train_on_cpu():
-    train = [res for rule, res in dry_run("--cores", "2") if rule == "distance_train"]
+def test_local_runs_train_on_cpu(workdir):
+    train = [res for rule, res in dry_run(workdir, "--cores", "2") if rule == "distance_train"]
     assert train and all(res["gpu"] == "0" and "slurm_partition" not in res for res in train)

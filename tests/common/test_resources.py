@@ -11,6 +11,7 @@ from tests.conftest import ROOT
 from workflow.common.config import ConfigError
 from workflow.common.resources import (
     CLASSES,
+    DISK_MB,
     DISTRIBUTED,
     chosen_resources,
     class_resources,
@@ -100,3 +101,11 @@ def test_chosen_classes_must_share_their_keys(tmp_path):
     site = load_site([LEONARDO, overlay], environ={"LEONARDO_ACCOUNT": "a"})
     with pytest.raises(ConfigError, match="must set the same keys"):
         chosen_resources(lambda wc: "GPU_NODE_DDP", DISTRIBUTED, site)
+
+
+def test_every_class_fixes_disk_so_snakemake_never_sizes_inputs():
+    site = load_site([LEONARDO], environ={"LEONARDO_ACCOUNT": "a"})
+    for name in CLASSES:
+        assert class_resources(name)["disk_mb"] == DISK_MB
+        assert class_resources(name, site)["disk_mb"] == DISK_MB
+    assert set(chosen_resources(lambda wc: "GPU_NODE_DDP", DISTRIBUTED, site)) >= {"disk_mb"}

@@ -167,3 +167,65 @@ def test_corrupt_jpeg_at_extract(prepared, tmp_path):
     with h5py.File(out / "train.h5") as h5:
         assert h5["frames"].shape[0] == n_frames - 1
     assert "undecodable image" in (out / "train.skipped.tsv").read_text()
+
+
+def test_index_by_hand_fills_the_schema_defaults(data, tmp_path):
+    """A partial --settings (as a user typing the command writes it) runs with the defaults of
+    config/schema.yaml: the same tables as the whole section spelled out."""
+    from workflow.common.config import SCHEMA, load_yaml
+
+    defaults = {
+        key: spec["default"]
+        for key, spec in load_yaml(SCHEMA)["$defs"]["distance_index"]["properties"].items()
+    }
+    full, partial = tmp_path / "full", tmp_path / "partial"
+    args = ["scripts/distance.py", "index", "--root", data, "--on-bad-sample", "fail"]
+    for out, settings in ((full, defaults), (partial, {"min_visibility": 0.18})):
+        outputs = [f"--{s}" if i % 2 == 0 else out / f"{s}.parquet" for s in SPLITS for i in (0, 1)]
+        run_script(*args, *outputs, "--skipped", out / "skipped.tsv", "--settings",
+                   json.dumps(settings))  # fmt: skip
+    for split in SPLITS:
+        expected = pd.read_parquet(full / f"{split}.parquet")
+        assert len(expected) > 0
+        pd.testing.assert_frame_equal(pd.read_parquet(partial / f"{split}.parquet"), expected)
+
+
+STAGE_ARGS = {
+    "demo": ["--root", "{out}/demo"],
+    "index": ["--root", "{out}/none", "--skipped", "{out}/s.tsv"]
+    + [a for s in SPLITS for a in (f"--{s}", f"{{out}}/{s}.parquet")],
+    "train": ["--train-store", "{out}/t.h5", "--val-store", "{out}/v.h5", "--run-dir", "{out}/run"]
+    + ["--out", "{out}/final.ckpt"],
+    "evaluate": ["--checkpoint", "{out}/c.ckpt", "--test-store", "{out}/t.h5"]
+    + ["--metrics", "{out}/m.json", "--predictions", "{out}/p.parquet"]
+    + ["--dataset", "d", "--experiment", "e"],
+}
+A_NUMBER = {"demo": "seed", "index": "min_visibility", "train": "max_epochs", "evaluate": "lr"}
+BAD_SETTINGS = {
+    "unknown key": lambda stage: ('{"bogus": 1}', "unknown key bogus"),
+    "not JSON": lambda stage: ("{model: disnet", "not JSON"),
+    "wrong type": lambda stage: (
+        json.dumps({A_NUMBER[stage]: "x"}),
+        f"{A_NUMBER[stage]}: 'x' is not of type",
+    ),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_ARGS))
+@pytest.mark.parametrize("case", sorted(BAD_SETTINGS))
+def test_bad_settings_stop_every_stage_cleanly(stage, case, tmp_path):
+    out = tmp_path / "out"
+    text, fragment = BAD_SETTINGS[case](stage)
+    args = [a.format(out=out) for a in STAGE_ARGS[stage]]
+    result = run_script("scripts/distance.py", stage, *args, "--settings", text, check=False)
+    assert_clean_failure(result, out, "error: --settings: ", fragment)
+
+
+def test_missing_required_key_is_named(tmp_path):
+    out = tmp_path / "out"
+    args = [a.format(out=out) for a in STAGE_ARGS["index"]]
+    settings = '{"split_fractions": {"train": 1}}'
+    result = run_script("scripts/distance.py", "index", *args, "--settings", settings, check=False)
+    assert_clean_failure(
+        result, out, "error: --settings: missing key split_fractions.val, split_fractions.test"
+    )

@@ -59,7 +59,8 @@ def test_distance_definitions():
     kp[:, 2] = 10.0
     kp[18, :3] = [3.0, 0.0, 4.0]
     kp[21, :3] = [3.0, 0.0, 4.0]
-    kp[1, :3] = [0.0, -1.0, 10.0]
+    kp[0, :3] = [0.0, -1.0, 10.0]  # MOTSynth's joint 0: the head
+    kp[1, :3] = [0.0, -0.9, 10.0]  # the JTA skeleton's head centre, just below: not used
     assert distance_from_keypoints(kp, "feet") == pytest.approx(5.0)
     assert distance_from_keypoints(kp, "depth") == pytest.approx(4.0)
     assert distance_from_keypoints(kp, "head") == pytest.approx(np.sqrt(101))

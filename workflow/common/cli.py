@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from workflow.common.config import ConfigError, stage_settings
 from workflow.common.errors import InputError
 
 log = logging.getLogger("lsai")
@@ -21,6 +23,28 @@ def setup_logging(level: int = logging.INFO) -> None:
         stream=sys.stderr,
         force=True,
     )
+
+
+def add_settings(parser: argparse.ArgumentParser, definition: str, what: str) -> None:
+    """``--settings JSON``: the stage's config section, checked against the schema's
+    ``$defs/<definition>`` before the stage runs; omitted keys take the schema's defaults."""
+    parser.add_argument(
+        "--settings",
+        default="{}",
+        metavar="JSON",
+        help=f"{what} as a JSON object (config/schema.yaml $defs/{definition}; "
+        "omitted keys take their defaults)",
+    )
+    parser.set_defaults(settings_definition=definition)
+
+
+def parse_settings(text: str, definition: str) -> dict:
+    try:
+        return stage_settings(json.loads(text), definition)
+    except json.JSONDecodeError as err:
+        raise InputError("--settings", f"not JSON: {err}") from None
+    except ConfigError as err:
+        raise InputError("--settings", str(err)) from None
 
 
 def run_cli(
@@ -38,6 +62,8 @@ def run_cli(
         return 2
     setup_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     try:
+        if definition := getattr(args, "settings_definition", None):
+            args.settings = parse_settings(args.settings, definition)
         args.func(args)
     except InputError as err:
         print(f"error: {err.path}: {err.problem}", file=sys.stderr, flush=True)

@@ -41,6 +41,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         keys = ", ".join(f"{where}.{k}" if where != "<top level>" else k for k in extra)
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
         return f"unknown key {keys}{hint}"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        prefix = "" if where == "<top level>" else f"{where}."
+        return "missing key " + ", ".join(prefix + k for k in missing)
     return f"{where}: {error.message}"
 
 
@@ -64,16 +68,45 @@ def _fill_defaults(instance: Any, schema: Mapping[str, Any], registry: Registry)
             _fill_defaults(instance[key], target, registry)
 
 
-def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
+#: The schema every config and every stage's settings are checked against.
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+def _problems(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[str]:
+    """Fill ``instance``'s defaults in place; describe what still does not match ``schema``."""
+    registry = _root_registry(root)
+    _fill_defaults(instance, schema, registry)
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    return [_describe(e) for e in errors]
+
+
+def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
     """Validate ``config`` in place (defaults filled) or raise ``ConfigError``."""
     schema = load_yaml(schema_path)
-    _fill_defaults(config, schema, _root_registry(schema))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = "\n  ".join(_describe(e) for e in errors)
+    problems = _problems(config, schema, schema)
+    if problems:
+        lines = "\n  ".join(problems)
         raise ConfigError(f"config does not match {schema_path}:\n  {lines}")
     return config
+
+
+def stage_settings(
+    settings: Any, definition: str, schema_path: str | Path = SCHEMA
+) -> dict[str, Any]:
+    """A stage's ``--settings`` object checked against ``$defs/<definition>``, defaults filled.
+
+    Rules pass a whole config section; a stage run by hand may pass only the keys it changes.
+    """
+    schema = load_yaml(schema_path)
+    if definition not in schema.get("$defs", {}):
+        raise ConfigError(f"{schema_path}: no $defs/{definition}")
+    if not isinstance(settings, dict):
+        raise ConfigError(f"expected a JSON object, got {type(settings).__name__}")
+    problems = _problems(settings, schema["$defs"][definition], schema)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return settings
 
 
 def _root_registry(schema: Mapping[str, Any]) -> Registry:

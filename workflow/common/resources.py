@@ -12,7 +12,8 @@ A site map file::
       GPU_1: {slurm_partition: boost_usr_prod, gpu: 1, runtime: 720, max_runtime: 1440, ...}
 
 ``runtime`` is the first attempt's limit in minutes; a retry after a time-out gets
-``runtime * attempt``, capped at ``max_runtime`` (the partition's limit).
+``runtime * attempt``, capped at ``max_runtime`` (the partition's limit). ``disk_mb`` is
+optional (default :data:`DISK_MB`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from workflow.common.config import ConfigError, deep_merge, load_yaml
 #: Classes whose jobs start one process per task themselves (``{resources.mpi} python ...``);
 #: ``tasks_per_node`` is the devices per node, ``nodes`` the node count of the DDP run.
 DISTRIBUTED = ("GPU_NODE_DDP", "GPU_MULTINODE_DDP")
+
+#: Scratch disk a job may claim when its class does not say. A fixed value, because Snakemake's
+#: default (twice the size of the job's inputs) stats every input of every job: a fifth of a
+#: large dry-run's time. Neither Leonardo's SLURM nor a local run allocates by it.
+DISK_MB = 10000
 
 _LOCAL_GPU = {"cpus_per_task": 4, "mem_mb": 16000, "runtime": 240}
 
@@ -102,6 +108,7 @@ def class_resources(name: str, site: Mapping[str, Any] | None = None) -> dict[st
     resources = {k: v for k, v in resources.items() if v is not None}  # null: unset by overlay
     cap = resources.pop("max_runtime", None)
     resources["runtime"] = _runtime(int(resources["runtime"]), cap)
+    resources.setdefault("disk_mb", DISK_MB)
     return resources
 
 

@@ -1,4 +1,10 @@
-"""MOTSynth's 22 body joints (the JTA skeleton) and the distance definitions built on them."""
+"""MOTSynth's 22 body joints (the JTA skeleton) and the distance definitions built on them.
+
+The annotations' ``keypoints`` / ``keypoints_3d`` list the joints in the order of
+:data:`JOINTS`. Joint 0 is the head: the top of the skull in JTA's naming, and the joint that
+MOTSynth-based distance work measures the head from. Joint 1 (head centre) lies about 0.1 m
+below it, so the two give head distances that differ by up to that much.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ JOINTS = (
     "left_ankle",
 )
 N_JOINTS = len(JOINTS)
-HEAD = JOINTS.index("head_center")
+HEAD = 0  # "head_top": MOTSynth's head joint
 FEET = (JOINTS.index("right_ankle"), JOINTS.index("left_ankle"))
 
 # Joint heights as a fraction of body height, and lateral offsets as a fraction of body
@@ -93,8 +99,8 @@ DISTANCE_DEFINITIONS = ("feet", "head", "depth")
 def distance_from_keypoints(kp3d: np.ndarray, definition: str) -> float:
     """Distance of one person from the camera, from its (22, 3+) camera-frame joints in metres.
 
-    ``feet``: Euclidean norm of the ankles' midpoint; ``head``: of the head centre;
-    ``depth``: Z of the ankles' midpoint.
+    ``feet``: Euclidean norm of the ankles' midpoint (joints 18 and 21); ``head``: of the head
+    joint (joint 0); ``depth``: Z of the ankles' midpoint.
     """
     if definition == "feet":
         return float(np.linalg.norm(kp3d[list(FEET), :3].mean(axis=0)))
