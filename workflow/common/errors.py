@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from os import PathLike
 
 
@@ -19,3 +20,21 @@ class InputError(Exception):
 
 class BadSample(InputError):
     """Damage confined to one sample (a box, a frame): subject to ``on_bad_sample``."""
+
+
+@dataclass
+class Skips:
+    """Samples dropped under ``on_bad_sample: skip``, with where and why (``*.skipped.tsv``)."""
+
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def add(self, err: InputError, item: str) -> None:
+        self.rows.append((err.path, item, err.problem))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_tsv(self) -> str:
+        lines = ["path\titem\tproblem"]
+        lines += ["\t".join(v.replace("\t", " ") for v in row) for row in self.rows]
+        return "\n".join(lines) + "\n"

@@ -12,8 +12,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path, write_text
-from workflow.common.errors import InputError
-from workflow.distance.motsynth import ROW_COLUMNS, Skips, read_sequence
+from workflow.common.errors import InputError, Skips
+from workflow.distance.motsynth import ROW_COLUMNS, read_sequence
 
 log = logging.getLogger("lsai.distance.index")
 SPLITS = ("train", "val", "test")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workflow.common.errors import BadSample, InputError
+from workflow.common.errors import BadSample, InputError, Skips
 from workflow.distance.joints import N_JOINTS, distance_from_keypoints
 
 ROW_COLUMNS = (
@@ -39,24 +38,6 @@ ROW_COLUMNS = (
     "visibility",
     "occlusion",
 )
-
-
-@dataclass
-class Skips:
-    """Samples dropped under ``on_bad_sample: skip``, with where and why."""
-
-    rows: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def add(self, err: BadSample, item: str) -> None:
-        self.rows.append((err.path, item, err.problem))
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def to_tsv(self) -> str:
-        lines = ["path\titem\tproblem"]
-        lines += ["\t".join(v.replace("\t", " ") for v in row) for row in self.rows]
-        return "\n".join(lines) + "\n"
 
 
 def load_json(path: Path) -> Any:

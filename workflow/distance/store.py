@@ -16,8 +16,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path, write_text
-from workflow.common.errors import BadSample, InputError
-from workflow.distance.motsynth import Skips
+from workflow.common.errors import BadSample, InputError, Skips
 
 log = logging.getLogger("lsai.distance.store")
 
