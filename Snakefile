@@ -6,15 +6,20 @@ import sys
 from snakemake.utils import min_version
 
 from workflow.common.config import ConfigError, validate_config
+from workflow.common.experiments import enabled_datasets
 
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
 
+TRACKS = ("distance", "wsi")  # every track's rules are included, enabled or not
+
 
 try:
     validate_config(config, "config/schema.yaml")
+    for track in TRACKS:
+        enabled_datasets(track, config[track])
 except ConfigError as err:
     sys.exit(f"error: {err}")
 
@@ -24,6 +29,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/distance.smk"
+include: "rules/wsi.smk"
 include: "rules/report.smk"
 
 

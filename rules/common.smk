@@ -76,6 +76,20 @@ def dataset_root(track, dataset):
     return f"data/demo/{track}/{dataset}" if entry.get("demo") else entry["root"]
 
 
+def dataset_path(track, dataset, key, demo_name):
+    """A real dataset's `key` (a folder or file of the config), or `demo_name` in its demo."""
+    entry = config[track]["datasets"][dataset]
+    return f"data/demo/{track}/{dataset}/{demo_name}" if entry.get("demo") else entry[key]
+
+
+def first_run(track, dataset, experiment):
+    """The experiment's run with its first seed (e.g. the one a figure shows)."""
+    for run in dataset_runs(track, dataset):
+        if run.experiment == experiment:
+            return run
+    sys.exit(f"error: {track}: {experiment!r} is not an experiment of dataset {dataset}")
+
+
 def dataset_inputs(track, dataset):
     """A demo dataset depends on its generator; a real one is read from `root` as it is
     (its absence is reported by the reading stage as `error: <path>: ...`)."""

@@ -48,6 +48,9 @@ def finish_dag(workdir: Path, *args: str) -> None:
     )
     for line in summary.stdout.splitlines()[1:]:
         path = workdir / line.split("\t", 1)[0]
+        if not path.suffix:  # every file output has a suffix: this is a directory() output
+            path.mkdir(parents=True, exist_ok=True)
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
     subprocess.run([*snakemake, "--touch"], cwd=workdir, capture_output=True, check=True)

@@ -130,7 +130,7 @@ def test_unset_account_still_dry_runs_with_a_warning(workdir, leonardo):
         unset.stderr
     )
     jobs = job_resources(unset.stdout)
-    assert [rule for rule, _ in jobs] == [rule for rule, _ in leonardo]
+    assert sorted(rule for rule, _ in jobs) == sorted(rule for rule, _ in leonardo)
     assert all("slurm_account" not in res for _, res in jobs)
 
 
@@ -149,3 +149,13 @@ def test_unset_account_stops_a_real_run_before_any_job(tmp_path):
 def test_local_runs_train_on_cpu(workdir):
     train = [res for rule, res in dry_run(workdir, "--cores", "2") if rule == "distance_train"]
     assert train and all(res["gpu"] == "0" and "slurm_partition" not in res for res in train)
+
+
+def test_leonardo_wsi_jobs_go_to_their_partitions(leonardo):
+    train = rules_of(leonardo, "wsi_train")
+    assert len(train) == 2 * 9 * 3  # camelyon16, tcga_nsclc x 9 experiments x 3 seeds
+    for res in train + rules_of(leonardo, "wsi_features"):
+        assert res["slurm_partition"] == "boost_usr_prod" and res["gpu"] == "1"
+    prep = rules_of(leonardo, "wsi_segment", "wsi_tile", "wsi_graph")
+    assert len(prep) == 6 and all(r["slurm_partition"] == "dcgp_usr_prod" for r in prep)
+    assert not rules_of(leonardo, "wsi_demo")  # real data only

@@ -25,13 +25,21 @@ class Run:
         return f"results/{self.track}/{self.dataset}/{self.experiment}/seed{self.seed}"
 
 
+#: What a real (not demo) dataset must name, per track; `root` unless listed here.
+DATASET_KEYS: dict[str, tuple[str, ...]] = {"wsi": ("slides", "labels")}
+
+
 def enabled_datasets(track: str, track_config: Mapping[str, Any]) -> list[str]:
     names = []
     for name, dataset in track_config["datasets"].items():
         if not dataset.get("enabled", True):
             continue
-        if not dataset.get("demo") and not dataset.get("root"):
-            raise ConfigError(f"{track}.datasets.{name}: needs `root` (or `demo: true`)")
+        if not dataset.get("demo"):
+            keys = DATASET_KEYS.get(track, ("root",))
+            missing = [k for k in keys if not dataset.get(k)]
+            if missing:
+                needs = " and ".join(f"`{k}`" for k in missing)
+                raise ConfigError(f"{track}.datasets.{name}: needs {needs} (or `demo: true`)")
         names.append(name)
     return names
 

@@ -1,0 +1,224 @@
+# Multi-scale MIL on whole-slide images: demo -> segment -> tile -> features -> graph -> train ->
+# evaluate -> figures. Every rule calls `python scripts/wsi.py <stage>`; the logic lives in
+# workflow/wsi. Preparation stages work per dataset and write one file per slide beside their
+# declared index.tsv; a rerun after a kill skips the slides already done with the same settings.
+
+WSI_ENV = "../envs/wsi.yaml"
+HEATMAP_EXPERIMENT = config["wsi"]["heatmap_experiment"]  # its first seed's attention is drawn
+
+
+rule wsi_demo:
+    output:
+        "data/demo/wsi/{dataset}/manifest.json",
+    params:
+        settings=lambda wc: as_json(config["wsi"]["demo"]),
+    log:
+        "logs/wsi_demo/{dataset}.log",
+    benchmark:
+        "benchmarks/wsi_demo/{dataset}.tsv"
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/wsi.py demo --root $(dirname {output}) "
+        "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule wsi_segment:
+    input:
+        lambda wc: dataset_inputs("wsi", wc.dataset),
+    output:
+        index="results/wsi/{dataset}/prep/segment/index.tsv",
+        skipped="results/wsi/{dataset}/prep/segment/skipped.tsv",
+    params:
+        slides=lambda wc: dataset_path("wsi", wc.dataset, "slides", "slides"),
+        labels=lambda wc: dataset_path("wsi", wc.dataset, "labels", "labels.csv"),
+        mpp=lambda wc: (
+            f"--mpp {mpp}" if (mpp := config["wsi"]["datasets"][wc.dataset].get("mpp")) else ""
+        ),
+        settings=lambda wc: as_json(config["wsi"]["segment"]),
+        policy=config["wsi"]["on_bad_sample"],
+    log:
+        "logs/wsi_segment/{dataset}.log",
+    benchmark:
+        "benchmarks/wsi_segment/{dataset}.tsv"
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_PREP"),
+    shell:
+        "python scripts/wsi.py segment --slides {params.slides:q} --labels {params.labels:q} "
+        "{params.mpp} --index {output.index} --skipped {output.skipped} "
+        "--settings {params.settings:q} --on-bad-sample {params.policy} > {log} 2>&1"
+
+
+rule wsi_tile:
+    input:
+        "results/wsi/{dataset}/prep/segment/index.tsv",
+    output:
+        index="results/wsi/{dataset}/prep/tiles/index.tsv",
+        skipped="results/wsi/{dataset}/prep/tiles/skipped.tsv",
+    params:
+        settings=lambda wc: as_json(config["wsi"]["tile"]),
+        policy=config["wsi"]["on_bad_sample"],
+    log:
+        "logs/wsi_tile/{dataset}.log",
+    benchmark:
+        "benchmarks/wsi_tile/{dataset}.tsv"
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_PREP"),
+    shell:
+        "python scripts/wsi.py tile --segments {input} --index {output.index} "
+        "--skipped {output.skipped} --settings {params.settings:q} "
+        "--on-bad-sample {params.policy} > {log} 2>&1"
+
+
+rule wsi_features:
+    input:
+        "results/wsi/{dataset}/prep/tiles/index.tsv",
+    output:
+        index="results/wsi/{dataset}/prep/features/index.tsv",
+        skipped="results/wsi/{dataset}/prep/features/skipped.tsv",
+    params:
+        settings=lambda wc: as_json(config["wsi"]["features"]),
+        policy=config["wsi"]["on_bad_sample"],
+    log:
+        "logs/wsi_features/{dataset}.log",
+    benchmark:
+        "benchmarks/wsi_features/{dataset}.tsv"
+    conda:
+        WSI_ENV
+    threads: 4
+    resources:
+        **resource_class("GPU_1"),
+    shell:
+        "python scripts/wsi.py features --tiles {input} --index {output.index} "
+        "--skipped {output.skipped} --settings {params.settings:q} "
+        "--on-bad-sample {params.policy} --devices {resources.gpu} "
+        "--workers {resources.cpus_per_task} > {log} 2>&1"
+
+
+rule wsi_graph:
+    input:
+        "results/wsi/{dataset}/prep/features/index.tsv",
+    output:
+        "results/wsi/{dataset}/prep/graphs/index.tsv",
+    log:
+        "logs/wsi_graph/{dataset}.log",
+    benchmark:
+        "benchmarks/wsi_graph/{dataset}.tsv"
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_PREP"),
+    shell:
+        "python scripts/wsi.py graph --features {input} --index {output} > {log} 2>&1"
+
+
+rule wsi_train:
+    input:
+        "results/wsi/{dataset}/prep/graphs/index.tsv",
+    output:
+        "results/wsi/{dataset}/{experiment}/seed{seed}/final.ckpt",
+    wildcard_constraints:
+        experiment=experiments_matching("wsi", lambda s: s["resources"] == "GPU_1"),
+    params:
+        settings=lambda wc: settings_of("wsi", wc.experiment),
+        run_dir="results/wsi/{dataset}/{experiment}/seed{seed}/run",  # undeclared: resumable checkpoints survive a rerun
+        launch=launcher,
+        devices=devices_per_node,
+        nodes=node_count,
+    log:
+        "logs/wsi_train/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/wsi_train/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        WSI_ENV
+    threads: 2
+    resources:
+        **resource_class("GPU_1"),
+    shell:
+        "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
+        "{params.launch} python scripts/wsi.py train --settings {params.settings:q} "
+        "--graphs {input} --run-dir {params.run_dir} --out {output} --seed {wildcards.seed} "
+        "--devices {params.devices} --num-nodes {params.nodes} > {log} 2>&1"
+
+
+use rule wsi_train as wsi_train_ddp with:
+    wildcard_constraints:
+        experiment=experiments_matching("wsi", lambda s: s["resources"] in DISTRIBUTED),
+    resources:
+        **experiment_resources("wsi", DISTRIBUTED),
+
+
+rule wsi_evaluate:
+    input:
+        checkpoint="results/wsi/{dataset}/{experiment}/seed{seed}/final.ckpt",
+        graphs="results/wsi/{dataset}/prep/graphs/index.tsv",
+    output:
+        metrics="results/wsi/{dataset}/{experiment}/seed{seed}/metrics.json",
+        predictions="results/wsi/{dataset}/{experiment}/seed{seed}/predictions.parquet",
+        attention="results/wsi/{dataset}/{experiment}/seed{seed}/attention.h5",
+    params:
+        settings=lambda wc: settings_of("wsi", wc.experiment),
+    log:
+        "logs/wsi_evaluate/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/wsi_evaluate/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/wsi.py evaluate --checkpoint {input.checkpoint} "
+        "--graphs {input.graphs} --metrics {output.metrics} "
+        "--predictions {output.predictions} --attention {output.attention} "
+        "--dataset {wildcards.dataset} --experiment {wildcards.experiment} "
+        "--seed {wildcards.seed} --settings {params.settings:q} > {log} 2>&1"
+
+
+rule wsi_figures:
+    input:
+        predictions=lambda wc: [
+            f"{run.folder}/predictions.parquet" for run in dataset_runs("wsi", wc.dataset)
+        ],
+        attention=lambda wc: f"{first_run('wsi', wc.dataset, HEATMAP_EXPERIMENT).folder}/attention.h5",
+        segments="results/wsi/{dataset}/prep/segment/index.tsv",
+    output:
+        roc=report(
+            "results/wsi/{dataset}/figures/roc.png",
+            category="wsi",
+            subcategory="{dataset}",
+            caption="../report/wsi_roc.rst",
+        ),
+        heatmaps=report(
+            directory("results/wsi/{dataset}/figures/heatmaps"),
+            patterns=["{slide}.png"],
+            category="wsi",
+            subcategory="{dataset} heatmaps",
+            caption="../report/wsi_heatmap.rst",
+        ),
+    log:
+        "logs/wsi_figures/{dataset}.log",
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/wsi.py figures --predictions {input.predictions} "
+        "--attention {input.attention} --segments {input.segments} "
+        "--roc {output.roc} --heatmaps {output.heatmaps} > {log} 2>&1"
+
+
+rule wsi:
+    """All runs and figures of the whole-slide-image track."""
+    input:
+        [f"{run.folder}/metrics.json" for run in track_runs("wsi")],
+        expand(
+            "results/wsi/{dataset}/figures/roc.png",
+            dataset=enabled_datasets("wsi", config["wsi"]),
+        ),
+    default_target: False

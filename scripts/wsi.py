@@ -1,0 +1,247 @@
+#!/usr/bin/env python
+"""Multi-scale MIL on whole-slide images (DAS-MIL): one subcommand per pipeline stage.
+
+Called by rules/wsi.smk; each subcommand also runs by hand, e.g.
+``python scripts/wsi.py tile --help``. Preparation stages work on a whole dataset: they read
+the previous stage's index.tsv and write their per-slide files beside their own index.tsv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
+
+import pandas as pd
+
+from workflow.common.atomic import atomic_path
+from workflow.common.cli import add_settings, log, run_cli
+from workflow.common.config import config_hash
+from workflow.common.errors import InputError
+from workflow.common.metrics import RunMetrics, write_metrics
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from workflow.wsi.demo import DemoSettings, write_demo
+
+    settings = DemoSettings(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in args.settings.items()}
+    )
+    manifest = write_demo(args.root, settings)
+    log.info("demo: %d slides in %s", len(manifest["slides"]), args.root)
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    from workflow.wsi.prepare import segment_dataset
+
+    segment_dataset(
+        args.slides, args.labels, args.index, args.skipped, args.settings, args.on_bad_sample,
+        args.mpp,
+    )  # fmt: skip
+
+
+def cmd_tile(args: argparse.Namespace) -> None:
+    from workflow.wsi.prepare import tile_dataset
+
+    tile_dataset(args.segments, args.index, args.skipped, args.settings, args.on_bad_sample)
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    import torch
+
+    from workflow.wsi.prepare import features_dataset
+
+    device = "cuda" if args.devices > 0 and torch.cuda.is_available() else "cpu"
+    log.info("encoder %s on %s, %d reader workers", args.settings["encoder"], device, args.workers)
+    features_dataset(
+        args.tiles, args.index, args.skipped, args.settings, args.on_bad_sample, device,
+        args.workers,
+    )  # fmt: skip
+
+
+def cmd_graph(args: argparse.Namespace) -> None:
+    from workflow.wsi.prepare import graph_dataset
+
+    graph_dataset(args.features, args.index)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from workflow.wsi.prepare import split_files
+    from workflow.wsi.train import train_experiment
+
+    train_experiment(
+        args.settings,
+        split_files(args.graphs, "train"),
+        split_files(args.graphs, "val"),
+        args.run_dir,
+        args.out,
+        args.seed,
+        args.devices,
+        args.num_nodes,
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from workflow.wsi.evaluate import predict_slides
+    from workflow.wsi.metrics import HIGHER_IS_BETTER, slide_metrics
+    from workflow.wsi.prepare import split_files
+
+    started = time.monotonic()
+    predictions = predict_slides(args.checkpoint, split_files(args.graphs, "test"), args.attention)
+    metrics = slide_metrics(predictions["label"].to_numpy(), predictions["prob"].to_numpy())
+    with atomic_path(args.predictions) as tmp:
+        predictions.to_parquet(tmp, index=False)
+    run_info = torch.load(args.checkpoint, map_location="cpu", weights_only=False).get(
+        "run_info", {}
+    )
+    write_metrics(
+        args.metrics,
+        RunMetrics(
+            track="wsi",
+            dataset=args.dataset,
+            experiment=args.experiment,
+            seed=args.seed,
+            metrics=metrics,
+            higher_is_better=HIGHER_IS_BETTER,
+            config_hash=config_hash(args.settings),
+            world_size=int(run_info.get("world_size", 1)),
+            wall_time_s=round(
+                float(run_info.get("train_wall_time_s", 0.0)) + time.monotonic() - started, 2
+            ),
+            extra={
+                "test_slides": len(predictions),
+                "settings": args.settings,
+                "resumed_from_epoch": run_info.get("resumed_from_epoch"),
+            },
+        ),
+    )
+    log.info(
+        "%s seed %d: AUC %.3f, ACC %.3f on %d test slides",
+        args.experiment, args.seed, metrics["AUC"], metrics["ACC"], len(predictions),
+    )  # fmt: skip
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    import h5py
+    import numpy as np
+    from PIL import Image
+
+    from workflow.wsi.plots import heatmap_figure, roc_figure
+    from workflow.wsi.prepare import read_index
+
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for path in args.predictions:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as err:
+            raise InputError(path, f"not a readable Parquet table: {err}") from None
+        experiment = Path(path).parent.parent.name  # .../<experiment>/seed<k>/predictions.parquet
+        frames.setdefault(experiment, []).append(frame)
+    roc_figure({k: pd.concat(v) for k, v in frames.items()}, args.roc)
+
+    segments = read_index(args.segments).set_index("slide_id")
+    args.heatmaps.mkdir(parents=True, exist_ok=True)
+    with h5py.File(args.attention, "r") as h5:
+        for slide_id, group in h5.items():
+            row = segments.loc[slide_id]
+            heatmap_figure(
+                np.asarray(Image.open(row["thumbnail"]).convert("RGB")),
+                float(row["mask_downsample"]),
+                group["coords"][()],
+                int(group.attrs["footprint"]),
+                group["scores"][()],
+                f"{slide_id} ({'tumor' if row['label'] else 'normal'}): "
+                f"{args.attention.parent.parent.name} attention at "
+                f"x{group.attrs['magnification']:g}",
+                args.heatmaps / f"{slide_id}.png",
+            )
+    log.info("ROC -> %s; heatmaps -> %s", args.roc, args.heatmaps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(title="stages", metavar="STAGE")
+
+    def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    def index_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--index", type=Path, required=True, help="index.tsv to write")
+        p.add_argument("--skipped", type=Path, required=True, help="skipped-slides TSV to write")
+        p.add_argument(
+            "--on-bad-sample",
+            choices=["skip", "fail"],
+            default="skip",
+            help="what to do with a damaged slide (default: skip and count it)",
+        )
+
+    p = stage("demo", cmd_demo, "write the seeded synthetic Camelyon16-style demo dataset")
+    p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
+    add_settings(p, "wsi_demo", "the config's wsi.demo section")
+
+    p = stage("segment", cmd_segment, "tissue mask and thumbnail PNG per slide")
+    p.add_argument("--slides", type=Path, required=True, help="folder of the slide files")
+    p.add_argument("--labels", type=Path, required=True, help="CSV of slide_id,label,split")
+    p.add_argument("--mpp", type=float, help="um/px of level 0 for slides that do not say")
+    index_args(p)
+    add_settings(p, "wsi_segment", "the config's wsi.segment section")
+
+    p = stage("tile", cmd_tile, "tile coordinates at every magnification, with parents")
+    p.add_argument("--segments", type=Path, required=True, help="index.tsv of the segment stage")
+    index_args(p)
+    add_settings(p, "wsi_tile", "the config's wsi.tile section")
+
+    p = stage("features", cmd_features, "frozen-encoder features of every tile")
+    p.add_argument("--tiles", type=Path, required=True, help="index.tsv of the tile stage")
+    p.add_argument("--devices", type=int, default=0, help="GPUs (0: CPU)")
+    p.add_argument("--workers", type=int, default=0, help="slide-reading worker processes")
+    index_args(p)
+    add_settings(p, "wsi_features", "the config's wsi.features section")
+
+    p = stage("graph", cmd_graph, "one multi-scale torch_geometric graph per slide")
+    p.add_argument("--features", type=Path, required=True, help="index.tsv of the features stage")
+    p.add_argument("--index", type=Path, required=True, help="index.tsv to write")
+
+    p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")
+    add_settings(p, "wsi_train", "the experiment's settings (train section + overrides)")
+    p.add_argument("--graphs", type=Path, required=True, help="index.tsv of the graph stage")
+    p.add_argument(
+        "--run-dir", type=Path, required=True, help="undeclared folder for resumable checkpoints"
+    )
+    p.add_argument("--out", type=Path, required=True, help="final checkpoint to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", type=int, default=0, help="GPUs per node (0: CPU)")
+    p.add_argument("--num-nodes", type=int, default=1, help="nodes of the DDP run")
+
+    p = stage("evaluate", cmd_evaluate, "test-slide predictions, attention scores, metrics.json")
+    add_settings(p, "wsi_train", "the experiment's settings, recorded with the metrics")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--graphs", type=Path, required=True, help="index.tsv of the graph stage")
+    p.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
+    p.add_argument("--predictions", type=Path, required=True, help="predictions Parquet to write")
+    p.add_argument("--attention", type=Path, required=True, help="attention HDF5 to write")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = stage("figures", cmd_figures, "ROC curves of every run, attention heatmaps of one")
+    p.add_argument("--predictions", type=Path, nargs="+", required=True)
+    p.add_argument("--attention", type=Path, required=True, help="attention HDF5 of one run")
+    p.add_argument("--segments", type=Path, required=True, help="index.tsv of the segment stage")
+    p.add_argument("--roc", type=Path, required=True, help="ROC figure to write")
+    p.add_argument("--heatmaps", type=Path, required=True, help="folder of heatmaps to write")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(build_parser))

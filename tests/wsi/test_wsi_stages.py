@@ -1,0 +1,168 @@
+"""The preparation stages as the rules run them: bad slides follow on_bad_sample, bad slide
+lists stop the stage, feature files resume per slide."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from tests.conftest import run_script
+
+SEGMENT = {"target_mpp": 8.0}
+
+
+@pytest.fixture
+def dataset(wsi_demo: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "camelyon16"
+    shutil.copytree(wsi_demo, root)
+    return root
+
+
+def segment(root: Path, out: Path, policy: str, labels: Path | None = None):
+    return run_script(
+        "scripts/wsi.py",
+        "segment",
+        "--slides",
+        root / "slides",
+        "--labels",
+        labels or root / "labels.csv",
+        "--index",
+        out / "index.tsv",
+        "--skipped",
+        out / "skipped.tsv",
+        "--settings",
+        json.dumps(SEGMENT),
+        "--on-bad-sample",
+        policy,
+        check=False,
+    )
+
+
+def first_slide(root: Path) -> Path:
+    return sorted((root / "slides").glob("*.tif"))[0]
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def not_a_slide(path: Path) -> None:
+    path.write_text("slide_id,label\nnot,a slide\n")
+
+
+def _plain_tiff(path: Path, value: int, resolution: bool) -> None:
+    image = np.full((2048, 2048, 3), value, np.uint8)
+    extra = {"resolution": (1e4 / 0.25, 1e4 / 0.25), "resolutionunit": "CENTIMETER"}
+    with tifffile.TiffWriter(path) as tif:
+        for k in range(3):
+            tif.write(
+                image[:: 2**k, :: 2**k],
+                photometric="rgb",
+                tile=(256, 256),
+                compression="jpeg",
+                subfiletype=int(k > 0),
+                **(extra if resolution else {}),
+            )
+
+
+def without_mpp(path: Path) -> None:
+    _plain_tiff(path, 200, resolution=False)
+
+
+def blank(path: Path) -> None:
+    _plain_tiff(path, 244, resolution=True)
+
+
+DAMAGE = {
+    "truncated TIFF": (truncate, "truncated"),
+    "not a slide": (not_a_slide, "not a whole-slide image"),
+    "no resolution": (without_mpp, "no resolution"),
+    "no tissue": (blank, "no tissue"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_damaged_slide_fails_cleanly_or_is_skipped_and_counted(dataset, tmp_path, case):
+    damage, fragment = DAMAGE[case]
+    slide = first_slide(dataset)
+    damage(slide)
+    out = tmp_path / "fail"
+    result = segment(dataset, out, "fail")
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {slide}: ") and fragment in last, last
+    assert "Traceback" not in result.stderr
+    assert not (out / "index.tsv").exists()
+
+    out = tmp_path / "skip"
+    result = segment(dataset, out, "skip")
+    assert result.returncode == 0, result.stderr
+    index = pd.read_csv(out / "index.tsv", sep="\t")
+    skipped = pd.read_csv(out / "skipped.tsv", sep="\t")
+    labels = pd.read_csv(dataset / "labels.csv")
+    assert len(index) == len(labels) - 1 and slide.stem not in set(index["slide_id"])
+    assert skipped["item"].tolist() == [slide.stem] and fragment in skipped["problem"][0]
+    assert f"{len(index)} slides -> " in result.stderr and "1 skipped" in result.stderr
+
+
+def test_labels_naming_a_missing_slide_stop_the_stage(dataset, tmp_path):
+    slide = first_slide(dataset)
+    slide.unlink()
+    result = segment(dataset, tmp_path / "out", "skip")  # a wrong slide list is never skipped
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {slide}: ") and "not found" in last, last
+
+
+def test_duplicate_slide_ids_stop_the_stage(dataset, tmp_path):
+    labels = dataset / "labels.csv"
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join([*lines, lines[1]]) + "\n")
+    result = segment(dataset, tmp_path / "out", "skip")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {labels}: duplicate slide_id"), last
+
+
+def test_features_resume_per_slide_and_redo_on_new_settings(dataset, tmp_path, caplog):
+    from workflow.wsi.prepare import features_dataset, segment_dataset, tile_dataset
+
+    prep = tmp_path / "prep"
+    segment_dataset(
+        dataset / "slides", dataset / "labels.csv", prep / "s/index.tsv", prep / "s/x.tsv",
+        SEGMENT, "fail",
+    )  # fmt: skip
+    tile_dataset(
+        prep / "s/index.tsv", prep / "t/index.tsv", prep / "t/x.tsv",
+        {"magnifications": [5, 10, 20], "patch_size": 256, "min_tissue": 0.25,
+         "keep_ancestors": True},
+        "fail",
+    )  # fmt: skip
+    settings = {"encoder": "mobilenetv3_small_050", "weights": None, "batch_size": 32, "seed": 0}
+    index = prep / "f/index.tsv"
+    features_dataset(prep / "t/index.tsv", index, prep / "f/x.tsv", settings, "fail")
+    files = sorted((prep / "f").glob("*.h5"))
+    assert len(files) == len(pd.read_csv(index, sep="\t"))
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    files[0].unlink()  # as if the job had been killed before this slide
+
+    with caplog.at_level("INFO", logger="lsai.wsi.prepare"):
+        features_dataset(prep / "t/index.tsv", index, prep / "f/x.tsv", settings, "fail")
+    assert files[0].exists()
+    assert all(f.stat().st_mtime_ns == stamps[f] for f in files[1:])
+    assert caplog.text.count("already computed") == len(files) - 1
+
+    features_dataset(prep / "t/index.tsv", index, prep / "f/x.tsv", {**settings, "seed": 1}, "fail")
+    assert all(f.stat().st_mtime_ns != stamps[f] for f in files[1:])
+
+
+def test_every_stage_has_help():
+    result = run_script("scripts/wsi.py", "--help")
+    stages = ("demo", "segment", "tile", "features")
+    assert all(s in result.stdout for s in stages), result.stdout

@@ -1,0 +1,86 @@
+"""The slide list of a dataset: ``slide_id,label,split`` rows, checked against the slides.
+
+Camelyon16's reference CSV and TCGA manifests are converted to this one layout (see
+config/schema.yaml); the demo writes it directly.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+from workflow.common.errors import InputError
+
+LABELS = ("normal", "tumor")
+SPLITS = ("train", "val", "test")
+SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif")
+
+
+@dataclass(frozen=True)
+class SlideLabel:
+    slide_id: str
+    label: int  # 0 normal, 1 tumor
+    split: str
+    path: Path
+
+
+def _find_slide(slides_dir: Path, slide_id: str) -> Path | None:
+    direct = slides_dir / slide_id
+    if direct.suffix.lower() in SLIDE_SUFFIXES:
+        return direct if direct.is_file() else None
+    for suffix in SLIDE_SUFFIXES:
+        candidate = slides_dir / f"{slide_id}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_labels(csv_path: str | PathLike[str], slides_dir: str | PathLike[str]) -> list[SlideLabel]:
+    """Rows of ``slide_id,label,split`` checked against each other and against the slides.
+
+    Labels may be ``normal``/``tumor`` (any case, as Camelyon16 writes them) or 0/1.
+    """
+    csv_path, slides_dir = Path(csv_path), Path(slides_dir)
+    if not csv_path.is_file():
+        raise InputError(csv_path, "labels CSV not found")
+    if not slides_dir.is_dir():
+        raise InputError(slides_dir, "slides folder not found")
+    with csv_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"slide_id", "label", "split"} - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(csv_path, f"missing column(s) {sorted(missing)}")
+        rows = list(reader)
+    if not rows:
+        raise InputError(csv_path, "no slides listed")
+    out: list[SlideLabel] = []
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        slide_id = (row["slide_id"] or "").strip()
+        label = (row["label"] or "").strip().lower()
+        split = (row["split"] or "").strip().lower()
+        if not slide_id:
+            raise InputError(csv_path, f"line {line}: empty slide_id")
+        if slide_id in seen:
+            raise InputError(
+                csv_path, f"duplicate slide_id {slide_id!r} (lines {seen[slide_id]} and {line})"
+            )
+        seen[slide_id] = line
+        if label in LABELS:
+            value = LABELS.index(label)
+        elif label in ("0", "1"):
+            value = int(label)
+        else:
+            raise InputError(csv_path, f"line {line}: label {row['label']!r} not in {LABELS}")
+        if split not in SPLITS:
+            raise InputError(csv_path, f"line {line}: split {row['split']!r} not in {SPLITS}")
+        path = _find_slide(slides_dir, slide_id)
+        if path is None:
+            expected = slides_dir / (
+                slide_id if Path(slide_id).suffix.lower() in SLIDE_SUFFIXES else f"{slide_id}.tif"
+            )
+            raise InputError(expected, f"slide listed in {csv_path} (line {line}) not found")
+        out.append(SlideLabel(slide_id, value, split, path))
+    return out

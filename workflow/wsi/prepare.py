@@ -1,0 +1,241 @@
+"""The preparation stages over a whole dataset: segment -> tile -> features -> graph.
+
+Each stage reads the previous stage's ``index.tsv`` (one row per slide), does its work per
+slide, writes one file per slide into its own folder and then its ``index.tsv`` (the rule's
+declared output) with the columns it adds. A damaged slide follows ``on_bad_sample``: with
+``skip`` it is dropped, counted and listed in ``skipped.tsv``; with ``fail`` the stage stops.
+Feature files carry a hash of their settings, so a rerun after a kill skips the slides done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from workflow.common.atomic import atomic_path, write_text
+from workflow.common.config import config_hash
+from workflow.common.errors import InputError, Skips
+from workflow.wsi.labels import read_labels
+from workflow.wsi.segment import TissueMask, segment_tissue, write_pngs
+from workflow.wsi.slide import open_slide
+from workflow.wsi.tiling import tile_slide, write_tiling
+
+log = logging.getLogger("lsai.wsi.prepare")
+
+
+def read_index(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, sep="\t", dtype={"slide_id": str})
+    except FileNotFoundError:
+        raise InputError(path, "index not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not a readable TSV index: {err}") from None
+    if "slide_id" not in table.columns:
+        raise InputError(path, "index lacks the slide_id column")
+    return table
+
+
+def _write_index(rows: list[dict[str, Any]], path: Path, skips: Skips, skipped: Path) -> None:
+    if not rows:
+        raise InputError(path.parent, f"no slide left ({len(skips)} skipped, see {skipped})")
+    write_text(skipped, skips.to_tsv())
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False)
+    log.info("%d slides -> %s; %d skipped (listed in %s)", len(rows), path, len(skips), skipped)
+
+
+def per_slide(
+    rows: list[dict[str, Any]],
+    work: Callable[[dict[str, Any]], dict[str, Any]],
+    policy: str,
+    skips: Skips,
+    desc: str,
+) -> list[dict[str, Any]]:
+    """``work`` on each row; a slide's InputError is skipped (and counted) or stops the stage."""
+    done = []
+    for row in tqdm(rows, desc=desc, mininterval=5):
+        try:
+            done.append({**row, **work(row)})
+        except InputError as err:
+            if policy == "fail":
+                raise
+            skips.add(err, str(row["slide_id"]))
+            log.warning("skipped %s: %s: %s", row["slide_id"], err.path, err.problem)
+    return done
+
+
+def segment_dataset(
+    slides_dir: Path,
+    labels_csv: Path,
+    index: Path,
+    skipped: Path,
+    settings: Mapping[str, Any],
+    policy: str,
+    mpp: float | None = None,
+) -> None:
+    """Tissue mask + thumbnail PNGs per slide (for tiling and the report's heatmaps)."""
+    out = index.parent
+    labels = read_labels(labels_csv, slides_dir)
+    rows = [
+        {"slide_id": s.slide_id, "label": s.label, "split": s.split, "slide": str(s.path)}
+        for s in labels
+    ]
+
+    def work(row: dict[str, Any]) -> dict[str, Any]:
+        with open_slide(row["slide"], mpp=mpp) as slide:
+            tissue = segment_tissue(slide, **settings)
+            resolution = slide.mpp
+        thumbnail, mask = out / f"{row['slide_id']}.thumb.png", out / f"{row['slide_id']}.mask.png"
+        write_pngs(tissue, thumbnail, mask)
+        return {
+            "mpp": resolution,
+            "thumbnail": str(thumbnail),
+            "mask": str(mask),
+            "mask_downsample": tissue.downsample,
+            "mask_level": tissue.level,
+            "threshold": tissue.threshold,
+            "tissue_fraction": round(tissue.fraction, 4),
+        }
+
+    skips = Skips()
+    _write_index(per_slide(rows, work, policy, skips, "segment"), index, skips, skipped)
+
+
+def _png(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image)
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"unreadable PNG: {err}") from None
+
+
+def load_mask(row: Mapping[str, Any]) -> TissueMask:
+    """The segment stage's mask of one slide, as tiling needs it."""
+    return TissueMask(
+        mask=_png(Path(row["mask"])) > 0,
+        downsample=float(row["mask_downsample"]),
+        thumbnail=_png(Path(row["thumbnail"])),
+        level=int(row["mask_level"]),
+        threshold=float(row["threshold"]),
+    )
+
+
+def tile_dataset(
+    segments: Path, index: Path, skipped: Path, settings: Mapping[str, Any], policy: str
+) -> None:
+    """Coordinates of every tissue tile at every scale, with parents (one HDF5 per slide)."""
+    out = index.parent
+    rows = read_index(segments).to_dict("records")
+    min_tissue = settings["min_tissue"]
+
+    def work(row: dict[str, Any]) -> dict[str, Any]:
+        with open_slide(row["slide"], mpp=float(row["mpp"]), probe=False) as slide:
+            tiling = tile_slide(
+                slide,
+                load_mask(row),
+                settings["magnifications"],
+                settings["patch_size"],
+                {float(k): v for k, v in min_tissue.items()}
+                if isinstance(min_tissue, Mapping)
+                else min_tissue,
+                row["slide_id"],
+                settings["keep_ancestors"],
+            )
+        if not len(tiling.scales[-1]):
+            raise InputError(row["slide"], "no tile at the finest scale holds enough tissue")
+        path = out / f"{row['slide_id']}.h5"
+        write_tiling(tiling, path)
+        return {"tiles": str(path), **{f"n_{k}": v for k, v in tiling.counts.items()}}
+
+    skips = Skips()
+    _write_index(per_slide(rows, work, policy, skips, "tile"), index, skips, skipped)
+
+
+def features_dataset(
+    tiles: Path,
+    index: Path,
+    skipped: Path,
+    settings: Mapping[str, Any],
+    policy: str,
+    device: str = "cpu",
+    workers: int = 0,
+) -> None:
+    """Frozen-encoder features of every tile (one HDF5 per slide; resumable per slide)."""
+    from workflow.wsi.features import build_encoder, encode_slide
+
+    out = index.parent
+    rows = read_index(tiles).to_dict("records")
+    encoder = build_encoder(settings)
+    stamp = config_hash(dict(settings))
+
+    def work(row: dict[str, Any]) -> dict[str, Any]:
+        path = out / f"{row['slide_id']}.h5"
+        if _stamp(path) != stamp:
+            encode_slide(
+                Path(row["tiles"]),
+                path,
+                encoder,
+                batch_size=settings["batch_size"],
+                workers=workers,
+                device=device,
+                attrs={"settings_hash": stamp},
+                input_size=settings.get("input_size"),
+            )
+        else:
+            log.info("%s: features already computed with these settings", row["slide_id"])
+        return {"features": str(path)}
+
+    skips = Skips()
+    _write_index(per_slide(rows, work, policy, skips, "features"), index, skips, skipped)
+
+
+def _stamp(path: Path) -> str | None:
+    """The settings hash of a finished feature file, None when there is none."""
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as h5:
+            return str(h5.attrs.get("settings_hash", ""))
+    except OSError:
+        return None
+
+
+def graph_dataset(features: Path, index: Path) -> None:
+    """One torch_geometric graph per slide (spatial + parent-child edges), as ``.pt`` files.
+
+    The features are this workflow's own files: a problem with one is a bug, not damaged
+    data, so every slide must convert.
+    """
+    from workflow.wsi.graph import graph_from_features, save_graph
+
+    out = index.parent
+    rows = read_index(features).to_dict("records")
+
+    def work(row: dict[str, Any]) -> dict[str, Any]:
+        graph = graph_from_features(row["features"], int(row["label"]), str(row["slide_id"]))
+        path = out / f"{row['slide_id']}.pt"
+        save_graph(graph, path)
+        return {"graph": str(path), "nodes": graph.num_nodes, "edges": graph.edge_index.shape[1]}
+
+    skips = Skips()
+    _write_index(per_slide(rows, work, "fail", skips, "graph"), index, skips, out / "skipped.tsv")
+
+
+def split_files(graphs: Path, split: str) -> list[str]:
+    """The graph files of one split, from the graph stage's index."""
+    table = read_index(graphs)
+    for column in ("graph", "split"):
+        if column not in table.columns:
+            raise InputError(graphs, f"index lacks the {column} column")
+    files = table.loc[table["split"] == split, "graph"].tolist()
+    if not files:
+        raise InputError(graphs, f"no slide in the {split} split")
+    return files
