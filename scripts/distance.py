@@ -14,13 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
 
-import pandas as pd
 
 from workflow.common.atomic import atomic_path
 from workflow.common.cli import add_settings, log, run_cli
-from workflow.common.config import config_hash
-from workflow.common.errors import InputError
-from workflow.common.metrics import RunMetrics, write_metrics
+from workflow.common.metrics import evaluated_run, predictions_by_experiment, write_metrics
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -91,25 +88,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         predictions.to_parquet(tmp, index=False)
     write_metrics(
         args.metrics,
-        RunMetrics(
-            track="distance",
-            dataset=args.dataset,
-            experiment=args.experiment,
-            seed=args.seed,
-            metrics=metrics,
-            higher_is_better={k: higher_is_better(k) for k in metrics},
-            config_hash=config_hash(args.settings),
-            world_size=int(run_info.get("world_size", 1)),
-            wall_time_s=round(
-                float(run_info.get("train_wall_time_s", 0.0)) + time.monotonic() - started, 2
-            ),
-            extra={
-                "test_objects": len(predictions),
-                "settings": args.settings,
-                "resumed_from_epoch": run_info.get("resumed_from_epoch"),
-            },
+        evaluated_run(
+            "distance", args.dataset, args.experiment, args.seed, metrics,
+            {k: higher_is_better(k) for k in metrics}, args.settings, run_info,
+            time.monotonic() - started, test_objects=len(predictions),
         ),
-    )
+    )  # fmt: skip
     log.info(
         "%s seed %d: ALE %.3f m, AbsRel %.3f, delta<1.25 %.3f on %d objects",
         args.experiment,
@@ -124,15 +108,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_figures(args: argparse.Namespace) -> None:
     from workflow.distance.plots import error_vs_distance
 
-    frames: dict[str, list[pd.DataFrame]] = {}
-    for path in args.predictions:
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as err:
-            raise InputError(path, f"not a readable Parquet table: {err}") from None
-        experiment = Path(path).parent.parent.name  # .../<experiment>/seed<k>/predictions.parquet
-        frames.setdefault(experiment, []).append(frame)
-    error_vs_distance({k: pd.concat(v) for k, v in frames.items()}, args.out)
+    error_vs_distance(predictions_by_experiment(args.predictions), args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:

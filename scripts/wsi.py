@@ -15,13 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
 
-import pandas as pd
 
 from workflow.common.atomic import atomic_path
 from workflow.common.cli import add_settings, log, run_cli
-from workflow.common.config import config_hash
-from workflow.common.errors import InputError
-from workflow.common.metrics import RunMetrics, write_metrics
+from workflow.common.metrics import evaluated_run, predictions_by_experiment, write_metrics
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -101,25 +98,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
     write_metrics(
         args.metrics,
-        RunMetrics(
-            track="wsi",
-            dataset=args.dataset,
-            experiment=args.experiment,
-            seed=args.seed,
-            metrics=metrics,
-            higher_is_better=HIGHER_IS_BETTER,
-            config_hash=config_hash(args.settings),
-            world_size=int(run_info.get("world_size", 1)),
-            wall_time_s=round(
-                float(run_info.get("train_wall_time_s", 0.0)) + time.monotonic() - started, 2
-            ),
-            extra={
-                "test_slides": len(predictions),
-                "settings": args.settings,
-                "resumed_from_epoch": run_info.get("resumed_from_epoch"),
-            },
+        evaluated_run(
+            "wsi", args.dataset, args.experiment, args.seed, metrics, HIGHER_IS_BETTER,
+            args.settings, run_info, time.monotonic() - started, test_slides=len(predictions),
         ),
-    )
+    )  # fmt: skip
     log.info(
         "%s seed %d: AUC %.3f, ACC %.3f on %d test slides",
         args.experiment, args.seed, metrics["AUC"], metrics["ACC"], len(predictions),
@@ -134,15 +117,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
     from workflow.wsi.plots import heatmap_figure, roc_figure
     from workflow.wsi.prepare import read_index
 
-    frames: dict[str, list[pd.DataFrame]] = {}
-    for path in args.predictions:
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as err:
-            raise InputError(path, f"not a readable Parquet table: {err}") from None
-        experiment = Path(path).parent.parent.name  # .../<experiment>/seed<k>/predictions.parquet
-        frames.setdefault(experiment, []).append(frame)
-    roc_figure({k: pd.concat(v) for k, v in frames.items()}, args.roc)
+    roc_figure(predictions_by_experiment(args.predictions), args.roc)
 
     segments = read_index(args.segments).set_index("slide_id")
     args.heatmaps.mkdir(parents=True, exist_ok=True)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workflow.common.atomic import write_json
+from workflow.common.config import config_hash
 from workflow.common.errors import InputError
 from workflow.common.provenance import device_description, git_commit, package_versions
 
@@ -45,6 +46,38 @@ class RunMetrics:
         missing = set(self.metrics) - set(self.higher_is_better)
         if missing:
             raise ValueError(f"no higher_is_better entry for metrics {sorted(missing)}")
+
+
+def evaluated_run(
+    track: str,
+    dataset: str,
+    experiment: str,
+    seed: int,
+    metrics: dict[str, float],
+    higher_is_better: Mapping[str, bool],
+    settings: Mapping[str, Any],
+    run_info: Mapping[str, Any],
+    eval_seconds: float,
+    **extra: Any,
+) -> RunMetrics:
+    """The record of an evaluated run: its metrics, the settings' hash, and how it trained
+    (``run_info`` of the published checkpoint; wall time = training + evaluation)."""
+    return RunMetrics(
+        track=track,
+        dataset=dataset,
+        experiment=experiment,
+        seed=seed,
+        metrics=metrics,
+        higher_is_better={k: higher_is_better[k] for k in metrics},
+        config_hash=config_hash(settings),
+        world_size=int(run_info.get("world_size", 1)),
+        wall_time_s=round(float(run_info.get("train_wall_time_s", 0.0)) + eval_seconds, 2),
+        extra={
+            **extra,
+            "settings": dict(settings),
+            "resumed_from_epoch": run_info.get("resumed_from_epoch"),
+        },
+    )
 
 
 def write_metrics(path: str | Path, run: RunMetrics) -> None:
@@ -77,3 +110,18 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
     if record["schema"] != SCHEMA_VERSION:
         raise InputError(path, f"schema version {record['schema']}, expected {SCHEMA_VERSION}")
     return dict(record)
+
+
+def predictions_by_experiment(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """Runs' ``predictions.parquet`` files, seeds pooled per experiment (the folder two up:
+    ``.../<experiment>/seed<k>/predictions.parquet``), for a track's figures."""
+    import pandas as pd
+
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for path in paths:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as err:
+            raise InputError(path, f"not a readable Parquet table: {err}") from None
+        frames.setdefault(Path(path).parent.parent.name, []).append(frame)
+    return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}

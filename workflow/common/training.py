@@ -219,3 +219,18 @@ def publish_checkpoint(source: Path, final: Path, run_info: dict[str, Any]) -> N
     checkpoint["run_info"] = run_info
     with atomic_path(final) as tmp:
         torch.save(checkpoint, tmp)
+
+
+def publish_run(result: FitResult, final: Path, seed: int, **extra: Any) -> None:
+    """:func:`publish_checkpoint` of a fit's selected checkpoint with the fit's run info."""
+    publish_checkpoint(
+        result.best_checkpoint,
+        final,
+        {
+            "world_size": result.world_size,
+            "train_wall_time_s": round(result.wall_time_s, 2),
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "seed": seed,
+            **extra,
+        },
+    )

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from workflow.common.atomic import atomic_path
-from workflow.common.training import TrainSettings, fit, publish_checkpoint
+from workflow.common.training import TrainSettings, fit, publish_run
 from workflow.distance.data import DistanceDataModule, training_statistics
 from workflow.distance.models import NETWORKS, REFERENCES
 from workflow.distance.store import PRIORS, object_table
@@ -67,14 +67,5 @@ def train_experiment(
         ),
     )
     if result.is_global_zero:
-        publish_checkpoint(
-            result.best_checkpoint,
-            final,
-            {
-                "world_size": result.world_size,
-                "train_wall_time_s": round(result.wall_time_s, 2),
-                "resumed_from_epoch": result.resumed_from_epoch,
-                "seed": seed,
-            },
-        )
+        publish_run(result, final, seed)
         log.info("selected %s (best val_loss) -> %s", result.best_checkpoint.name, final)

@@ -25,7 +25,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
 from workflow.common.errors import InputError
-from workflow.common.training import TrainSettings, fit, publish_checkpoint
+from workflow.common.training import TrainSettings, fit, publish_run
 from workflow.wsi.graph import load_graph
 from workflow.wsi.models import build_model, probability
 
@@ -272,16 +272,6 @@ def train_experiment(
         ),
     )
     if final is not None and result.is_global_zero:
-        publish_checkpoint(
-            result.best_checkpoint,
-            final,
-            {
-                "world_size": result.world_size,
-                "train_wall_time_s": round(result.wall_time_s, 2),
-                "resumed_from_epoch": result.resumed_from_epoch,
-                "seed": seed,
-                "monitor": monitor,
-            },
-        )
+        publish_run(result, final, seed, monitor=monitor)
         log.info("selected %s (best %s) -> %s", result.best_checkpoint.name, monitor, final)
     return result
