@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 
 from workflow.wsi.demo import DemoSettings, write_demo
 
@@ -38,3 +40,23 @@ def wsi_tiled(wsi_demo: Path, wsi_manifest: dict, tmp_path_factory: pytest.TempP
         tile_file(wsi_demo / entry["file"], paths[0], thumbnail_png=paths[1], mask_png=paths[2])
         files[sid] = paths
     return files
+
+
+def write_plain_slide(path: Path, image: np.ndarray, mpp: float | None = 0.25, levels: int = 3):
+    """A pyramidal JPEG-tiled TIFF of ``image`` as OpenSlide reads it; ``mpp=None`` writes no
+    resolution at all (a slide whose magnification is unknown)."""
+    with tifffile.TiffWriter(path) as tif:
+        for k in range(levels):
+            resolution = (
+                {"resolution": (1e4 / (mpp * 2**k),) * 2, "resolutionunit": "CENTIMETER"}
+                if mpp
+                else {}
+            )
+            tif.write(
+                image[:: 2**k, :: 2**k],
+                photometric="rgb",
+                tile=(256, 256),
+                compression="jpeg",
+                subfiletype=int(k > 0),
+                **resolution,
+            )

@@ -10,6 +10,7 @@ import openslide
 import pytest
 import tifffile
 
+from tests.wsi.conftest import write_plain_slide
 from workflow.common.errors import InputError
 from workflow.wsi.slide import (
     best_level,
@@ -187,16 +188,7 @@ def test_corrupt_tile_fails_on_read(demo_slide, tmp_path):
 
 def test_slide_without_mpp(tmp_path):
     path = tmp_path / "nompp.tif"
-    image = np.full((1024, 1024, 3), 230, np.uint8)
-    with tifffile.TiffWriter(path) as tif:
-        for k in range(3):
-            tif.write(
-                image[:: 2**k, :: 2**k],
-                photometric="rgb",
-                tile=(256, 256),
-                compression="jpeg",
-                subfiletype=int(k > 0),
-            )
+    write_plain_slide(path, np.full((1024, 1024, 3), 230, np.uint8), mpp=None)
     assert openslide.OpenSlide(str(path)).level_count == 3  # a valid slide...
     with pytest.raises(InputError, match="no resolution") as err:
         open_slide(path)  # ...without a resolution

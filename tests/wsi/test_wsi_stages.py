@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import tifffile
 
 from tests.conftest import run_script
+from tests.wsi.conftest import write_plain_slide
 
 SEGMENT = {"target_mpp": 8.0}
 
@@ -56,27 +56,12 @@ def not_a_slide(path: Path) -> None:
     path.write_text("slide_id,label\nnot,a slide\n")
 
 
-def _plain_tiff(path: Path, value: int, resolution: bool) -> None:
-    image = np.full((2048, 2048, 3), value, np.uint8)
-    extra = {"resolution": (1e4 / 0.25, 1e4 / 0.25), "resolutionunit": "CENTIMETER"}
-    with tifffile.TiffWriter(path) as tif:
-        for k in range(3):
-            tif.write(
-                image[:: 2**k, :: 2**k],
-                photometric="rgb",
-                tile=(256, 256),
-                compression="jpeg",
-                subfiletype=int(k > 0),
-                **(extra if resolution else {}),
-            )
-
-
 def without_mpp(path: Path) -> None:
-    _plain_tiff(path, 200, resolution=False)
+    write_plain_slide(path, np.full((2048, 2048, 3), 200, np.uint8), mpp=None)
 
 
 def blank(path: Path) -> None:
-    _plain_tiff(path, 244, resolution=True)
+    write_plain_slide(path, np.full((2048, 2048, 3), 244, np.uint8))
 
 
 DAMAGE = {

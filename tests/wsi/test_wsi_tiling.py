@@ -5,9 +5,9 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-import tifffile
 from PIL import Image
 
+from tests.wsi.conftest import write_plain_slide
 from workflow.common.errors import InputError
 from workflow.wsi.segment import mask_source, saturation, segment_tissue
 from workflow.wsi.slide import open_slide
@@ -56,31 +56,17 @@ def test_mask_matches_the_planted_tissue(wsi_demo, wsi_manifest, wsi_tiled):
         assert Image.open(thumb_png).size == (png.shape[1], png.shape[0])
 
 
-def _write_plain(path, image, mpp=0.25, levels=3):
-    with tifffile.TiffWriter(path) as tif:
-        for k in range(levels):
-            tif.write(
-                image[:: 2**k, :: 2**k],
-                photometric="rgb",
-                tile=(256, 256),
-                compression="jpeg",
-                subfiletype=int(k > 0),
-                resolution=(1e4 / (mpp * 2**k),) * 2,
-                resolutionunit="CENTIMETER",
-            )
-
-
 def test_blank_slide_has_no_tissue(tmp_path):
     rng = np.random.default_rng(1)
     glass = (np.array([244, 243, 246]) + rng.normal(0, 2, (2048, 2048, 3))).clip(0, 255)
     path = tmp_path / "blank.tif"
-    _write_plain(path, glass.astype(np.uint8))
+    write_plain_slide(path, glass.astype(np.uint8))
     with open_slide(path) as slide, pytest.raises(InputError, match="never reaches") as err:
         segment_tissue(slide)  # Otsu alone would split the glass's noise into "tissue"
     assert err.value.path == str(path)
     # a speck of dust (saturated, but far below the minimal tissue area) is not tissue either
     glass[1000:1240, 1000:1240] = [225, 158, 198]  # 60 x 60 um
-    _write_plain(path, glass.astype(np.uint8))
+    write_plain_slide(path, glass.astype(np.uint8))
     with open_slide(path) as slide, pytest.raises(InputError, match="no saturated region"):
         segment_tissue(slide)
 
@@ -89,7 +75,7 @@ def test_tissue_everywhere_is_all_tissue(tmp_path):
     rng = np.random.default_rng(2)
     pink = (np.array([225, 158, 198]) + rng.normal(0, 6, (2048, 2048, 3))).clip(0, 255)
     path = tmp_path / "full.tif"
-    _write_plain(path, pink.astype(np.uint8))
+    write_plain_slide(path, pink.astype(np.uint8))
     with open_slide(path) as slide:
         assert segment_tissue(slide).fraction > 0.99
 
