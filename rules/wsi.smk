@@ -3,15 +3,71 @@
 # workflow/wsi. Preparation stages work per dataset and write one file per slide beside their
 # declared index.tsv; a rerun after a kill skips the slides already done with the same settings.
 
+import re
+
+from workflow.wsi.sources import converted_labels, manifest_args, mil4wsi_datasets
+
 WSI_ENV = "../envs/wsi.yaml"
-HEATMAP_EXPERIMENT = config["wsi"]["heatmap_experiment"]  # its first seed's attention is drawn
+WSI = config["wsi"]
+HEATMAP_EXPERIMENT = WSI["heatmap_experiment"]  # its first seed's attention is drawn
+MIL4WSI = mil4wsi_datasets(WSI)
+
+
+ruleorder: wsi_mil4wsi > wsi_graph
+
+
+rule wsi_labels:
+    output:
+        labels="results/wsi/{dataset}/labels/labels.csv",
+        skipped="results/wsi/{dataset}/labels/skipped.tsv",
+    params:
+        slides=lambda wc: WSI["datasets"][wc.dataset]["slides"],
+        manifests=lambda wc: manifest_args(WSI["datasets"][wc.dataset]),
+        positive=lambda wc: WSI["datasets"][wc.dataset]["positive"],
+        settings=lambda wc: as_json(WSI["datasets"][wc.dataset].get("gdc") or {}),
+        policy=WSI["on_bad_sample"],
+    log:
+        "logs/wsi_labels/{dataset}.log",
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/wsi.py labels --slides {params.slides:q} {params.manifests} "
+        "--positive {params.positive:q} --labels {output.labels} --skipped {output.skipped} "
+        "--settings {params.settings:q} --on-bad-sample {params.policy} > {log} 2>&1"
+
+
+rule wsi_mil4wsi:
+    input:
+        labels=lambda wc: converted_labels(WSI, wc.dataset) or [],
+    output:
+        index="results/wsi/{dataset}/prep/graphs/index.tsv",
+        skipped="results/wsi/{dataset}/prep/graphs/skipped.tsv",
+    wildcard_constraints:
+        dataset="|".join(map(re.escape, MIL4WSI)) or "(?!)",
+    params:
+        graphs=lambda wc: WSI["datasets"][wc.dataset]["mil4wsi"],
+        labels=lambda wc: WSI["datasets"][wc.dataset]["labels"],
+        trusted=lambda wc: "--trusted" if WSI["datasets"][wc.dataset].get("trusted_pickles") else "",
+        policy=WSI["on_bad_sample"],
+    log:
+        "logs/wsi_mil4wsi/{dataset}.log",
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/wsi.py mil4wsi --graphs-dir {params.graphs:q} --labels {params.labels:q} "
+        "{params.trusted} --index {output.index} --skipped {output.skipped} "
+        "--on-bad-sample {params.policy} > {log} 2>&1"
 
 
 rule wsi_demo:
     output:
         "data/demo/wsi/{dataset}/manifest.json",
     params:
-        settings=lambda wc: as_json(config["wsi"]["demo"]),
+        settings=lambda wc: as_json(WSI["demo"]),
     log:
         "logs/wsi_demo/{dataset}.log",
     benchmark:
@@ -28,17 +84,21 @@ rule wsi_demo:
 rule wsi_segment:
     input:
         lambda wc: dataset_inputs("wsi", wc.dataset),
+        lambda wc: converted_labels(WSI, wc.dataset) or [],
     output:
         index="results/wsi/{dataset}/prep/segment/index.tsv",
         skipped="results/wsi/{dataset}/prep/segment/skipped.tsv",
     params:
         slides=lambda wc: dataset_path("wsi", wc.dataset, "slides", "slides"),
-        labels=lambda wc: dataset_path("wsi", wc.dataset, "labels", "labels.csv"),
-        mpp=lambda wc: (
-            f"--mpp {mpp}" if (mpp := config["wsi"]["datasets"][wc.dataset].get("mpp")) else ""
+        labels=lambda wc: (
+            converted_labels(WSI, wc.dataset)
+            or dataset_path("wsi", wc.dataset, "labels", "labels.csv")
         ),
-        settings=lambda wc: as_json(config["wsi"]["segment"]),
-        policy=config["wsi"]["on_bad_sample"],
+        mpp=lambda wc: (
+            f"--mpp {mpp}" if (mpp := WSI["datasets"][wc.dataset].get("mpp")) else ""
+        ),
+        settings=lambda wc: as_json(WSI["segment"]),
+        policy=WSI["on_bad_sample"],
     log:
         "logs/wsi_segment/{dataset}.log",
     benchmark:
@@ -60,8 +120,8 @@ rule wsi_tile:
         index="results/wsi/{dataset}/prep/tiles/index.tsv",
         skipped="results/wsi/{dataset}/prep/tiles/skipped.tsv",
     params:
-        settings=lambda wc: as_json(config["wsi"]["tile"]),
-        policy=config["wsi"]["on_bad_sample"],
+        settings=lambda wc: as_json(WSI["tile"]),
+        policy=WSI["on_bad_sample"],
     log:
         "logs/wsi_tile/{dataset}.log",
     benchmark:
@@ -83,8 +143,8 @@ rule wsi_features:
         index="results/wsi/{dataset}/prep/features/index.tsv",
         skipped="results/wsi/{dataset}/prep/features/skipped.tsv",
     params:
-        settings=lambda wc: as_json(config["wsi"]["features"]),
-        policy=config["wsi"]["on_bad_sample"],
+        settings=lambda wc: as_json(WSI["features"]),
+        policy=WSI["on_bad_sample"],
     log:
         "logs/wsi_features/{dataset}.log",
     benchmark:
@@ -186,7 +246,9 @@ rule wsi_figures:
             f"{run.folder}/predictions.parquet" for run in dataset_runs("wsi", wc.dataset)
         ],
         attention=lambda wc: f"{first_run('wsi', wc.dataset, HEATMAP_EXPERIMENT).folder}/attention.h5",
-        segments="results/wsi/{dataset}/prep/segment/index.tsv",
+        segments=lambda wc: (
+            [] if wc.dataset in MIL4WSI else f"results/wsi/{wc.dataset}/prep/segment/index.tsv"
+        ),
     output:
         roc=report(
             "results/wsi/{dataset}/figures/roc.png",
@@ -201,6 +263,8 @@ rule wsi_figures:
             subcategory="{dataset} heatmaps",
             caption="../report/wsi_heatmap.rst",
         ),
+    params:
+        segments=lambda wc, input: f"--segments {input.segments}" if input.segments else "",
     log:
         "logs/wsi_figures/{dataset}.log",
     conda:
@@ -209,7 +273,7 @@ rule wsi_figures:
         **resource_class("CPU_SMALL"),
     shell:
         "python scripts/wsi.py figures --predictions {input.predictions} "
-        "--attention {input.attention} --segments {input.segments} "
+        "--attention {input.attention} {params.segments} "
         "--roc {output.roc} --heatmaps {output.heatmaps} > {log} 2>&1"
 
 
@@ -219,6 +283,6 @@ rule wsi:
         [f"{run.folder}/metrics.json" for run in track_runs("wsi")],
         expand(
             "results/wsi/{dataset}/figures/roc.png",
-            dataset=enabled_datasets("wsi", config["wsi"]),
+            dataset=enabled_datasets("wsi", WSI),
         ),
     default_target: False

@@ -31,6 +31,23 @@ def cmd_demo(args: argparse.Namespace) -> None:
     log.info("demo: %d slides in %s", len(manifest["slides"]), args.root)
 
 
+def cmd_labels(args: argparse.Namespace) -> None:
+    from workflow.wsi.prepare import labels_dataset
+
+    labels_dataset(
+        dict(args.manifest), args.positive, args.slides, args.labels, args.skipped,
+        args.settings, args.on_bad_sample,
+    )  # fmt: skip
+
+
+def cmd_mil4wsi(args: argparse.Namespace) -> None:
+    from workflow.wsi.prepare import mil4wsi_dataset
+
+    mil4wsi_dataset(
+        args.graphs_dir, args.labels, args.index, args.skipped, args.on_bad_sample, args.trusted
+    )
+
+
 def cmd_segment(args: argparse.Namespace) -> None:
     from workflow.wsi.prepare import segment_dataset
 
@@ -119,18 +136,23 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
     roc_figure(predictions_by_experiment(args.predictions), args.roc)
 
-    segments = read_index(args.segments).set_index("slide_id")
+    segments = read_index(args.segments).set_index("slide_id") if args.segments else None
     args.heatmaps.mkdir(parents=True, exist_ok=True)
     with h5py.File(args.attention, "r") as h5:
         for slide_id, group in h5.items():
-            row = segments.loc[slide_id]
+            coords, footprint = group["coords"][()], int(group.attrs["footprint"])
+            thumbnail, downsample = None, 1.0
+            if segments is not None:
+                row = segments.loc[slide_id]
+                thumbnail = np.asarray(Image.open(row["thumbnail"]).convert("RGB"))
+                downsample = float(row["mask_downsample"])
             heatmap_figure(
-                np.asarray(Image.open(row["thumbnail"]).convert("RGB")),
-                float(row["mask_downsample"]),
-                group["coords"][()],
-                int(group.attrs["footprint"]),
+                thumbnail,
+                downsample,
+                coords,
+                footprint,
                 group["scores"][()],
-                f"{slide_id} ({'tumor' if row['label'] else 'normal'}): "
+                f"{slide_id} ({'tumor' if group.attrs['label'] else 'normal'}): "
                 f"{args.attention.parent.parent.name} attention at "
                 f"x{group.attrs['magnification']:g}",
                 args.heatmaps / f"{slide_id}.png",
@@ -164,6 +186,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
     add_settings(p, "wsi_demo", "the config's wsi.demo section")
 
+    p = stage("labels", cmd_labels, "labels CSV of TCGA slides from per-class GDC manifests")
+    p.add_argument("--slides", type=Path, required=True, help="gdc-client download folder")
+    p.add_argument(
+        "--manifest", nargs=2, action="append", metavar=("CLASS", "TSV"), required=True,
+        help="a class name and its GDC manifest (give it twice: one per class)",
+    )  # fmt: skip
+    p.add_argument("--positive", required=True, help="the CLASS that is label 1 (e.g. LUSC)")
+    p.add_argument("--labels", type=Path, required=True, help="labels CSV to write")
+    p.add_argument("--skipped", type=Path, required=True, help="skipped-slides TSV to write")
+    p.add_argument("--on-bad-sample", choices=["skip", "fail"], default="skip")
+    add_settings(p, "wsi_gdc", "the dataset's gdc section")
+
+    p = stage("mil4wsi", cmd_mil4wsi, "released mil4wsi graph files -> this track's graphs")
+    p.add_argument("--graphs-dir", type=Path, required=True, help="folder of <slide_id>.pt")
+    p.add_argument("--labels", type=Path, required=True, help="CSV of slide_id,label,split")
+    p.add_argument(
+        "--trusted", action="store_true",
+        help="unpickle files that need more than torch_geometric's classes (trusted sources only)",
+    )  # fmt: skip
+    index_args(p)
+
     p = stage("segment", cmd_segment, "tissue mask and thumbnail PNG per slide")
     p.add_argument("--slides", type=Path, required=True, help="folder of the slide files")
     p.add_argument("--labels", type=Path, required=True, help="CSV of slide_id,label,split")
@@ -172,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(p, "wsi_segment", "the config's wsi.segment section")
 
     p = stage("tile", cmd_tile, "tile coordinates at every magnification, with parents")
-    p.add_argument("--segments", type=Path, required=True, help="index.tsv of the segment stage")
+    p.add_argument(
+        "--segments", type=Path, help="index.tsv of the segment stage (its thumbnails; without "
+        "it, e.g. for mil4wsi graphs, the heatmaps are drawn on white)",
+    )  # fmt: skip
     index_args(p)
     add_settings(p, "wsi_tile", "the config's wsi.tile section")
 
@@ -212,7 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("figures", cmd_figures, "ROC curves of every run, attention heatmaps of one")
     p.add_argument("--predictions", type=Path, nargs="+", required=True)
     p.add_argument("--attention", type=Path, required=True, help="attention HDF5 of one run")
-    p.add_argument("--segments", type=Path, required=True, help="index.tsv of the segment stage")
+    p.add_argument(
+        "--segments", type=Path, help="index.tsv of the segment stage (its thumbnails; without "
+        "it, e.g. for mil4wsi graphs, the heatmaps are drawn on white)",
+    )  # fmt: skip
     p.add_argument("--roc", type=Path, required=True, help="ROC figure to write")
     p.add_argument("--heatmaps", type=Path, required=True, help="folder of heatmaps to write")
     return parser

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
+from tests.wsi.conftest import save_as_mil4wsi
 from workflow.common.errors import InputError
 from workflow.wsi.graph import (
     ScaleFeatures,
@@ -157,34 +158,9 @@ def test_graph_files_missing_corrupt_or_foreign_raise_input_errors(three_scales,
 
 
 def mil4wsi_file(path, three_scales):
-    """A graph laid out as mil4wsi's prepare_dataset.py writes it: x10 + x20 only, depth-first
-    order (parent then its children), levels 2 / 3, childof as rows of the same file."""
-    ours = build_graph(three_scales, 1, "s1")
-    mid = (ours.level == 1).nonzero().view(-1).tolist()
-    fine = (ours.level == 2).nonzero().view(-1).tolist()
-    order = []
-    for m in mid:
-        order.append(m)
-        order += [f for f in fine if int(ours.child_of[f]) == m]
-    row = {old: new for new, old in enumerate(order)}
-    childof = [row[int(ours.child_of[o])] if ours.level[o] == 2 else -1 for o in order]
-    kept = set(order)
-    full = [(row[a], row[b]) for a, b in pairs(ours.edge_index) if a in kept and b in kept]
-    spatial = [(row[a], row[b]) for a, b in pairs(ours.edge_spatial) if a in kept and b in kept]
-    torch.save(
-        Data(
-            x=ours.x[order],
-            edge_index=torch.tensor(full).t(),
-            edge_index_filtered=torch.tensor(spatial).t(),
-            childof=torch.tensor(childof),
-            level=ours.level[order] + 1,
-            y=torch.LongTensor([1]),
-            name="tumor_001_1",
-            x_coord=ours.coords[order, 0],
-            y_coord=ours.coords[order, 1],
-        ),
-        path,
-    )
+    """Our three-scale graph as a mil4wsi file of its x10 + x20 scales; returns the graph we
+    expect back (x10 as roots)."""
+    save_as_mil4wsi(build_graph(three_scales, 1, "s1"), path, "tumor_001_1", first_level=1)
     mid_as_root = dataclasses.replace(three_scales[1], parent=np.full(8, -1))  # x5 not kept
     return build_graph([mid_as_root, three_scales[2]], 1, "s1")
 

@@ -25,8 +25,18 @@ class Run:
         return f"results/{self.track}/{self.dataset}/{self.experiment}/seed{self.seed}"
 
 
-#: What a real (not demo) dataset must name, per track; `root` unless listed here.
-DATASET_KEYS: dict[str, tuple[str, ...]] = {"wsi": ("slides", "labels")}
+#: What a real (not demo) dataset must name, per track: one of these key sets (`root` unless
+#: listed here).
+DATASET_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "wsi": (("slides", "labels"), ("slides", "manifests", "positive"), ("mil4wsi", "labels")),
+}
+
+
+def _spelled(keys: tuple[str, ...]) -> str:
+    quoted = [f"`{k}`" for k in keys]
+    return (
+        " and ".join(quoted) if len(quoted) < 3 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    )
 
 
 def enabled_datasets(track: str, track_config: Mapping[str, Any]) -> list[str]:
@@ -34,12 +44,10 @@ def enabled_datasets(track: str, track_config: Mapping[str, Any]) -> list[str]:
     for name, dataset in track_config["datasets"].items():
         if not dataset.get("enabled", True):
             continue
-        if not dataset.get("demo"):
-            keys = DATASET_KEYS.get(track, ("root",))
-            missing = [k for k in keys if not dataset.get(k)]
-            if missing:
-                needs = " and ".join(f"`{k}`" for k in missing)
-                raise ConfigError(f"{track}.datasets.{name}: needs {needs} (or `demo: true`)")
+        choices = DATASET_KEYS.get(track, (("root",),))
+        if not dataset.get("demo") and not any(all(dataset.get(k) for k in c) for c in choices):
+            needs = ", or ".join(_spelled(c) for c in choices)
+            raise ConfigError(f"{track}.datasets.{name}: needs {needs} (or `demo: true`)")
         names.append(name)
     return names
 

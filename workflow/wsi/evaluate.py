@@ -33,8 +33,12 @@ def predict_slides(
             group = h5.create_group(out["slide_id"])
             group["coords"] = graph.coords[nodes].numpy()
             group["scores"] = out["attention"].numpy().astype(np.float32)
-            group.attrs["footprint"] = round(graph.downsamples[level] * graph.patch_size)
+            # mil4wsi graphs carry tile-grid coordinates and no downsamples: one unit per tile
+            group.attrs["footprint"] = (
+                round(graph.downsamples[level] * graph.patch_size) if graph.downsamples else 1
+            )
             group.attrs["magnification"] = graph.magnifications[level]
+            group.attrs["label"] = out["label"]
             rows.append(
                 {"slide_id": out["slide_id"], "label": out["label"], "prob": out["probability"]}
             )

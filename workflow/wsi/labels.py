@@ -26,21 +26,27 @@ class SlideLabel:
     path: Path
 
 
-def _find_slide(slides_dir: Path, slide_id: str) -> Path | None:
+def _find_slide(slides_dir: Path, slide_id: str, suffixes: tuple[str, ...]) -> Path | None:
     direct = slides_dir / slide_id
-    if direct.suffix.lower() in SLIDE_SUFFIXES:
+    if direct.suffix.lower() in suffixes:
         return direct if direct.is_file() else None
-    for suffix in SLIDE_SUFFIXES:
+    for suffix in suffixes:
         candidate = slides_dir / f"{slide_id}{suffix}"
         if candidate.is_file():
             return candidate
     return None
 
 
-def read_labels(csv_path: str | PathLike[str], slides_dir: str | PathLike[str]) -> list[SlideLabel]:
+def read_labels(
+    csv_path: str | PathLike[str],
+    slides_dir: str | PathLike[str],
+    suffixes: tuple[str, ...] = SLIDE_SUFFIXES,
+) -> list[SlideLabel]:
     """Rows of ``slide_id,label,split`` checked against each other and against the slides.
 
-    Labels may be ``normal``/``tumor`` (any case, as Camelyon16 writes them) or 0/1.
+    Labels may be ``normal``/``tumor`` (any case, as Camelyon16 writes them) or 0/1. An
+    optional ``path`` column gives a slide's file relative to ``slides_dir`` (gdc-client
+    downloads into ``<file id>/<file name>``); otherwise ``<slide_id><suffix>`` is looked up.
     """
     csv_path, slides_dir = Path(csv_path), Path(slides_dir)
     if not csv_path.is_file():
@@ -76,10 +82,20 @@ def read_labels(csv_path: str | PathLike[str], slides_dir: str | PathLike[str]) 
             raise InputError(csv_path, f"line {line}: label {row['label']!r} not in {LABELS}")
         if split not in SPLITS:
             raise InputError(csv_path, f"line {line}: split {row['split']!r} not in {SPLITS}")
-        path = _find_slide(slides_dir, slide_id)
+        given = (row.get("path") or "").strip()
+        if given:
+            path = slides_dir / given
+            path = path if path.is_file() else None
+        else:
+            path = _find_slide(slides_dir, slide_id, suffixes)
         if path is None:
             expected = slides_dir / (
-                slide_id if Path(slide_id).suffix.lower() in SLIDE_SUFFIXES else f"{slide_id}.tif"
+                given
+                or (
+                    slide_id
+                    if Path(slide_id).suffix.lower() in suffixes
+                    else slide_id + suffixes[0]
+                )
             )
             raise InputError(expected, f"slide listed in {csv_path} (line {line}) not found")
         out.append(SlideLabel(slide_id, value, split, path))

@@ -32,8 +32,18 @@ def roc_figure(predictions: Mapping[str, pd.DataFrame], path: Path) -> None:
     save_figure(fig, path)
 
 
+def _blank_canvas(
+    coords: np.ndarray, footprint: int, longest: int = 1024
+) -> tuple[np.ndarray, float]:
+    """A white canvas covering the tiles, and its downsample."""
+    extent = (coords.max(axis=0) + footprint) if len(coords) else np.array([footprint, footprint])
+    downsample = max(1.0, float(extent.max()) / longest)
+    width, height = (int(np.ceil(v / downsample)) for v in extent)
+    return np.full((height, width, 3), 255, dtype=np.uint8), downsample
+
+
 def heatmap_figure(
-    thumbnail: np.ndarray,
+    thumbnail: np.ndarray | None,
     thumbnail_downsample: float,
     coords: np.ndarray,
     footprint: int,
@@ -41,7 +51,12 @@ def heatmap_figure(
     title: str,
     path: Path,
 ) -> None:
-    """Tile scores (min-max scaled) painted over the slide's thumbnail at the tiles' places."""
+    """Tile scores (min-max scaled) painted over the slide's thumbnail at the tiles' places;
+    on white, alone, when there is no thumbnail (graphs whose slides were never opened here,
+    e.g. mil4wsi inputs)."""
+    panels = 2 if thumbnail is not None else 1
+    if thumbnail is None:
+        thumbnail, thumbnail_downsample = _blank_canvas(coords, footprint)
     heat = np.full(thumbnail.shape[:2], np.nan, dtype=np.float32)
     span = np.ptp(scores) if len(scores) else 0.0
     scaled = (scores - scores.min()) / span if span > 0 else np.zeros_like(scores)
@@ -49,14 +64,16 @@ def heatmap_figure(
     for (x, y), value in zip(coords, scaled, strict=True):
         col, row = round(x / thumbnail_downsample), round(y / thumbnail_downsample)
         heat[row : row + size, col : col + size] = value
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-    axes[0].imshow(thumbnail)
-    axes[0].set_title("thumbnail")
-    axes[1].imshow(thumbnail)
-    shown = axes[1].imshow(heat, cmap="inferno", alpha=0.6, vmin=0, vmax=1)
-    axes[1].set_title("attention")
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 5), squeeze=False)
+    axes = axes[0]
+    if panels == 2:
+        axes[0].imshow(thumbnail)
+        axes[0].set_title("thumbnail")
+    axes[-1].imshow(thumbnail)
+    shown = axes[-1].imshow(heat, cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+    axes[-1].set_title("attention")
     for ax in axes:
         ax.axis("off")
-    fig.colorbar(shown, ax=axes[1], fraction=0.046)
+    fig.colorbar(shown, ax=axes[-1], fraction=0.046)
     fig.suptitle(title)
     save_figure(fig, path)

@@ -239,3 +239,59 @@ def split_files(graphs: Path, split: str) -> list[str]:
     if not files:
         raise InputError(graphs, f"no slide in the {split} split")
     return files
+
+
+def labels_dataset(
+    manifests: Mapping[str, str],
+    positive: str,
+    slides_dir: Path,
+    labels: Path,
+    skipped: Path,
+    settings: Mapping[str, Any],
+    policy: str,
+) -> None:
+    """The labels CSV of a TCGA dataset from its GDC manifests (see workflow.wsi.gdc);
+    ``settings`` is the dataset's ``gdc`` section (split fractions, seed, diagnostic_only)."""
+    from workflow.wsi.gdc import labels_from_manifests
+
+    skips = Skips()
+    fractions = {k: float(settings[k]) for k in ("train", "val", "test")}
+    rows = labels_from_manifests(
+        manifests, positive, slides_dir, fractions, int(settings["seed"]),
+        bool(settings["diagnostic_only"]), policy, skips,
+    )  # fmt: skip
+    write_text(skipped, skips.to_tsv())
+    table = pd.DataFrame(rows)[["slide_id", "label", "split", "path", "patient"]]
+    with atomic_path(labels) as tmp:
+        table.to_csv(tmp, index=False)
+    counts = table.groupby(["split", "label"]).size().to_dict()
+    log.info(
+        "%d slides -> %s (split, label: %s); %d skipped", len(table), labels, counts, len(skips)
+    )
+
+
+def mil4wsi_dataset(
+    graphs_dir: Path, labels_csv: Path, index: Path, skipped: Path, policy: str, trusted: bool
+) -> None:
+    """The released mil4wsi graph files (``<slide_id>.pt``, or the labels' ``path`` column)
+    mapped to this track's graph layout, in place of segment -> tile -> features -> graph."""
+    from workflow.wsi.graph import load_mil4wsi, save_graph
+
+    out = index.parent
+    labels = read_labels(labels_csv, graphs_dir, suffixes=(".pt",))
+    rows = [{"slide_id": s.slide_id, "label": s.label, "split": s.split, "source": str(s.path)}
+            for s in labels]  # fmt: skip
+
+    def work(row: dict[str, Any]) -> dict[str, Any]:
+        graph = load_mil4wsi(row["source"], row["slide_id"], trusted)
+        if int(graph.y[0]) != row["label"]:
+            raise InputError(
+                row["source"],
+                f"label {int(graph.y[0])} disagrees with {labels_csv} ({row['label']})",
+            )
+        path = out / f"{row['slide_id']}.pt"
+        save_graph(graph, path)
+        return {"graph": str(path), "nodes": graph.num_nodes, "edges": graph.edge_index.shape[1]}
+
+    skips = Skips()
+    _write_index(per_slide(rows, work, policy, skips, "mil4wsi"), index, skips, skipped)

@@ -1,0 +1,34 @@
+"""Where a WSI dataset's inputs come from, for the rules: the config names one of three
+sources (slides + labels CSV, slides + GDC manifests, released mil4wsi graphs) or the demo."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+
+def mil4wsi_datasets(track_config: Mapping[str, Any]) -> list[str]:
+    """Datasets given as released mil4wsi graphs (they skip segment -> ... -> graph)."""
+    return [
+        name
+        for name, entry in track_config["datasets"].items()
+        if entry.get("mil4wsi") and not entry.get("demo")
+    ]
+
+
+def converted_labels(track_config: Mapping[str, Any], dataset: str) -> str | None:
+    """The labels CSV rule wsi_labels writes from GDC manifests, None when the config gives
+    the CSV (or the demo writes it)."""
+    entry = track_config["datasets"][dataset]
+    if entry.get("manifests") and not entry.get("demo"):
+        return f"results/wsi/{dataset}/labels/labels.csv"
+    return None
+
+
+def manifest_args(entry: Mapping[str, Any]) -> str:
+    """``--manifest CLASS TSV`` per class, quoted for the shell."""
+    return " ".join(
+        f"--manifest {shlex.quote(name)} {shlex.quote(path)}"
+        for name, path in entry["manifests"].items()
+    )
