@@ -69,10 +69,10 @@ def cmd_features(args: argparse.Namespace) -> None:
     from workflow.wsi.prepare import features_dataset
 
     device = "cuda" if args.devices > 0 and torch.cuda.is_available() else "cpu"
-    log.info("encoder %s on %s, %d reader workers", args.settings["encoder"], device, args.workers)
+    workers = args.workers if device == "cuda" else 0  # on CPU, readers steal the encoder's cores
+    log.info("encoder %s on %s, %d reader workers", args.settings["encoder"], device, workers)
     features_dataset(
-        args.tiles, args.index, args.skipped, args.settings, args.on_bad_sample, device,
-        args.workers,
+        args.tiles, args.index, args.skipped, args.settings, args.on_bad_sample, device, workers,
     )  # fmt: skip
 
 
@@ -225,7 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("features", cmd_features, "frozen-encoder features of every tile")
     p.add_argument("--tiles", type=Path, required=True, help="index.tsv of the tile stage")
     p.add_argument("--devices", type=int, default=0, help="GPUs (0: CPU)")
-    p.add_argument("--workers", type=int, default=0, help="slide-reading worker processes")
+    p.add_argument(
+        "--workers", type=int, default=0,
+        help="slide-reading worker processes on a GPU (CPU runs read in-process: "
+        "tests/benchmarks/features_benchmark.py measures why)",
+    )  # fmt: skip
     index_args(p)
     add_settings(p, "wsi_features", "the config's wsi.features section")
 
