@@ -13,7 +13,7 @@ min_version("9.0")
 
 configfile: "config/config.yaml"
 
-TRACKS = ("distance", "wsi")  # every track's rules are included, enabled or not
+TRACKS = ("distance", "wsi", "sequence")  # every track's rules are included, enabled or not
 
 
 try:
@@ -30,6 +30,7 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/distance.smk"
 include: "rules/wsi.smk"
+include: "rules/sequence.smk"
 include: "rules/report.smk"
 
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack 
 
 
 from workflow.common.atomic import atomic_path
-from workflow.common.cli import add_settings, log, run_cli
+from workflow.common.cli import add_evaluate_args, add_run_args, add_settings, log, run_cli
 from workflow.common.metrics import evaluated_run, predictions_by_experiment, write_metrics
 
 
@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         args.run_dir,
         args.out,
         args.seed,
-        args.gpus,
+        args.devices,
         args.num_nodes,
     )
 
@@ -154,32 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(p, "distance_train", "the experiment's settings (train section + overrides)")
     p.add_argument("--train-store", type=Path, required=True)
     p.add_argument("--val-store", type=Path, required=True)
-    p.add_argument(
-        "--run-dir",
-        type=Path,
-        required=True,
-        help="undeclared folder for resumable checkpoints and logs",
-    )
-    p.add_argument("--out", type=Path, required=True, help="final checkpoint to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--devices",
-        "--gpus",
-        dest="gpus",
-        type=int,
-        default=0,
-        help="GPUs per node, one DDP process each (0: CPU; without CUDA: CPU processes)",
-    )
-    p.add_argument("--num-nodes", type=int, default=1, help="nodes of the DDP run")
+    add_run_args(p)
 
     p = stage("evaluate", cmd_evaluate, "test-split predictions and metrics.json")
-    p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--test-store", type=Path, required=True)
-    p.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
-    p.add_argument("--predictions", type=Path, required=True, help="predictions Parquet to write")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    add_evaluate_args(p)
     add_settings(p, "distance_train", "the experiment's settings, recorded with the metrics")
 
     p = stage("figures", cmd_figures, "absolute error vs true distance, one line per model")

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack 
 
 
 from workflow.common.atomic import atomic_path
-from workflow.common.cli import add_settings, log, run_cli
+from workflow.common.cli import add_evaluate_args, add_run_args, add_settings, log, run_cli
 from workflow.common.metrics import evaluated_run, predictions_by_experiment, write_metrics
 
 
@@ -240,24 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")
     add_settings(p, "wsi_train", "the experiment's settings (train section + overrides)")
     p.add_argument("--graphs", type=Path, required=True, help="index.tsv of the graph stage")
-    p.add_argument(
-        "--run-dir", type=Path, required=True, help="undeclared folder for resumable checkpoints"
-    )
-    p.add_argument("--out", type=Path, required=True, help="final checkpoint to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--devices", type=int, default=0, help="GPUs per node (0: CPU)")
-    p.add_argument("--num-nodes", type=int, default=1, help="nodes of the DDP run")
+    add_run_args(p)
 
     p = stage("evaluate", cmd_evaluate, "test-slide predictions, attention scores, metrics.json")
     add_settings(p, "wsi_train", "the experiment's settings, recorded with the metrics")
-    p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--graphs", type=Path, required=True, help="index.tsv of the graph stage")
-    p.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
-    p.add_argument("--predictions", type=Path, required=True, help="predictions Parquet to write")
+    add_evaluate_args(p)
     p.add_argument("--attention", type=Path, required=True, help="attention HDF5 to write")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--seed", type=int, default=0)
 
     p = stage("figures", cmd_figures, "ROC curves of every run, attention heatmaps of one")
     p.add_argument("--predictions", type=Path, nargs="+", required=True)

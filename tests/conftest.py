@@ -38,6 +38,20 @@ def copy_repo(dest: Path, *test_files: str) -> Path:
     return dest
 
 
+def snakemake_in(
+    workdir: Path, configfile: str, *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
+    """``snakemake --configfile <configfile> <args>`` in a copy of the workflow; a failure
+    shows the tails of its output."""
+    cmd = [PYTHON, "-m", "snakemake", "--configfile", configfile, *args]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
 def finish_dag(workdir: Path, *args: str) -> None:
     """Make ``workdir`` look like a checkout after a successful run (``make demo``): every
     output of the DAG exists and is up to date, without running a job. Empty files stand in

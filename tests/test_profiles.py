@@ -159,3 +159,15 @@ def test_leonardo_wsi_jobs_go_to_their_partitions(leonardo):
     prep = rules_of(leonardo, "wsi_segment", "wsi_tile", "wsi_graph")
     assert len(prep) == 6 and all(r["slurm_partition"] == "dcgp_usr_prod" for r in prep)
     assert not rules_of(leonardo, "wsi_demo")  # real data only
+    labels = rules_of(leonardo, "wsi_labels")  # tcga_nsclc's labels from its GDC manifests
+    assert len(labels) == 1 and labels[0]["slurm_partition"] == "lrd_all_serial"
+
+
+def test_leonardo_sequence_jobs_go_to_their_partitions(leonardo):
+    train = rules_of(leonardo, "sequence_train")
+    # xpresso_human serves the 6 mrna experiments only; human all 8; 3 seeds each
+    assert len(train) == (6 + 8) * 3
+    assert all(r["slurm_partition"] == "boost_usr_prod" and r["gpu"] == "1" for r in train)
+    encode = rules_of(leonardo, "sequence_encode")
+    assert len(encode) == 2 and all(r["slurm_partition"] == "dcgp_usr_prod" for r in encode)
+    assert not rules_of(leonardo, "sequence_demo")

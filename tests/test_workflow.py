@@ -10,19 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo
+from tests.conftest import copy_repo, snakemake_in
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [*SNAKEMAKE, "--configfile", "tests/e2e.yaml", *args]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-        )
-    return result
+    return snakemake_in(workdir, "tests/e2e.yaml", *args, check=check)
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import copy_repo
+from tests.conftest import copy_repo, snakemake_in
 from tests.wsi.conftest import save_as_mil4wsi, synthetic_slide_graph
 from workflow.common.errors import InputError, Skips
 from workflow.wsi.gdc import is_diagnostic, labels_from_manifests, patient_of, read_manifest
@@ -177,11 +177,8 @@ def test_mil4wsi_stage_checks_labels_against_the_files(tmp_path):
         mil4wsi_dataset(graphs, labels, index, tmp_path / "g/skipped.tsv", "fail", False)
 
 
-def smk(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", "sources.yaml", *args]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return snakemake_in(workdir, "sources.yaml", *args, check=check)
 
 
 @pytest.mark.slow

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo
+from tests.conftest import copy_repo, snakemake_in
 
 
-def smk(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", "tests/wsi/e2e.yaml", *args]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return snakemake_in(workdir, "tests/wsi/e2e.yaml", *args, check=check)
 
 
 @pytest.mark.slow

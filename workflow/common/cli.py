@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from workflow.common.config import ConfigError, stage_settings
 from workflow.common.errors import InputError
@@ -36,6 +37,35 @@ def add_settings(parser: argparse.ArgumentParser, definition: str, what: str) ->
         "omitted keys take their defaults)",
     )
     parser.set_defaults(settings_definition=definition)
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """What every training stage takes besides its data: the undeclared run folder that keeps
+    ``last.ckpt`` across reruns, the published checkpoint, the seed and the DDP layout."""
+    parser.add_argument(
+        "--run-dir", type=Path, required=True,
+        help="undeclared folder for resumable checkpoints and logs",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="final checkpoint to write")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--devices", "--gpus", type=int, default=0,
+        help="GPUs per node, one DDP process each (0: CPU; without CUDA: CPU processes)",
+    )  # fmt: skip
+    parser.add_argument("--num-nodes", type=int, default=1, help="nodes of the DDP run")
+
+
+def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
+    """What every evaluation stage takes besides its data: the checkpoint, the two outputs the
+    report and figures read, and the run's identity recorded in metrics.json."""
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
+    parser.add_argument(
+        "--predictions", type=Path, required=True, help="predictions Parquet to write"
+    )
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--experiment", required=True)
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def parse_settings(text: str, definition: str) -> dict:

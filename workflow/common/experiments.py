@@ -6,7 +6,7 @@ Used by rules/common.smk to build target lists, and testable without Snakemake.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ class Run:
 #: listed here).
 DATASET_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "wsi": (("slides", "labels"), ("slides", "manifests", "positive"), ("mil4wsi", "labels")),
+    "sequence": (("genome", "tss", "expression"), ("xpresso",)),
 }
 
 
@@ -58,12 +59,25 @@ def experiment_seeds(
     return list(experiment_settings(track_config, experiment).get("seeds") or default)
 
 
+def _xpresso_serves(dataset: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    return not dataset.get("xpresso") or settings.get("task", "mrna") == "mrna"
+
+
+#: Which experiments a dataset can run, per track (all unless listed): the published Xpresso
+#: files hold no proteins, so they serve only the mrna task.
+SERVES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], bool]] = {
+    "sequence": _xpresso_serves,
+}
+
+
 def runs(config: Mapping[str, Any], track: str) -> list[Run]:
     track_config = config[track]
+    serves = SERVES.get(track, lambda dataset, settings: True)
     return [
         Run(track, dataset, experiment, seed)
         for dataset in enabled_datasets(track, track_config)
         for experiment in track_config["experiments"]
+        if serves(track_config["datasets"][dataset], experiment_settings(track_config, experiment))
         for seed in experiment_seeds(track_config, experiment, config["seeds"])
     ]
 

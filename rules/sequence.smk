@@ -1,0 +1,154 @@
+# Gene and protein expression from sequence: demo -> encode -> train -> evaluate -> figures.
+# Every rule calls `python scripts/sequence.py <stage>`; the logic lives in workflow/sequence.
+
+from workflow.sequence.sources import encode_args
+
+SEQ_ENV = "../envs/sequence.yaml"
+SEQ = config["sequence"]
+ENCODED = "results/sequence/{dataset}/prep/encoded"
+
+
+rule sequence_demo:
+    output:
+        "data/demo/sequence/{dataset}/manifest.json",
+    params:
+        settings=lambda wc: as_json(SEQ["demo"]),
+    log:
+        "logs/sequence_demo/{dataset}.log",
+    benchmark:
+        "benchmarks/sequence_demo/{dataset}.tsv"
+    conda:
+        SEQ_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/sequence.py demo --root $(dirname {output}) "
+        "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule sequence_encode:
+    input:
+        lambda wc: dataset_inputs("sequence", wc.dataset),
+    output:
+        train=f"{ENCODED}/train.h5",
+        val=f"{ENCODED}/valid.h5",
+        test=f"{ENCODED}/test.h5",
+        skipped=f"{ENCODED}/skipped.tsv",
+    params:
+        sources=lambda wc: encode_args(SEQ, wc.dataset),
+        settings=lambda wc: as_json(SEQ["encode"]),
+        policy=SEQ["on_bad_sample"],
+    log:
+        "logs/sequence_encode/{dataset}.log",
+    benchmark:
+        "benchmarks/sequence_encode/{dataset}.tsv"
+    conda:
+        SEQ_ENV
+    resources:
+        **resource_class("CPU_PREP"),
+    shell:
+        "python scripts/sequence.py encode {params.sources} --out $(dirname {output.train}) "
+        "--skipped {output.skipped} --settings {params.settings:q} "
+        "--on-bad-sample {params.policy} > {log} 2>&1"
+
+
+rule sequence_train:
+    input:
+        f"{ENCODED}/train.h5",
+        f"{ENCODED}/valid.h5",
+    output:
+        "results/sequence/{dataset}/{experiment}/seed{seed}/final.ckpt",
+    wildcard_constraints:
+        experiment=experiments_matching("sequence", lambda s: s["resources"] == "GPU_1"),
+    params:
+        settings=lambda wc: settings_of("sequence", wc.experiment),
+        encoded=lambda wc: ENCODED.format(dataset=wc.dataset),
+        run_dir="results/sequence/{dataset}/{experiment}/seed{seed}/run",  # undeclared: resumable checkpoints survive a rerun
+        launch=launcher,
+        devices=devices_per_node,
+        nodes=node_count,
+    log:
+        "logs/sequence_train/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/sequence_train/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        SEQ_ENV
+    threads: 2
+    resources:
+        **resource_class("GPU_1"),
+    shell:
+        "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
+        "{params.launch} python scripts/sequence.py train --settings {params.settings:q} "
+        "--encoded {params.encoded} --run-dir {params.run_dir} --out {output} "
+        "--seed {wildcards.seed} --devices {params.devices} --num-nodes {params.nodes} "
+        "> {log} 2>&1"
+
+
+use rule sequence_train as sequence_train_ddp with:
+    wildcard_constraints:
+        experiment=experiments_matching("sequence", lambda s: s["resources"] in DISTRIBUTED),
+    resources:
+        **experiment_resources("sequence", DISTRIBUTED),
+
+
+rule sequence_evaluate:
+    input:
+        checkpoint="results/sequence/{dataset}/{experiment}/seed{seed}/final.ckpt",
+        test=f"{ENCODED}/test.h5",
+    output:
+        metrics="results/sequence/{dataset}/{experiment}/seed{seed}/metrics.json",
+        predictions="results/sequence/{dataset}/{experiment}/seed{seed}/predictions.parquet",
+    params:
+        settings=lambda wc: settings_of("sequence", wc.experiment),
+        encoded=lambda wc: ENCODED.format(dataset=wc.dataset),
+    log:
+        "logs/sequence_evaluate/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/sequence_evaluate/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        SEQ_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/sequence.py evaluate --checkpoint {input.checkpoint} "
+        "--encoded {params.encoded} --metrics {output.metrics} "
+        "--predictions {output.predictions} --dataset {wildcards.dataset} "
+        "--experiment {wildcards.experiment} --seed {wildcards.seed} "
+        "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule sequence_figures:
+    input:
+        predictions=lambda wc: [
+            f"{run.folder}/predictions.parquet" for run in dataset_runs("sequence", wc.dataset)
+        ],
+        manifest=lambda wc: dataset_inputs("sequence", wc.dataset),
+    output:
+        report(
+            "results/sequence/{dataset}/figures/scatter.png",
+            category="sequence",
+            subcategory="{dataset}",
+            caption="../report/sequence_scatter.rst",
+        ),
+    params:
+        manifest=lambda wc, input: f"--manifest {input.manifest}" if input.manifest else "",
+    log:
+        "logs/sequence_figures/{dataset}.log",
+    conda:
+        SEQ_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/sequence.py figures --predictions {input.predictions} "
+        "{params.manifest} --scatter {output} > {log} 2>&1"
+
+
+rule sequence:
+    """All runs and figures of the sequence track."""
+    input:
+        [f"{run.folder}/metrics.json" for run in track_runs("sequence")],
+        expand(
+            "results/sequence/{dataset}/figures/scatter.png",
+            dataset=enabled_datasets("sequence", SEQ),
+        ),
+    default_target: False

@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Gene and protein expression from sequence (Perceiver vs Xpresso): one subcommand per stage.
+
+Called by rules/sequence.smk; each subcommand also runs by hand, e.g.
+``python scripts/sequence.py encode --help``. Tasks: ``mrna`` (DNA -> mRNA level),
+``protein`` (protein sequence -> protein level), ``joint`` (DNA + protein -> protein level).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
+
+
+from workflow.common.atomic import atomic_path, write_text
+from workflow.common.cli import add_evaluate_args, add_run_args, add_settings, log, run_cli
+from workflow.common.errors import InputError, Skips
+from workflow.common.metrics import evaluated_run, predictions_by_experiment, write_metrics
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from workflow.sequence.demo import DemoSettings, write_demo
+
+    settings = DemoSettings(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in args.settings.items()}
+    )
+    manifest = write_demo(args.root, settings)
+    log.info("demo: %d genes in %s; ceilings %s", manifest["genes"], args.root, manifest["ceiling"])
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    from workflow.sequence.encode import encode_dataset, import_xpresso
+
+    out = args.out
+    if args.xpresso:
+        counts = import_xpresso(args.xpresso, out)
+        write_text(args.skipped, Skips().to_tsv())
+    else:
+        missing = [k for k in ("genome", "tss", "expression") if getattr(args, k) is None]
+        if missing:
+            raise InputError("encode", f"needs --{' --'.join(missing)} (or --xpresso)")
+        counts = encode_dataset(
+            args.genome, args.tss, args.expression, args.halflife, args.proteins, args.abundance,
+            out, args.skipped, args.settings, args.on_bad_sample,
+        )  # fmt: skip
+    log.info("encoded genes per split: %s -> %s", counts, out)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from workflow.sequence.train import train_experiment
+
+    train_experiment(
+        args.settings, args.encoded, args.run_dir, args.out, args.seed, args.devices,
+        args.num_nodes, int(args.settings.get("num_workers", 0)),
+    )  # fmt: skip
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from workflow.sequence.evaluate import predict_genes
+    from workflow.sequence.metrics import HIGHER_IS_BETTER, expression_metrics
+
+    started = time.monotonic()
+    predictions = predict_genes(args.checkpoint, args.encoded)
+    predictions["task"] = args.settings["task"]
+    metrics = expression_metrics(predictions["label"].to_numpy(), predictions["prediction"])
+    with atomic_path(args.predictions) as tmp:
+        predictions.to_parquet(tmp, index=False)
+    run_info = torch.load(args.checkpoint, map_location="cpu", weights_only=False).get(
+        "run_info", {}
+    )
+    write_metrics(
+        args.metrics,
+        evaluated_run(
+            "sequence", args.dataset, args.experiment, args.seed, metrics, HIGHER_IS_BETTER,
+            args.settings, run_info, time.monotonic() - started, task=args.settings["task"],
+            test_genes=len(predictions),
+        ),
+    )  # fmt: skip
+    log.info(
+        "%s seed %d (%s): r2 %.3f, Spearman %.3f, MSE %.3f on %d test genes",
+        args.experiment, args.seed, args.settings["task"], metrics["r2"], metrics["spearman"],
+        metrics["MSE"], len(predictions),
+    )  # fmt: skip
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    from workflow.sequence.plots import scatter_figure
+
+    ceilings = {}
+    if args.manifest:
+        try:
+            ceilings = json.loads(args.manifest.read_text()).get("ceiling", {})
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(args.manifest, f"not a readable demo manifest: {err}") from None
+    scatter_figure(predictions_by_experiment(args.predictions), args.scatter, ceilings)
+    log.info("scatter -> %s", args.scatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(title="stages", metavar="STAGE")
+
+    def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = stage("demo", cmd_demo, "write the seeded synthetic genome, tables and proteins")
+    p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
+    add_settings(p, "sequence_demo", "the config's sequence.demo section")
+
+    p = stage("encode", cmd_encode, "promoter windows, features and proteins -> Xpresso HDF5")
+    p.add_argument("--genome", type=Path, help="genome FASTA")
+    p.add_argument("--tss", type=Path, help="TSV gene_id, chrom, position, strand")
+    p.add_argument("--expression", type=Path, help="TSV gene_id, expression")
+    p.add_argument("--halflife", type=Path, help="TSV gene_id + 8 half-life features")
+    p.add_argument("--proteins", type=Path, help="protein FASTA (one record per gene_id)")
+    p.add_argument("--abundance", type=Path, help="TSV gene_id, abundance")
+    p.add_argument("--xpresso", type=Path, help="folder of the published Xpresso HDF5 files")
+    p.add_argument("--out", type=Path, required=True, help="folder of train/valid/test.h5")
+    p.add_argument("--skipped", type=Path, required=True, help="skipped-genes TSV to write")
+    p.add_argument(
+        "--on-bad-sample", choices=["skip", "fail"], default="skip",
+        help="what to do with a damaged gene or protein (default: skip and count it)",
+    )  # fmt: skip
+    add_settings(p, "sequence_encode", "the config's sequence.encode section")
+
+    p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")
+    add_settings(p, "sequence_train", "the experiment's settings (train section + overrides)")
+    p.add_argument("--encoded", type=Path, required=True, help="folder of the encode stage")
+    add_run_args(p)
+
+    p = stage("evaluate", cmd_evaluate, "test-gene predictions and metrics.json")
+    add_settings(p, "sequence_train", "the experiment's settings, recorded with the metrics")
+    p.add_argument("--encoded", type=Path, required=True, help="folder of the encode stage")
+    add_evaluate_args(p)
+
+    p = stage("figures", cmd_figures, "predicted vs measured scatter of every experiment")
+    p.add_argument("--predictions", type=Path, nargs="+", required=True)
+    p.add_argument("--manifest", type=Path, help="demo manifest.json (its recorded ceilings)")
+    p.add_argument("--scatter", type=Path, required=True, help="figure to write")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(build_parser))

@@ -1,0 +1,48 @@
+"""The sequence track's real Snakemake DAG end to end on the demo, in a copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+
+from tests.conftest import copy_repo, snakemake_in
+
+
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return snakemake_in(workdir, "tests/sequence/e2e.yaml", *args, check=check)
+
+
+@pytest.mark.slow
+def test_sequence_dag_end_to_end(tmp_path):
+    workdir = copy_repo(tmp_path, "tests/sequence/e2e.yaml")
+    smk(workdir, "--cores", "2")
+    results = workdir / "results/sequence/demo"
+    r2: dict[str, list[float]] = {}
+    tasks = {}
+    for path in sorted(results.glob("*/seed*/metrics.json")):
+        record = json.loads(path.read_text())
+        r2.setdefault(record["experiment"], []).append(record["metrics"]["r2"])
+        tasks[record["experiment"]] = record["extra"]["task"]
+    ceiling = json.loads((workdir / "data/demo/sequence/demo/manifest.json").read_text())["ceiling"]
+    perceiver, xpresso = statistics.mean(r2["perceiver_mrna"]), statistics.mean(r2["xpresso_mrna"])
+    assert len(r2["perceiver_mrna"]) == 3 and len(r2["xpresso_mrna"]) == 2
+    assert perceiver >= ceiling["mrna"] - 0.1, (r2, ceiling)  # near the best reachable r^2
+    assert perceiver > xpresso, r2  # the far motifs need more than Xpresso's positional dense
+    assert {"mrna", "protein", "joint"} == set(tasks.values())
+    for experiment in ("perceiver_protein", "perceiver_joint"):
+        assert len(r2[experiment]) == 3 and min(r2[experiment]) > 0.05, r2
+        assert max(r2[experiment]) <= ceiling[tasks[experiment]] + 0.1, (r2, ceiling)
+
+    with h5py.File(results / "prep/encoded/train.h5") as h5:
+        assert h5["promoter"].dtype == bool and h5["promoter"].shape[1:] == (20000, 4)
+    summary = pd.read_csv(workdir / "results/report/summary.csv")
+    rows = summary[summary.track == "sequence"]
+    assert set(rows.experiment) == set(r2) and "r2" in set(rows.metric)
+    assert (results / "figures/scatter.png").stat().st_size > 10_000
+    assert "Nothing to be done" in smk(workdir, "-n", "--cores", "1").stdout

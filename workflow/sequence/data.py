@@ -1,0 +1,144 @@
+"""Genes of one split read lazily from the layout's HDF5 file (workflow.sequence.layout).
+
+A promoter is stored as bool one-hot and is read one gene at a time, only its model window;
+it becomes float inside the model, one batch at a time. Nothing holds the whole set in
+memory: a 20,000-gene Xpresso split is 1.6 GB as bool and 6.4 GB as float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import h5py
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from workflow.common.errors import InputError
+from workflow.sequence.layout import SPLITS, TASKS
+
+PROTEIN_KEYS = ("protein", "protein_length", "protein_label")
+
+
+def needs(task: str) -> tuple[str, ...]:
+    """The arrays a task reads."""
+    return {
+        "mrna": ("promoter", "data", "label"),
+        "protein": ("protein", "protein_label"),
+        "joint": ("promoter", "data", "protein", "protein_label"),
+    }[task]
+
+
+def split_file(folder: str | PathLike[str], split: str) -> Path:
+    return Path(folder) / SPLITS[split]
+
+
+def check_split(path: Path, task: str) -> None:
+    """The file exists, is HDF5 and holds what ``task`` reads (with a clear error if not)."""
+    if not path.is_file():
+        raise InputError(path, "split file not found")
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [k for k in needs(task) if k not in h5]
+    except OSError as err:
+        raise InputError(path, f"not a readable HDF5 file: {err}") from None
+    if missing:
+        hint = " (the published Xpresso files serve the mrna task only)" if task != "mrna" else ""
+        raise InputError(path, f"lacks {missing} for task {task!r}{hint}")
+
+
+class GeneSplit(Dataset):
+    """One split's genes for one task; ``window`` (start, end) crops the promoter.
+
+    Items: ``dna`` uint8 (W, 4), ``data`` float32 (8,), ``protein`` uint8 (P,) and
+    ``target`` float32 (), as the task needs. Genes without a protein label are left out of
+    the protein and joint tasks.
+    """
+
+    def __init__(self, path: str | PathLike[str], task: str, window: Sequence[int]) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        self.path, self.task = Path(path), task
+        check_split(self.path, task)
+        with h5py.File(self.path, "r") as h5:
+            length = int(h5["promoter"].shape[1]) if "promoter" in h5 else 0
+            target_key = "label" if task == "mrna" else "protein_label"
+            targets = h5[target_key][()].astype(np.float32)
+            self.names = [n.decode() if isinstance(n, bytes) else str(n) for n in h5["geneName"]]
+        start, end = (int(window[0]), int(window[1])) if window else (0, length)
+        if "promoter" in needs(task) and not 0 <= start < end <= length:
+            raise InputError(
+                self.path, f"window [{start}, {end}) outside the stored promoters (0-{length})"
+            )
+        self.window = (start, end)
+        self.rows = np.flatnonzero(np.isfinite(targets))
+        if not len(self.rows):
+            raise InputError(self.path, f"no gene with a {target_key} for task {task!r}")
+        self.targets = targets
+        self._h5: h5py.File | None = None  # opened per worker process
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def gene_names(self) -> list[str]:
+        return [self.names[i] for i in self.rows]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self._h5 is None:
+            self._h5 = h5py.File(self.path, "r")
+        row = int(self.rows[index])
+        item: dict[str, Any] = {"target": torch.tensor(self.targets[row])}
+        keys = needs(self.task)
+        if "promoter" in keys:
+            start, end = self.window
+            dna = self._h5["promoter"][row, start:end]
+            item["dna"] = torch.from_numpy(dna.view(np.uint8))
+            item["data"] = torch.from_numpy(self._h5["data"][row].astype(np.float32))
+        if "protein" in keys:
+            item["protein"] = torch.from_numpy(self._h5["protein"][row].astype(np.uint8))
+        return item
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_h5": None}  # worker processes open their own handle
+
+
+class GeneDataModule(L.LightningDataModule):
+    """Train / validation genes of one task from an encoded folder."""
+
+    def __init__(
+        self,
+        folder: str | PathLike[str],
+        task: str,
+        window: Sequence[int],
+        batch_size: int,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.folder, self.task, self.window = Path(folder), task, tuple(window)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.datasets: dict[str, GeneSplit] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val"):
+            self.datasets.setdefault(
+                split, GeneSplit(split_file(self.folder, split), self.task, self.window)
+            )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)

@@ -1,0 +1,415 @@
+"""Seeded synthetic expression-from-sequence data in real formats, with a known best r^2.
+
+Writes a genome FASTA (N runs at both chromosome ends, soft-masked lowercase runs), a TSS
+table, an expression TSV, the eight mRNA half-life features, a protein FASTA and a
+protein-abundance TSV (the files of ``layout.DEMO_FILES``).
+
+log10 expression is a known function of two planted motifs on the gene's strand (a proximal
+one within ``proximal`` bp of the TSS, a distal one at least ``distal_min`` bp away, both
+inside ``signal_window``) and of the half-life features, plus Gaussian noise. By default the
+proximal motif is a decoy (weight 0) and only the distal one counts, wherever it sits 500-1200
+bp from the TSS: a model must find it and count it, not weigh fixed positions. log10 protein
+abundance is a known function of that mRNA level and of the protein's K+R minus D+E fraction,
+plus noise. Each task's best reachable r^2 (the squared Pearson correlation between the best
+predictor the task can see and its observed label) is recorded as ``ceiling`` in
+``manifest.json``; ``truth.tsv`` holds the per-gene signals it is computed from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from Bio import SeqIO
+from Bio.Seq import Seq
+from Bio.SeqRecord import SeqRecord
+from tqdm import tqdm
+
+from workflow.common.atomic import atomic_path, write_json, write_text
+from workflow.common.errors import InputError
+from workflow.sequence.layout import DEMO_FILES, HALF_LIFE_FEATURES, LENGTH_FEATURES
+
+COMPLEMENT = bytes.maketrans(b"ACGTNacgtn", b"TGCANtgcan")
+STANDARD_AA = "ACDEFGHIKLMNPQRSTVWY"
+#: Background amino-acid frequencies of the human proteome (STANDARD_AA order).
+AA_FREQUENCIES = np.array(
+    [0.070, 0.023, 0.047, 0.071, 0.037, 0.066, 0.026, 0.043, 0.057, 0.099,
+     0.021, 0.036, 0.063, 0.048, 0.056, 0.083, 0.054, 0.060, 0.012, 0.027]
+)  # fmt: skip
+AA_CONCENTRATION = 60.0  # Dirichlet concentration: how far a protein strays from background
+#: Effect of each z-scored half-life feature on log10 expression (HALF_LIFE_FEATURES order).
+HALF_LIFE_WEIGHTS = (0.10, -0.12, -0.15, 0.08, 0.05, 0.10, -0.08, 0.12)
+MRNA_OFFSET, PROTEIN_OFFSET = 1.5, 3.0  # log10 levels of an average gene and protein
+EDGE_MARGIN = 50  # bp between an edge gene's signal region and its chromosome's N run
+LINE_WIDTH = 60
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    genes: int = 3000
+    chromosomes: int = 4
+    flank: int = 10000
+    signal_window: tuple[int, int] = (-1200, 800)
+    proximal: int = 150
+    distal_min: int = 500
+    motif_length: int = 8
+    max_motifs: int = 3
+    motif_weights: tuple[float, float] = (0.0, 0.7)  # proximal: a decoy
+    halflife_weight: float = 1.0
+    mrna_noise: float = 0.4
+    protein_fraction: float = 0.9
+    protein_length: tuple[int, int] = (100, 600)
+    protein_mrna_weight: float = 1.0
+    protein_composition_weight: float = 0.8
+    protein_noise: float = 0.6
+    edge_genes: int = 2
+    n_run: int = 500
+    gc: float = 0.42
+    seed: int = 0
+
+    def edge_distance(self) -> int:
+        """Distance of an edge gene's TSS from its chromosome end: its signal region stays
+        clear of the N run, its flank window does not."""
+        lo, hi = self.signal_window
+        return self.n_run + max(-lo, hi) + EDGE_MARGIN
+
+    def check(self) -> None:
+        """Settings under which the planted signal would not fit stop before any write."""
+        lo, hi = self.signal_window
+        m = self.motif_length
+        problems = []
+        if not -self.flank <= lo < 0 < hi <= self.flank:
+            problems.append(
+                f"signal_window {list(self.signal_window)} must hold the TSS and fit in the "
+                f"flank (+-{self.flank})"
+            )
+        if not m * self.max_motifs <= self.proximal <= min(-lo, hi):
+            problems.append(
+                f"proximal {self.proximal} must hold {self.max_motifs} motifs of {m} bp "
+                "and lie inside signal_window"
+            )
+        if self.distal_min <= self.proximal:
+            problems.append(f"distal_min {self.distal_min} must exceed proximal {self.proximal}")
+        if max(-lo - self.distal_min, hi - self.distal_min) < 2 * m * self.max_motifs:
+            problems.append(f"signal_window {list(self.signal_window)} leaves no distal room")
+        if self.edge_genes > 2 * self.chromosomes or self.genes < 2 * self.chromosomes:
+            problems.append("needs genes >= 2 x chromosomes >= edge_genes")
+        if self.edge_genes and self.edge_distance() + self.n_run > self.flank:
+            problems.append(f"flank {self.flank} too short for edge genes (n_run, signal_window)")
+        if not 0 < self.protein_length[0] <= self.protein_length[1]:
+            problems.append(f"protein_length {list(self.protein_length)} is no range")
+        if problems:
+            raise InputError("sequence_demo settings", "; ".join(problems))
+
+
+@dataclass
+class Gene:
+    gene_id: str
+    chrom: str
+    tss0: int  # 0-based genome coordinate of the TSS base
+    strand: str
+    padded: bool = False
+
+
+def reverse_complement(seq: bytes) -> bytes:
+    return seq.translate(COMPLEMENT)[::-1]
+
+
+def gene_region(gene: Gene, lo: int, hi: int) -> tuple[int, int]:
+    """Genome slice [a, b) holding positions lo..hi-1 relative to the TSS in the gene's
+    orientation (on - strand genes read reverse complemented)."""
+    if gene.strand == "+":
+        return gene.tss0 + lo, gene.tss0 + hi
+    return gene.tss0 - hi + 1, gene.tss0 - lo + 1
+
+
+def oriented(chrom: np.ndarray, gene: Gene, lo: int, hi: int) -> bytes:
+    """Upper-case bases lo..hi-1 relative to the TSS, as the gene's strand reads them."""
+    a, b = gene_region(gene, lo, hi)
+    seq = chrom[a:b].tobytes().upper()
+    return seq if gene.strand == "+" else reverse_complement(seq)
+
+
+def count_occurrences(seq: bytes, motif: bytes) -> int:
+    """Occurrences of ``motif`` in ``seq``, overlapping ones included."""
+    count, start = 0, seq.find(motif)
+    while start >= 0:
+        count += 1
+        start = seq.find(motif, start + 1)
+    return count
+
+
+def random_motifs(rng: np.random.Generator, length: int) -> list[bytes]:
+    """Two distinct motifs that are not their own or each other's reverse complement and do
+    not overlap themselves, so that counts on the gene's strand are unambiguous."""
+    motifs: list[bytes] = []
+    while len(motifs) < 2:
+        motif = bytes(b"ACGT"[i] for i in rng.integers(0, 4, length))
+        rc = reverse_complement(motif)
+        self_overlap = any(motif[k:] == motif[: length - k] for k in range(1, length))
+        clash = any(motif in (other, reverse_complement(other)) for other in motifs)
+        if motif != rc and not self_overlap and not clash and len(set(motif)) >= 3:
+            motifs.append(motif)
+    return motifs
+
+
+def layout_genes(s: DemoSettings, rng: np.random.Generator) -> tuple[dict[str, int], list[Gene]]:
+    """Chromosome lengths and gene positions: one 2 x flank + 1 slot per gene (random gaps
+    between slots), so no two flank windows overlap on either strand; edge genes sit
+    ``edge_distance`` from a chromosome end, so their windows run past it."""
+    lengths: dict[str, int] = {}
+    genes: list[Gene] = []
+    per_chrom = np.array_split(np.arange(s.genes), s.chromosomes)
+    edge = {}
+    for e in range(s.edge_genes):
+        members = per_chrom[(e // 2) % s.chromosomes]
+        edge[int(members[0] if e % 2 == 0 else members[-1])] = "start" if e % 2 == 0 else "end"
+    d = s.edge_distance()
+    for c, members in enumerate(per_chrom):
+        name = f"chr{c + 1}"
+        pos, placed = s.n_run, []
+        for g in members:
+            start = pos + int(rng.integers(0, max(1, s.flank // 5)))
+            strand = "+" if rng.random() < 0.5 else "-"
+            placed.append(Gene(f"gene{g + 1:05d}", name, start + s.flank, strand))
+            pos = start + 2 * s.flank + 1  # a - strand window reaches TSS + flank
+        length = pos + s.n_run
+        for g, gene in zip(members, placed, strict=True):
+            where = edge.get(int(g))
+            if where:
+                gene.tss0 = d if where == "start" else length - d
+                gene.padded = True
+        lengths[name] = length
+        genes += placed
+    return lengths, genes
+
+
+def background(s: DemoSettings, length: int, rng: np.random.Generator) -> np.ndarray:
+    """Random bases at the set GC content as ASCII codes, N runs at both ends and
+    lowercase (soft-masked) runs about every 2 kb."""
+    p = rng.random(length)
+    gc = s.gc / 2
+    codes = np.select(
+        [p < gc, p < 2 * gc, p < 2 * gc + (1 - s.gc) / 2], [ord("G"), ord("C"), ord("A")], ord("T")
+    ).astype(np.uint8)
+    codes[: s.n_run] = ord("N")
+    codes[length - s.n_run :] = ord("N")
+    for start in rng.integers(0, length, length // 2000):
+        codes[start : start + int(rng.integers(50, 300))] |= 0x20
+    return codes
+
+
+def _non_overlapping(
+    rng: np.random.Generator, ranges: list[tuple[int, int]], k: int, taken: list[int], m: int
+) -> list[int]:
+    """``k`` motif starts from the inclusive ``ranges``, clear of each other and ``taken``."""
+    sizes = np.array([b - a + 1 for a, b in ranges], dtype=float)
+    starts: list[int] = []
+    while len(starts) < k:
+        a, b = ranges[int(rng.choice(len(ranges), p=sizes / sizes.sum()))]
+        r = int(rng.integers(a, b + 1))
+        if all(abs(r - t) >= m for t in taken + starts):
+            starts.append(r)
+    return starts
+
+
+def plant(chrom: np.ndarray, gene: Gene, motif: bytes, starts: list[int], m: int) -> None:
+    """Write ``motif`` at each start (relative to the TSS, gene orientation) on the gene's
+    strand: reverse complemented into the genome for a - strand gene."""
+    site = motif if gene.strand == "+" else reverse_complement(motif)
+    for r in starts:
+        a, _ = gene_region(gene, r, r + m)
+        chrom[a : a + m] = np.frombuffer(site, dtype=np.uint8)
+
+
+def half_life_table(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Raw half-life features (HALF_LIFE_FEATURES order): lengths in bp, GC fractions and
+    ORF exon density, in plausible human ranges."""
+    utr5 = np.maximum(1, np.round(rng.lognormal(math.log(150), 0.8, n)))
+    cds = np.maximum(150, 3 * np.round(rng.lognormal(math.log(1200), 0.7, n) / 3))
+    intron = np.round(rng.lognormal(math.log(15000), 1.2, n))
+    utr3 = np.maximum(1, np.round(rng.lognormal(math.log(800), 0.9, n)))
+    gc5 = np.clip(rng.normal(0.60, 0.08, n), 0.2, 0.9).round(4)
+    gc_cds = np.clip(rng.normal(0.52, 0.06, n), 0.2, 0.9).round(4)
+    gc3 = np.clip(rng.normal(0.43, 0.05, n), 0.2, 0.9).round(4)
+    density = rng.lognormal(math.log(0.6), 0.4, n).round(4)
+    return np.column_stack([utr5, cds, intron, utr3, gc5, gc_cds, gc3, density])
+
+
+def half_life_signal(raw: np.ndarray, weight: float) -> np.ndarray:
+    """The linear half-life term: log10(x + 0.1) for lengths, z-scored over all genes."""
+    x = raw.astype(float).copy()
+    lengths = [HALF_LIFE_FEATURES.index(f) for f in LENGTH_FEATURES]
+    x[:, lengths] = np.log10(x[:, lengths] + 0.1)
+    z = (x - x.mean(0)) / x.std(0)
+    return weight * z @ np.array(HALF_LIFE_WEIGHTS)
+
+
+def composition(protein: str) -> float:
+    """K+R minus D+E fraction: the composition the protein level depends on."""
+    body = protein.rstrip("*")
+    charge = sum(body.count(a) for a in "KR") - sum(body.count(a) for a in "DE")
+    return charge / len(body)
+
+
+def r2(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.corrcoef(x, y)[0, 1] ** 2)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _observed(rng: np.random.Generator, signal: np.ndarray, sd: float, floor: float) -> np.ndarray:
+    """signal + Gaussian noise, redrawn where it would fall to ``floor`` or below."""
+    obs = signal + rng.normal(0, sd, len(signal))
+    while (low := obs <= floor).any():
+        obs[low] = signal[low] + rng.normal(0, sd, int(low.sum()))
+    return obs
+
+
+def write_genome(path: Path, chroms: dict[str, np.ndarray]) -> None:
+    """FASTA with ``LINE_WIDTH`` bases per line (the fixed width pyfaidx needs)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        for name, seq in chroms.items():
+            fh.write(f">{name}\n".encode())
+            full = len(seq) // LINE_WIDTH * LINE_WIDTH
+            rows = seq[:full].reshape(-1, LINE_WIDTH)
+            newline = np.full((len(rows), 1), ord("\n"), dtype=np.uint8)
+            fh.write(np.hstack([rows, newline]).tobytes())
+            if full < len(seq):
+                fh.write(seq[full:].tobytes() + b"\n")
+
+
+def write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    write_text(path, "\n".join("\t".join(r) for r in [header, *rows]) + "\n")
+
+
+def write_demo(root: str | Path, settings: DemoSettings) -> dict[str, Any]:
+    """Write the whole demo dataset; the manifest is written last and marks completion."""
+    s, root = settings, Path(root)
+    s.check()
+    m = s.motif_length
+    lengths, genes = layout_genes(s, np.random.default_rng([s.seed, 0]))
+    rng_seq = np.random.default_rng([s.seed, 1])
+    chroms = {name: background(s, length, rng_seq) for name, length in lengths.items()}
+
+    rng_motif = np.random.default_rng([s.seed, 2])
+    motifs = random_motifs(rng_motif, m)
+    lo, hi = s.signal_window
+    regions = [
+        [(-s.proximal, s.proximal - m)],
+        [r for r in ((lo, -s.distal_min - m), (s.distal_min, hi - m)) if r[1] >= r[0]],
+    ]
+    for gene in tqdm(genes, desc="plant motifs", mininterval=5):
+        taken: list[int] = []
+        for motif, ranges in zip(motifs, regions, strict=True):
+            k = int(rng_motif.integers(0, s.max_motifs + 1))
+            starts = _non_overlapping(rng_motif, ranges, k, taken, m)
+            plant(chroms[gene.chrom], gene, motif, starts, m)
+            taken += starts
+    counts = np.array(
+        [
+            [count_occurrences(oriented(chroms[g.chrom], g, lo, hi), motif) for motif in motifs]
+            for g in genes
+        ]
+    )
+    write_genome(root / DEMO_FILES["genome"], chroms)
+
+    rng_mrna = np.random.default_rng([s.seed, 3])
+    raw_hl = half_life_table(rng_mrna, len(genes))
+    mrna_true = MRNA_OFFSET + counts @ np.array(s.motif_weights)
+    mrna_true = mrna_true + half_life_signal(raw_hl, s.halflife_weight)
+    observed = _observed(rng_mrna, mrna_true, s.mrna_noise, math.log10(0.1) + 1e-3)
+    expression = [_fmt(10**v - 0.1) for v in observed]
+    expr_log = np.log10(np.array(expression, dtype=float) + 0.1)
+
+    rng_prot = np.random.default_rng([s.seed, 4])
+    has_protein = rng_prot.random(len(genes)) < s.protein_fraction
+    proteins: dict[int, str] = {}
+    for i in np.flatnonzero(has_protein):
+        length = int(rng_prot.integers(s.protein_length[0], s.protein_length[1] + 1))
+        freqs = rng_prot.dirichlet(AA_FREQUENCIES / AA_FREQUENCIES.sum() * AA_CONCENTRATION)
+        body = "M" + "".join(STANDARD_AA[k] for k in rng_prot.choice(20, length - 1, p=freqs))
+        proteins[int(i)] = body + ("*" if rng_prot.random() < 0.5 else "")
+    with_protein = np.array(sorted(proteins))
+    comp = np.array([composition(proteins[i]) for i in with_protein])
+    comp = (comp - comp.mean()) / comp.std()
+    seq_signal = np.full(len(genes), np.nan)
+    seq_signal[with_protein] = s.protein_composition_weight * comp
+    joint_signal = np.full(len(genes), np.nan)
+    joint_signal[with_protein] = s.protein_mrna_weight * mrna_true[with_protein]
+    joint_signal[with_protein] += seq_signal[with_protein]
+    abundance_log = PROTEIN_OFFSET + joint_signal[with_protein]
+    abundance_log += rng_prot.normal(0, s.protein_noise, len(with_protein))
+    abundance = [_fmt(10**v) for v in abundance_log]
+    abundance_log = np.log10(np.array(abundance, dtype=float))
+
+    write_tsv(
+        root / DEMO_FILES["tss"],
+        ["gene_id", "chrom", "position", "strand"],
+        [[g.gene_id, g.chrom, str(g.tss0 + 1), g.strand] for g in genes],
+    )
+    write_tsv(
+        root / DEMO_FILES["expression"],
+        ["gene_id", "expression"],
+        [[g.gene_id, e] for g, e in zip(genes, expression, strict=True)],
+    )
+    write_tsv(
+        root / DEMO_FILES["halflife"],
+        ["gene_id", *HALF_LIFE_FEATURES],
+        [
+            [g.gene_id, *(str(int(v)) for v in row[:4]), *(f"{v:.4f}" for v in row[4:])]
+            for g, row in zip(genes, raw_hl, strict=True)
+        ],
+    )
+    records = [
+        SeqRecord(Seq(proteins[i]), id=genes[i].gene_id, description="") for i in with_protein
+    ]
+    with atomic_path(root / DEMO_FILES["proteins"]) as tmp:
+        SeqIO.write(records, tmp, "fasta")
+    write_tsv(
+        root / DEMO_FILES["abundance"],
+        ["gene_id", "abundance"],
+        [[genes[i].gene_id, a] for i, a in zip(with_protein, abundance, strict=True)],
+    )
+    write_tsv(
+        root / "truth.tsv",
+        ["gene_id", "mrna_true", "protein_seq_signal", "protein_joint_signal", "proximal",
+         "distal"],
+        [
+            [g.gene_id, _fmt(mrna_true[i]), _fmt(seq_signal[i]), _fmt(joint_signal[i]),
+             str(counts[i, 0]), str(counts[i, 1])]
+            for i, g in enumerate(genes)
+        ],
+    )  # fmt: skip
+
+    ceiling = {
+        "mrna": r2(mrna_true, expr_log),
+        "protein": r2(seq_signal[with_protein], abundance_log),
+        "joint": r2(joint_signal[with_protein], abundance_log),
+    }
+    manifest = {
+        "dataset": "synthetic expression-from-sequence demo",
+        "seed": s.seed,
+        "genes": len(genes),
+        "proteins": len(with_protein),
+        "chromosomes": lengths,
+        "files": dict(DEMO_FILES),
+        "motifs": [
+            {"name": name, "sequence": motif.decode(), "weight": w, "starts": ranges}
+            for name, motif, w, ranges in zip(
+                ("proximal", "distal"), motifs, s.motif_weights, regions, strict=True
+            )
+        ],
+        "mrna_offset": MRNA_OFFSET,
+        "halflife_weights": dict(zip(HALF_LIFE_FEATURES, HALF_LIFE_WEIGHTS, strict=True)),
+        "padded_genes": [g.gene_id for g in genes if g.padded],
+        "settings": asdict(s),
+        "ceiling": {k: round(v, 4) for k, v in ceiling.items()},
+    }
+    write_json(root / "manifest.json", manifest)
+    return manifest

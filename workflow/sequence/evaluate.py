@@ -1,0 +1,35 @@
+"""``sequence_evaluate``: test-split predictions of one trained run."""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from workflow.sequence.data import GeneSplit, split_file
+from workflow.sequence.train import load_module
+
+
+def predict_genes(
+    checkpoint: str | PathLike[str], folder: str | PathLike[str], batch_size: int = 64
+) -> pd.DataFrame:
+    """Per test gene of the run's task: ``gene``, ``label`` (z-scored) and ``prediction``."""
+    module = load_module(checkpoint)
+    settings = module.settings
+    split = GeneSplit(
+        split_file(Path(folder), "test"), settings["task"], list(settings.get("window") or [])
+    )
+    predictions = []
+    with torch.inference_mode():
+        for batch in DataLoader(split, batch_size=batch_size):
+            predictions.append(module(batch).float())
+    return pd.DataFrame(
+        {
+            "gene": split.gene_names(),
+            "label": split.targets[split.rows],
+            "prediction": torch.cat(predictions).numpy(),
+        }
+    )

@@ -1,0 +1,162 @@
+"""``sequence_train``: an expression model as a LightningModule on the shared scaffold.
+
+Adam(W) with a Noam-style schedule (linear warm-up over ``warmup_steps``, then 1/sqrt decay,
+as the Perceiver paper; the peak is ``lr``). Validation logs ``val_loss`` and ``val_r2``
+(squared Pearson, the track's metric); the checkpoint is selected on ``val_r2``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import h5py
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import PearsonCorrCoef
+
+from workflow.common.errors import InputError
+from workflow.common.training import TrainSettings, fit, publish_run
+from workflow.sequence.data import GeneDataModule, split_file
+from workflow.sequence.models import build_model
+
+log = logging.getLogger("lsai.sequence.train")
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "warmup_steps": 200,
+    "loss": "mse",
+    "huber_delta": 1.0,
+}
+
+
+def shapes(folder: str | PathLike[str], window: list[int] | None) -> tuple[int, int]:
+    """Model window length and stored protein length of an encoded folder."""
+    path = split_file(folder, "train")
+    try:
+        with h5py.File(path, "r") as h5:
+            length = int(h5["promoter"].shape[1]) if "promoter" in h5 else 0
+            protein = int(h5["protein"].shape[1]) if "protein" in h5 else 0
+    except OSError as err:
+        raise InputError(path, f"not a readable HDF5 file: {err}") from None
+    start, end = window if window else (0, length)
+    return int(end) - int(start), protein
+
+
+class SequenceModule(L.LightningModule):
+    def __init__(self, settings: Mapping[str, Any], window: int, protein_length: int) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            {"settings": dict(settings), "window": window, "protein_length": protein_length}
+        )
+        self.settings = {**TRAIN_DEFAULTS, **dict(settings)}
+        self.model = build_model(self.settings, window, protein_length)
+        self.val_pearson = PearsonCorrCoef()
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch)
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.settings["loss"] == "huber":
+            return F.huber_loss(prediction, target, delta=float(self.settings["huber_delta"]))
+        return F.mse_loss(prediction, target)
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], _: int) -> torch.Tensor:
+        loss = self.loss(self(batch), batch["target"])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["target"]))  # fmt: skip
+        return loss
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], _: int) -> torch.Tensor:
+        prediction = self(batch)
+        loss = self.loss(prediction, batch["target"])
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["target"]), sync_dist=True)  # fmt: skip
+        self.val_pearson.update(prediction.float(), batch["target"].float())
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        r = self.val_pearson.compute()
+        self.val_pearson.reset()
+        self.log("val_r2", torch.nan_to_num(r) ** 2, prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        s = self.settings
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"])
+        )
+        warmup = max(int(s["warmup_steps"]), 1)
+
+        def noam(step: int) -> float:
+            step = step + 1
+            return min(step / warmup, (warmup / step) ** 0.5)
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, noam)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def load_module(checkpoint: str | PathLike[str]) -> SequenceModule:
+    """A trained module from ``final.ckpt``, in eval mode."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        params = state["hyper_parameters"]
+        module = SequenceModule(params["settings"], params["window"], params["protein_length"])
+        module.load_state_dict(state["state_dict"])
+    except (KeyError, RuntimeError, OSError, ValueError) as err:
+        raise InputError(path, f"not a sequence model checkpoint: {err}") from None
+    return module.eval()
+
+
+def train_experiment(
+    settings: Mapping[str, Any],
+    folder: Path,
+    run_dir: Path,
+    final: Path | None,
+    seed: int,
+    gpus: int = 0,
+    num_nodes: int = 1,
+    num_workers: int = 0,
+    trainer_overrides: Mapping[str, Any] | None = None,
+) -> Any:
+    """Fit one experiment x seed on the encoded ``folder``; publish the best-``val_r2``
+    checkpoint to ``final``."""
+    window = list(settings.get("window") or [])
+    data = GeneDataModule(
+        folder, settings["task"], window, int(settings["batch_size"]), num_workers
+    )
+    data.setup()
+    length, protein_length = shapes(folder, window)
+    L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on it
+    module = SequenceModule(settings, length, protein_length)
+    log.info(
+        "%s on task %s: %d train / %d val genes, window %s, %d parameters",
+        settings["model"], settings["task"], len(data.datasets["train"]),
+        len(data.datasets["val"]), window or "all", sum(p.numel() for p in module.parameters()),
+    )  # fmt: skip
+    result = fit(
+        module,
+        data,
+        TrainSettings(
+            run_dir=Path(run_dir),
+            max_epochs=int(settings["max_epochs"]),
+            seed=seed,
+            gpus=gpus,
+            num_nodes=num_nodes,
+            monitor="val_r2",
+            mode="max",
+            precision=settings.get("precision"),
+            trainer_overrides=dict(trainer_overrides or {}),
+        ),
+    )
+    if final is not None and result.is_global_zero:
+        publish_run(result, final, seed, monitor="val_r2")
+        log.info("selected %s -> %s", result.best_checkpoint.name, final)
+    return result
