@@ -41,12 +41,17 @@ def cmd_encode(args: argparse.Namespace) -> None:
         counts = import_xpresso(args.xpresso, out)
         write_text(args.skipped, Skips().to_tsv())
     else:
-        missing = [k for k in ("genome", "tss", "expression") if getattr(args, k) is None]
+        fasta = args.promoters is not None  # promoters in place of genome + TSS table
+        needed = ("promoters", "expression") if fasta else ("genome", "tss", "expression")
+        missing = [k for k in needed if getattr(args, k) is None]
         if missing:
-            raise InputError("encode", f"needs --{' --'.join(missing)} (or --xpresso)")
+            raise InputError(
+                "encode", f"needs --{' --'.join(missing)} (inputs: --genome --tss --expression, "
+                "--promoters --expression, or --xpresso)",
+            )  # fmt: skip
         counts = encode_dataset(
             args.genome, args.tss, args.expression, args.halflife, args.proteins, args.abundance,
-            out, args.skipped, args.settings, args.on_bad_sample,
+            out, args.skipped, args.settings, args.on_bad_sample, promoters=args.promoters,
         )  # fmt: skip
     log.info("encoded genes per split: %s -> %s", counts, out)
 
@@ -122,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("encode", cmd_encode, "promoter windows, features and proteins -> Xpresso HDF5")
     p.add_argument("--genome", type=Path, help="genome FASTA")
     p.add_argument("--tss", type=Path, help="TSV gene_id, chrom, position, strand")
+    p.add_argument(
+        "--promoters", type=Path,
+        help="FASTA of one promoter per gene_id, 2 x flank bp on the gene's strand with the TSS "
+        "at index flank (Xpresso: 20000 bp, TSS at 10000); replaces --genome --tss",
+    )  # fmt: skip
     p.add_argument("--expression", type=Path, help="TSV gene_id, expression")
     p.add_argument("--halflife", type=Path, help="TSV gene_id + 8 half-life features")
     p.add_argument("--proteins", type=Path, help="protein FASTA (one record per gene_id)")

@@ -28,7 +28,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from workflow.sequence.layout import SPLITS, promoter_chunks  # noqa: E402
+from workflow.sequence.layout import SPLITS, create_promoter  # noqa: E402
 
 LENGTH = 20000
 
@@ -36,13 +36,7 @@ LENGTH = 20000
 def write_split(path: Path, genes: int, seed: int, block: int = 500) -> None:
     rng = np.random.default_rng(seed)
     with h5py.File(path, "w") as h5:
-        promoter = h5.create_dataset(
-            "promoter",
-            (genes, LENGTH, 4),
-            dtype=bool,
-            chunks=promoter_chunks(LENGTH),
-            compression="lzf",
-        )
+        promoter = create_promoter(h5, genes, LENGTH)
         for start in tqdm(range(0, genes, block), desc=path.name, mininterval=5):
             n = min(block, genes - start)
             bases = rng.integers(0, 4, size=(n, LENGTH))

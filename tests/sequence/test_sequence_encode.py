@@ -276,23 +276,30 @@ BAD_PROTEINS = {
 }
 
 
+def fails_then_skips(inputs: dict, tmp_path: Path, key: str, gene: str, problem: str) -> dict:
+    """One damaged gene: under ``fail`` a BadSample naming ``inputs[key]`` and no file; under
+    ``skip`` the other 9 genes encoded and the gene listed in skipped.tsv. The encoded genes."""
+    with pytest.raises(BadSample) as err:
+        encode(inputs, tmp_path / "fail", "fail")
+    assert err.value.path == str(inputs[key]) and problem in err.value.problem, err.value
+    assert h5_files(tmp_path / "fail") == []
+
+    out = tmp_path / "skip"
+    assert encode(inputs, out, "skip") == {"train": 5, "val": 2, "test": 2}
+    skipped = pd.read_csv(out / "skipped.tsv", sep="\t")
+    assert list(skipped.item) == [gene] and problem in skipped.problem[0]
+    assert skipped.path[0] == str(inputs[key])
+    genes = read_encoded(out)
+    assert gene not in genes and len(genes) == 9
+    return genes
+
+
 @pytest.mark.parametrize("kind", sorted(BAD_GENES))
 def test_bad_gene_fails_or_is_skipped(tmp_path, kind):
     damage, key, gene, problem = BAD_GENES[kind]
     data = tiny()
     damage(data)
-    paths = write_tiny(tmp_path / "in", data)
-    with pytest.raises(BadSample) as err:
-        encode(paths, tmp_path / "fail", "fail")
-    assert err.value.path == str(paths[key]) and problem in err.value.problem
-    assert h5_files(tmp_path / "fail") == []
-
-    out = tmp_path / "skip"
-    assert encode(paths, out, "skip") == {"train": 5, "val": 2, "test": 2}
-    skipped = pd.read_csv(out / "skipped.tsv", sep="\t")
-    assert list(skipped.item) == [gene] and problem in skipped.problem[0]
-    assert skipped.path[0] == str(paths[key])
-    assert gene not in read_encoded(out)
+    fails_then_skips(write_tiny(tmp_path / "in", data), tmp_path, key, gene, problem)
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_PROTEINS))

@@ -29,7 +29,7 @@ class Run:
 #: listed here).
 DATASET_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "wsi": (("slides", "labels"), ("slides", "manifests", "positive"), ("mil4wsi", "labels")),
-    "sequence": (("genome", "tss", "expression"), ("xpresso",)),
+    "sequence": (("genome", "tss", "expression"), ("promoters", "expression"), ("xpresso",)),
 }
 
 
@@ -56,7 +56,20 @@ def enabled_datasets(track: str, track_config: Mapping[str, Any]) -> list[str]:
 def experiment_seeds(
     track_config: Mapping[str, Any], experiment: str, default: Sequence[int]
 ) -> list[int]:
-    return list(experiment_settings(track_config, experiment).get("seeds") or default)
+    """The experiment's seeds; for a k-fold experiment (``folds``) the held-out folds,
+    0..K-1 unless listed."""
+    settings = experiment_settings(track_config, experiment)
+    folds = settings.get("folds")
+    if not folds:
+        return list(settings.get("seeds") or default)
+    seeds = list(settings.get("seeds") or range(folds))
+    outside = [s for s in seeds if s >= folds]
+    if outside:
+        raise ConfigError(
+            f"experiment {experiment!r}: seeds {outside} name no fold of its {folds} folds "
+            f"(a k-fold experiment's seeds are its held-out folds, 0..{folds - 1})"
+        )
+    return seeds
 
 
 def _xpresso_serves(dataset: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:

@@ -3,6 +3,11 @@
 A promoter is stored as bool one-hot and is read one gene at a time, only its model window;
 it becomes float inside the model, one batch at a time. Nothing holds the whole set in
 memory: a 20,000-gene Xpresso split is 1.6 GB as bool and 6.4 GB as float32.
+
+With ``folds`` K (k-fold cross-validation, for the small protein sets) the genes of all three
+split files that have the task's target are pooled and dealt into K folds by a fixed
+permutation (``FOLD_SEED``), the same for every run: run ``fold`` k tests on fold k,
+validates on ``CV_VAL_FRACTION`` of the other genes and trains on the rest.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import h5py
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from workflow.common.errors import InputError
 from workflow.sequence.layout import SPLITS, TASKS
 
 PROTEIN_KEYS = ("protein", "protein_length", "protein_label")
+FOLD_SEED = 0  # the folds do not depend on the run's seed, so K runs cover every gene once
+CV_VAL_FRACTION = 0.1
 
 
 def needs(task: str) -> tuple[str, ...]:
@@ -87,6 +94,9 @@ class GeneSplit(Dataset):
     def gene_names(self) -> list[str]:
         return [self.names[i] for i in self.rows]
 
+    def labels(self) -> np.ndarray:
+        return self.targets[self.rows]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self._h5 is None:
             self._h5 = h5py.File(self.path, "r")
@@ -106,8 +116,51 @@ class GeneSplit(Dataset):
         return {**self.__dict__, "_h5": None}  # worker processes open their own handle
 
 
+class FoldGenes(Subset):
+    """Some genes of the pooled splits (one cross-validation part), named like a GeneSplit."""
+
+    def __init__(self, pool: list[GeneSplit], indices: np.ndarray) -> None:
+        super().__init__(ConcatDataset(pool), indices.tolist())
+        self.names = [n for split in pool for n in split.gene_names()]
+        self.targets = np.concatenate([split.labels() for split in pool])
+
+    def gene_names(self) -> list[str]:
+        return [self.names[i] for i in self.indices]
+
+    def labels(self) -> np.ndarray:
+        return self.targets[self.indices]
+
+
+def fold_indices(n: int, folds: int, fold: int) -> dict[str, np.ndarray]:
+    """Positions in the pooled genes of one fold's train / val / test parts."""
+    if not 2 <= folds <= n:
+        raise ValueError(f"folds must be between 2 and the {n} pooled genes, got {folds}")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
+    parts = np.array_split(np.random.default_rng(FOLD_SEED).permutation(n), folds)
+    rest = np.concatenate([p for k, p in enumerate(parts) if k != fold])
+    n_val = max(1, round(CV_VAL_FRACTION * len(rest)))
+    return {"train": np.sort(rest[n_val:]), "val": np.sort(rest[:n_val]), "test": parts[fold]}
+
+
+def gene_sets(
+    folder: str | PathLike[str],
+    task: str,
+    window: Sequence[int],
+    folds: int | None = None,
+    fold: int = 0,
+) -> dict[str, GeneSplit | FoldGenes]:
+    """train / val / test genes: the encoded split files, or one fold of their pool."""
+    splits = {s: GeneSplit(split_file(folder, s), task, window) for s in SPLITS}
+    if not folds:
+        return splits
+    pool = list(splits.values())
+    where = fold_indices(sum(len(s) for s in pool), int(folds), int(fold))
+    return {part: FoldGenes(pool, rows) for part, rows in where.items()}
+
+
 class GeneDataModule(L.LightningDataModule):
-    """Train / validation genes of one task from an encoded folder."""
+    """Train / validation genes of one task from an encoded folder (or of one CV fold)."""
 
     def __init__(
         self,
@@ -116,17 +169,18 @@ class GeneDataModule(L.LightningDataModule):
         window: Sequence[int],
         batch_size: int,
         num_workers: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         self.folder, self.task, self.window = Path(folder), task, tuple(window)
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.datasets: dict[str, GeneSplit] = {}
+        self.folds, self.fold = folds, fold
+        self.datasets: dict[str, GeneSplit | FoldGenes] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        for split in ("train", "val"):
-            self.datasets.setdefault(
-                split, GeneSplit(split_file(self.folder, split), self.task, self.window)
-            )
+        if not self.datasets:
+            self.datasets = gene_sets(self.folder, self.task, self.window, self.folds, self.fold)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(

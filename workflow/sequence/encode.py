@@ -1,6 +1,7 @@
 """``sequence_encode``: genome + TSS table + expression (+ half-life features, proteins,
 abundance) -> the layout's ``train.h5`` / ``valid.h5`` / ``test.h5`` (workflow.sequence.layout);
-or the published Xpresso HDF5 files, checked and rewritten in the same layout.
+or a per-gene promoter FASTA in place of genome + TSS table, with the same tables; or the
+published Xpresso HDF5 files, checked and rewritten in the same layout.
 
 Promoter convention. For a TSS at 1-based ``position`` (0-based ``p = position - 1``) and
 ``flank`` F, row ``i`` (0 <= i < 2F) of a gene's stored promoter holds
@@ -13,12 +14,17 @@ so row F is the TSS base on both strands, upstream to its left and downstream to
 (Xpresso: F = 10,000, TSS at index 10,000 of 20,000). Rows beyond a chromosome end are N
 (all zero): such genes are counted and logged as N-padded.
 
+A promoter FASTA holds these rows already: one record per gene id, exactly 2F bp on the gene's
+strand with the TSS at 0-based index F, in the order of the genes (its file order). It is read
+with Biopython's lazy index, one record at a time, so a genome-scale set never sits in memory;
+nothing is padded.
+
 A damaged gene (non-ACGTN characters in its window, a TSS outside its chromosome or on an
-unknown one, no expression or half-life values) is a ``BadSample`` under ``policy``; so is a
-damaged protein (a stop codon inside, a character that is no amino acid), which under
-``skip`` loses only the protein. A missing, truncated or malformed file, duplicate ids, or too
-few genes left stop the stage. Nothing is written before every gene has been checked, and the
-three split files appear together.
+unknown one, a promoter record of the wrong length, no expression or half-life values) is a
+``BadSample`` under ``policy``; so is a damaged protein (a stop codon inside, a character that
+is no amino acid), which under ``skip`` loses only the protein. A missing, truncated or
+malformed file, duplicate ids, or too few genes left stop the stage. Nothing is written before
+every gene has been checked, and the three split files appear together.
 """
 
 from __future__ import annotations
@@ -32,12 +38,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import h5py
 import numpy as np
 import pyfaidx
-from Bio import SeqIO
+from Bio import SeqIO, bgzf
 from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path, write_text
@@ -48,7 +54,7 @@ from workflow.sequence.layout import (
     HALF_LIFE_FEATURES,
     LENGTH_FEATURES,
     SPLITS,
-    promoter_chunks,
+    create_promoter,
 )
 
 log = logging.getLogger("lsai.sequence.encode")
@@ -72,9 +78,9 @@ BLOCK = 128  # genes per HDF5 write / copy
 class Gene:
     gene_id: str
     chrom: str
-    position: int  # 1-based TSS base
+    position: int  # 1-based TSS base (0 for a gene of a promoter FASTA)
     strand: str
-    line: int  # of the TSS table
+    line: int  # of the TSS table, or the record number in a promoter FASTA
 
 
 def read_tsv(path: Path, required: Sequence[str], what: str) -> Iterator[tuple[int, dict]]:
@@ -271,6 +277,14 @@ def open_genome(genome: Path, stack: ExitStack) -> pyfaidx.Fasta:
     return fasta
 
 
+def base_codes(raw: bytes) -> tuple[np.ndarray, int | None]:
+    """ASCII bases -> codes (0-3 ACGT, 4 N, either case) and the index of the first character
+    that is none of them (None when all are)."""
+    codes = BASE_CODES[np.frombuffer(raw, dtype=np.uint8)]
+    bad = np.flatnonzero(codes == 255)
+    return codes, int(bad[0]) if bad.size else None
+
+
 class PromoterReader:
     """Strand-aware TSS +- flank windows of one genome as base codes (0-3 ACGT, 4 N)."""
 
@@ -307,10 +321,8 @@ class PromoterReader:
             ) from None
         if len(raw) != b - a:
             raise InputError(self.path, f"{gene.chrom} is shorter than its index says: truncated")
-        part = BASE_CODES[np.frombuffer(raw, dtype=np.uint8)]
-        bad = np.flatnonzero(part == 255)
-        if bad.size:
-            k = int(bad[0])
+        part, k = base_codes(raw)
+        if k is not None:
             raise BadSample(
                 self.path,
                 f"gene {gene.gene_id}: non-ACGTN character {chr(raw[k])!r} at "
@@ -321,6 +333,112 @@ class PromoterReader:
         if gene.strand == "-":
             codes = COMPLEMENT_CODES[codes[::-1]]
         return codes, a > lo or b < lo + 2 * f
+
+
+def _duplicate_records(path: Path) -> str:
+    """The first record id found twice and both record numbers, for SeqIO.index's bare
+    'Duplicate key' (only read when that happened)."""
+    seen: dict[bytes, int] = {}
+    with path.open("rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    with bgzf.open(path, "rb") if gzipped else path.open("rb") as fh:
+        k = 0
+        for line in fh:
+            if line.startswith(b">"):
+                k += 1
+                name = (line[1:].split() or [b""])[0]
+                if name in seen:
+                    return f"{name.decode(errors='replace')} (records {seen[name]} and {k})"
+                seen[name] = k
+    return "?"
+
+
+def open_promoter_index(path: Path, stack: ExitStack) -> Any:
+    """Biopython's lazy index of a promoter FASTA (record offsets only, in file order); a
+    missing, empty or non-FASTA file, a record without id or an id twice is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "promoter FASTA not found")
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if not head.strip():
+        raise InputError(path, "empty promoter FASTA (no record)")
+    if head[:2] != b"\x1f\x8b" and not head.lstrip().startswith(b">"):
+        first = head.lstrip().split(b"\n", 1)[0][:60].decode(errors="replace")
+        raise InputError(
+            path, f"not a FASTA: it starts with {first!r}, not a record ('>' and the gene id)"
+        )
+    try:
+        index = SeqIO.index(str(path), "fasta")
+    except ValueError as err:
+        if str(err).startswith("Duplicate key"):
+            raise InputError(path, f"duplicate id {_duplicate_records(path)}") from None
+        raise InputError(path, f"not a readable FASTA: {str(err).splitlines()[0]}") from None
+    except IndexError:
+        raise InputError(path, "a record has no id (a line '>' alone)") from None
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"not a text FASTA: {err}") from None
+    stack.callback(index.close)
+    return index
+
+
+class Promoters(Protocol):
+    """What ``collect_genes`` and ``write_split`` read promoters from."""
+
+    flank: int
+
+    def locate(self, gene: Gene, genes_path: Path) -> None: ...
+
+    def window(self, gene: Gene) -> tuple[np.ndarray, bool]: ...
+
+
+class FastaPromoters:
+    """Promoters stored one record per gene (2 x flank bp on its strand, TSS at index flank),
+    read by id from Biopython's index: the genes are its ids in file order."""
+
+    def __init__(self, path: Path, flank: int, stack: ExitStack) -> None:
+        self.path, self.flank = Path(path), flank
+        self.records = open_promoter_index(self.path, stack)
+        self.genes = [Gene(gene_id, "", 0, "+", k) for k, gene_id in enumerate(self.records, 1)]
+
+    def locate(self, gene: Gene, genes_path: Path) -> None:
+        """Every gene of the list has its record: nothing to look up."""
+
+    def _non_ascii(self, gene: Gene) -> BadSample:
+        """The first byte that is no ASCII character, by its 1-based position in the record's
+        sequence (Biopython's decode error counts from the start of the record)."""
+        header, _, body = self.records.get_raw(gene.gene_id).partition(b"\n")
+        sequence = b"".join(body.split())
+        k = next((i for i, byte in enumerate(sequence) if byte > 127), None)
+        where = "in its header line" if k is None else f"at position {k + 1}"
+        byte = next(b for b in header if b > 127) if k is None else sequence[k]
+        return BadSample(
+            self.path,
+            f"gene {gene.gene_id} (record {gene.line}): non-ACGTN byte 0x{byte:02x} {where}",
+        )
+
+    def window(self, gene: Gene) -> tuple[np.ndarray, bool]:
+        """The record's base codes as stored (never padded); a record of another length than
+        2 x flank or a non-ACGTN character is a BadSample naming the gene."""
+        try:
+            sequence = str(self.records[gene.gene_id].seq)
+        except UnicodeDecodeError:
+            raise self._non_ascii(gene) from None
+        if len(sequence) != 2 * self.flank:
+            raise BadSample(
+                self.path,
+                f"gene {gene.gene_id} (record {gene.line}): {len(sequence)} bp, expected "
+                f"2 x flank = {2 * self.flank} with the TSS at index {self.flank}",
+            )
+        raw = sequence.encode("ascii", "replace")  # one byte per character either way
+        codes, k = base_codes(raw)
+        if k is not None:
+            raise BadSample(
+                self.path,
+                f"gene {gene.gene_id} (record {gene.line}): non-ACGTN character "
+                f"{sequence[k]!r} at position {k + 1}",
+            )
+        return codes, False
 
 
 @dataclass
@@ -385,7 +503,7 @@ def _bad(err: BadSample, item: str, policy: str, skips: Skips) -> None:
 
 def collect_genes(
     genes: list[Gene],
-    reader: PromoterReader,
+    reader: Promoters,
     paths: Mapping[str, Path | None],
     tables: Mapping[str, Any],
     policy: str,
@@ -398,7 +516,7 @@ def collect_genes(
     proteins, abundance = tables["proteins"], tables["abundance"]
     for gene in tqdm(genes, desc="check genes", mininterval=5):
         try:
-            reader.locate(gene, paths["tss"])
+            reader.locate(gene, paths["genes"])
             line, (value,) = expression.get(gene.gene_id, (None, [None]))
             if line is None:
                 raise BadSample(paths["expression"], f"gene {gene.gene_id} is not in the table")
@@ -438,7 +556,7 @@ def write_split(
     path: Path,
     name: str,
     rows: list[Usable],
-    reader: PromoterReader,
+    reader: Promoters,
     arrays: Mapping[str, np.ndarray],
     attrs: Mapping[str, Any],
     max_protein: int | None,
@@ -446,13 +564,7 @@ def write_split(
     """One split file in the layout; promoters written ``BLOCK`` genes at a time."""
     n, length = len(rows), 2 * reader.flank
     with h5py.File(path, "w") as h5:
-        promoter = h5.create_dataset(
-            "promoter",
-            (n, length, 4),
-            dtype=bool,
-            chunks=promoter_chunks(length),
-            compression="lzf",
-        )
+        promoter = create_promoter(h5, n, length)
         for start in tqdm(range(0, n, BLOCK), desc=f"encode {name}", mininterval=5):
             block = rows[start : start + BLOCK]
             promoter[start : start + len(block)] = ONE_HOT[
@@ -469,9 +581,24 @@ def write_split(
         h5.attrs.update(attrs)
 
 
+def check_sources(genome: Path | None, tss: Path | None, promoters: Path | None) -> None:
+    """Exactly one promoter source: genome + TSS table, or the promoter FASTA."""
+    if promoters is not None:
+        if genome is not None or tss is not None:
+            raise InputError(
+                promoters, "give a promoter FASTA or genome + tss, not both (they both place "
+                "the promoters)",
+            )  # fmt: skip
+    elif genome is None or tss is None:
+        raise InputError(
+            genome or tss or "encode",
+            "needs genome + tss (the windows are cut at the TSS), or a promoter FASTA",
+        )
+
+
 def encode_dataset(
-    genome: Path,
-    tss: Path,
+    genome: Path | None,
+    tss: Path | None,
     expression: Path,
     halflife: Path | None,
     proteins: Path | None,
@@ -480,8 +607,13 @@ def encode_dataset(
     skipped: Path,
     settings: Mapping[str, Any],
     policy: str,
+    *,
+    promoters: Path | None = None,
 ) -> dict[str, int]:
     """Write ``out_dir``/train.h5, valid.h5, test.h5 and ``skipped``; genes per split.
+
+    The promoters come from ``genome`` + ``tss`` or, in their place, from the per-gene
+    ``promoters`` FASTA (keyword-only, so positional callers keep the genome route).
 
     Labels are log10(expression + 0.1) and log10(abundance), half-life features log10(x + 0.1)
     for the lengths; all z-scored with the training split's statistics. Without a half-life
@@ -491,32 +623,39 @@ def encode_dataset(
     if (proteins is None) != (abundance is None):
         given = proteins if proteins is not None else abundance
         raise InputError(given, "proteins and an abundance table go together: give both")
+    check_sources(genome, tss, promoters)
     flank = int(settings["flank"])
     max_protein = int(settings["max_protein_length"]) if proteins is not None else None
     paths = {
-        "tss": Path(tss),
+        "genes": Path(promoters if promoters is not None else tss),  # lists the genes
         "expression": Path(expression),
         "halflife": Path(halflife) if halflife else None,
         "proteins": Path(proteins) if proteins else None,
     }
-    genes = read_tss(paths["tss"])
-    tables = {
-        "expression": read_values(paths["expression"], ("expression",), "expression table"),
-        "halflife": read_values(Path(halflife), HALF_LIFE_FEATURES, "half-life table")
-        if halflife
-        else None,
-        "proteins": read_proteins(Path(proteins)) if proteins else None,
-        "abundance": read_values(Path(abundance), ("abundance",), "abundance table")
-        if abundance
-        else None,
-    }
     skips = Skips()
     out_dir = Path(out_dir)
     with ExitStack() as stack:
-        reader = PromoterReader(open_genome(Path(genome), stack), Path(genome), flank)
+        # The gene list first (the TSS table or the FASTA's ids), the tables, then the genome.
+        fasta = FastaPromoters(paths["genes"], flank, stack) if promoters is not None else None
+        genes = fasta.genes if fasta is not None else read_tss(paths["genes"])
+        tables = {
+            "expression": read_values(paths["expression"], ("expression",), "expression table"),
+            "halflife": read_values(Path(halflife), HALF_LIFE_FEATURES, "half-life table")
+            if halflife
+            else None,
+            "proteins": read_proteins(Path(proteins)) if proteins else None,
+            "abundance": read_values(Path(abundance), ("abundance",), "abundance table")
+            if abundance
+            else None,
+        }
+        reader: Promoters = (
+            fasta
+            if fasta is not None
+            else PromoterReader(open_genome(Path(genome), stack), Path(genome), flank)
+        )
         usable, padded = collect_genes(genes, reader, paths, tables, policy, skips)
         if not usable:
-            raise InputError(paths["tss"], f"no gene left ({len(skips)} skipped)")
+            raise InputError(paths["genes"], f"no gene left ({len(skips)} skipped)")
         log.info(
             "%d of %d genes usable, %d skipped; %d N-padded at a chromosome end (flank %d)",
             len(usable), len(genes), len(genes) - len(usable), padded, flank,
@@ -526,7 +665,7 @@ def encode_dataset(
             int(settings["val_genes"]),
             int(settings["test_genes"]),
             int(settings["split_seed"]),
-            paths["tss"],
+            paths["genes"],
         )
         train = split["train"]
         label, label_mean, label_std = zscore(
@@ -619,13 +758,7 @@ def copy_xpresso(source: Path, target: Path) -> int:
     try:
         with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
             n, length = src["promoter"].shape[:2]
-            out = dst.create_dataset(
-                "promoter",
-                (n, length, 4),
-                dtype=bool,
-                chunks=promoter_chunks(length),
-                compression="lzf",
-            )
+            out = create_promoter(dst, n, length)
             for start in tqdm(range(0, n, BLOCK), desc=source.name, mininterval=5):
                 block = src["promoter"][start : start + BLOCK]
                 if block.dtype != bool:

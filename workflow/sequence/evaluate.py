@@ -1,4 +1,5 @@
-"""``sequence_evaluate``: test-split predictions of one trained run."""
+"""``sequence_evaluate``: test-split predictions of one trained run (its held-out fold for a
+cross-validation run)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from workflow.sequence.data import GeneSplit, split_file
+from workflow.sequence.data import gene_sets
 from workflow.sequence.train import load_module
 
 
@@ -19,9 +20,10 @@ def predict_genes(
     """Per test gene of the run's task: ``gene``, ``label`` (z-scored) and ``prediction``."""
     module = load_module(checkpoint)
     settings = module.settings
-    split = GeneSplit(
-        split_file(Path(folder), "test"), settings["task"], list(settings.get("window") or [])
-    )
+    split = gene_sets(
+        Path(folder), settings["task"], list(settings.get("window") or []),
+        settings.get("folds"), settings.get("fold") or 0,
+    )["test"]  # fmt: skip
     predictions = []
     with torch.inference_mode():
         for batch in DataLoader(split, batch_size=batch_size):
@@ -29,7 +31,7 @@ def predict_genes(
     return pd.DataFrame(
         {
             "gene": split.gene_names(),
-            "label": split.targets[split.rows],
+            "label": split.labels(),
             "prediction": torch.cat(predictions).numpy(),
         }
     )

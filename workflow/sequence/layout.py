@@ -23,12 +23,25 @@ File attributes: ``flank``, ``label_mean`` / ``label_std`` (to undo the z-scorin
 
 from __future__ import annotations
 
+import h5py
+
 SPLITS = {"train": "train.h5", "val": "valid.h5", "test": "test.h5"}
 PROMOTER_CHUNK = 1000  # bp per HDF5 chunk along the promoter
 
 
 def promoter_chunks(length: int) -> tuple[int, int, int]:
     return (1, min(length, PROMOTER_CHUNK), 4)
+
+
+def create_promoter(h5: h5py.File, genes: int, length: int) -> h5py.Dataset:
+    """The empty ``promoter`` dataset of a split file, chunked and compressed as above."""
+    return h5.create_dataset(
+        "promoter",
+        (genes, length, 4),
+        dtype=bool,
+        chunks=promoter_chunks(length),
+        compression="lzf",
+    )
 
 
 DNA = "ACGT"

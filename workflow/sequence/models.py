@@ -13,8 +13,9 @@ are made here, per batch.
   positions); ``latents`` learned queries cross-attend to them; the half-life features are
   projected to one more latent; ``self_layers`` transformer layers mix the latents; the mean
   latent gives the prediction. ``self_layers: 0`` is the cross-attention-only variant.
-  The joint model's latents attend to DNA and protein tokens together (a type embedding
-  tells them apart).
+  The joint model has one set of latents per sequence - DNA latents read the DNA, protein
+  latents the protein - and the self-attention layers mix the two sets. (With one set reading
+  both, the latents memorised the unique protein tokens and never learnt the DNA motif.)
 """
 
 from __future__ import annotations
@@ -124,24 +125,47 @@ class Stem(nn.Module):
         return tokens + self.positions[:, : tokens.shape[1]]
 
 
+class Read(nn.Module):
+    """Learned latents reading one kind of token: cross-attention, then a feed-forward layer.
+    ``null_key`` adds a learned key/value, so a latent can attend to nothing."""
+
+    def __init__(self, latents: int, dim: int, heads: int, null_key: bool) -> None:
+        super().__init__()
+        self.token_bias = nn.Parameter(torch.zeros(dim))  # which kind of token (joint)
+        self.latents = nn.Parameter(torch.randn(latents, dim) * 0.02)
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.cross = nn.MultiheadAttention(dim, heads, batch_first=True, add_bias_kv=null_key)
+        self.ff = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+        )
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        padding: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        kv = self.norm_kv(tokens + self.token_bias)
+        query = self.latents.expand(len(kv), -1, -1)
+        if extra is not None:
+            query = torch.cat([query, extra], dim=1)
+        z = query + self.cross(self.norm_q(query), kv, kv, key_padding_mask=padding)[0]
+        return z + self.ff(z)
+
+
 class Perceiver(nn.Module):
     def __init__(self, task: str, window: int, protein_length: int, s: Mapping[str, Any]) -> None:
         super().__init__()
         self.task, dim = task, int(s["dim"])
-        if task in ("mrna", "joint"):
+        uses_dna, uses_protein = task in ("mrna", "joint"), task in ("protein", "joint")
+        if uses_dna:
             self.dna = Stem(len(DNA), window, dim, s["stem_kernel"], s["stem_pool"])
             self.data = nn.Linear(N_DATA, dim)
-        if task in ("protein", "joint"):
+        if uses_protein:
             self.protein = Stem(N_AMINO, protein_length, dim, 5, s["protein_pool"])
-        self.kinds = nn.Parameter(torch.zeros(2, dim))  # DNA / protein token type
-        self.latents = nn.Parameter(torch.randn(int(s["latents"]), dim) * 0.02)
-        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.cross = nn.MultiheadAttention(
-            dim, int(s["heads"]), batch_first=True, add_bias_kv=bool(s["null_key"])
-        )
-        self.ff = nn.Sequential(
-            nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
-        )
+        read = (int(s["latents"]), dim, int(s["heads"]), bool(s["null_key"]))
+        self.read_dna = Read(*read) if uses_dna else None
+        self.read_protein = Read(*read) if uses_protein else None
         layer = nn.TransformerEncoderLayer(
             dim, int(s["heads"]), 2 * dim, float(s["dropout"]), batch_first=True, norm_first=True
         )
@@ -155,25 +179,18 @@ class Perceiver(nn.Module):
         )
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        tokens, masks, extra = [], [], []
-        if self.task in ("mrna", "joint"):
-            dna = self.dna(one_hot_dna(batch["dna"])) + self.kinds[0]
-            tokens.append(dna)
-            masks.append(torch.zeros(dna.shape[:2], dtype=torch.bool, device=dna.device))
-            extra.append(self.data(batch["data"])[:, None])
-        if self.task in ("protein", "joint"):
+        latents = []
+        if self.read_dna is not None:
+            dna = self.dna(one_hot_dna(batch["dna"]))
+            unpadded = torch.zeros(dna.shape[:2], dtype=torch.bool, device=dna.device)
+            latents.append(self.read_dna(dna, unpadded, self.data(batch["data"])[:, None]))
+        if self.read_protein is not None:
             codes = batch["protein"]
-            protein = self.protein(one_hot_protein(codes)) + self.kinds[1]
+            protein = self.protein(one_hot_protein(codes))
             pool = self.protein.pool_size
             present = codes[:, : protein.shape[1] * pool].reshape(len(codes), -1, pool) > 0
-            tokens.append(protein)
-            masks.append(~present.any(-1))  # True = padding, ignored by attention
-        kv = self.norm_kv(torch.cat(tokens, dim=1))
-        query = self.latents.expand(len(kv), -1, -1)
-        if extra:
-            query = torch.cat([query, *extra], dim=1)
-        z = query + self.cross(self.norm_q(query), kv, kv, key_padding_mask=torch.cat(masks, 1))[0]
-        z = self.mix(z + self.ff(z))
+            latents.append(self.read_protein(protein, padding=~present.any(-1)))
+        z = self.mix(torch.cat(latents, dim=1))
         return self.head(z.mean(dim=1)).squeeze(-1)
 
 

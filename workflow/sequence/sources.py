@@ -1,5 +1,6 @@
 """Where a sequence dataset's inputs come from, for the rules: the demo's files, the files the
-config names, or a folder of the published Xpresso HDF5 files."""
+config names (a genome + TSS table or a per-gene promoter FASTA, with the tables), or a folder
+of the published Xpresso HDF5 files."""
 
 from __future__ import annotations
 
@@ -18,5 +19,5 @@ def encode_args(track_config: Mapping[str, Any], dataset: str) -> str:
     elif entry.get("xpresso"):
         paths = {"xpresso": entry["xpresso"]}
     else:
-        paths = {k: entry[k] for k in DEMO_FILES if entry.get(k)}
+        paths = {k: entry[k] for k in ("promoters", *DEMO_FILES) if entry.get(k)}
     return " ".join(f"--{key} {shlex.quote(str(path))}" for key, path in paths.items())

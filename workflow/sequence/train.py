@@ -100,6 +100,18 @@ class SequenceModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
+def run_fold(settings: Mapping[str, Any], seed: int) -> int | None:
+    """The fold a cross-validation run holds out (its seed); None without ``folds``."""
+    folds = settings.get("folds")
+    if not folds:
+        return None
+    if not 0 <= seed < int(folds):
+        raise InputError(
+            "--seed", f"{seed} names no fold of a {folds}-fold experiment (0..{folds - 1})"
+        )
+    return seed
+
+
 def load_module(checkpoint: str | PathLike[str]) -> SequenceModule:
     """A trained module from ``final.ckpt``, in eval mode."""
     path = Path(checkpoint)
@@ -127,18 +139,23 @@ def train_experiment(
     trainer_overrides: Mapping[str, Any] | None = None,
 ) -> Any:
     """Fit one experiment x seed on the encoded ``folder``; publish the best-``val_r2``
-    checkpoint to ``final``."""
+    checkpoint to ``final``. With ``folds`` K the seed names the held-out fold (0..K-1),
+    recorded as ``fold`` in the checkpoint's settings for the evaluation."""
     window = list(settings.get("window") or [])
+    settings = {**settings, "fold": run_fold(settings, seed)}
     data = GeneDataModule(
-        folder, settings["task"], window, int(settings["batch_size"]), num_workers
-    )
+        folder, settings["task"], window, int(settings["batch_size"]), num_workers,
+        settings.get("folds"), settings["fold"] or 0,
+    )  # fmt: skip
     data.setup()
     length, protein_length = shapes(folder, window)
     L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on it
     module = SequenceModule(settings, length, protein_length)
     log.info(
-        "%s on task %s: %d train / %d val genes, window %s, %d parameters",
-        settings["model"], settings["task"], len(data.datasets["train"]),
+        "%s on task %s%s: %d train / %d val genes, window %s, %d parameters",
+        settings["model"], settings["task"],
+        "" if settings["fold"] is None else f" (fold {seed} of {settings['folds']})",
+        len(data.datasets["train"]),
         len(data.datasets["val"]), window or "all", sum(p.numel() for p in module.parameters()),
     )  # fmt: skip
     result = fit(
