@@ -1,0 +1,59 @@
+"""FLIP fixtures: one small demo dataset and its filtered shards, built once per session."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from workflow.flip.demo import DemoSettings, write_demo
+from workflow.flip.filter import filter_shards
+from workflow.flip.layout import list_shards
+
+# 3 shards x 100 samples, 2 planted bad samples per reason, 16 classes x 3 val images:
+# about a second to write and to filter.
+SMALL = DemoSettings(shards=3, samples_per_shard=100, val_per_class=3, seed=3)
+FILTER = {"shard_size": 70}
+
+
+@pytest.fixture(scope="session")
+def flip_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("flip_demo")
+    write_demo(root, SMALL)
+    return root
+
+
+@pytest.fixture(scope="session")
+def flip_manifest(flip_demo: Path) -> dict:
+    return json.loads((flip_demo / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def flip_filtered(flip_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("flip_filtered")
+    counts = filter_shards(list_shards(flip_demo / "shards"), out, FILTER, "skip")
+    return out, counts
+
+
+def tar_samples(path: Path) -> list[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) per sample, in tar order, read with plain tarfile."""
+    samples: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tar:
+        for m in tar:
+            key, _, ext = m.name.partition(".")
+            samples.setdefault(key, {})[ext] = tar.extractfile(m).read()
+    return list(samples.items())
+
+
+def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> Path:
+    """A shard of the given members, written with plain tarfile (sorted by extension)."""
+    with tarfile.open(path, "w") as tar:
+        for key, members in samples:
+            for ext, data in sorted(members.items()):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path

@@ -1,0 +1,312 @@
+"""Shard filtering for FLIP pre-training: drop unusable or unwanted image-caption samples and
+write new shards in the same img2dataset layout, with a count per drop reason.
+
+Each sample is checked in the fixed order of ``REASONS`` and dropped for the first that holds,
+so every dropped sample counts under exactly one reason:
+
+* ``bad_metadata``: ``KEY.json`` missing or not a JSON object (damage);
+* ``missing_caption``: no ``KEY.txt`` (damage; kept apart from an empty caption, which is a
+  LAION quality filter, because a missing member points at a broken writer);
+* ``bad_caption``: the caption is not UTF-8 (damage);
+* ``empty_caption``: fewer than ``min_caption_words`` words;
+* ``nsfw``: the ``NSFW`` field is one of ``nsfw_tags``;
+* ``low_similarity``: CLIP ``similarity`` below ``min_similarity`` (LAION: 0.3; a missing
+  similarity counts as low);
+* ``decompression_bomb``: the image header claims more than ``max_pixels`` pixels; checked
+  from the header, before any decoding (damage);
+* ``too_small`` / ``extreme_aspect``: the image's smaller side below ``min_size`` / longer
+  over shorter side above ``max_aspect``; sizes come from the image header, not the JSON,
+  since img2dataset may have resized the image;
+* ``undecodable``: no ``KEY.jpg``, or PIL cannot verify and fully load it (truncated or
+  corrupt; damage);
+* ``duplicate``: the sha256 of the image bytes equals that of a sample kept earlier (in
+  ``shards`` order, over all of them); checked last, so the first good copy is the one kept.
+
+"Damage" reasons follow ``on_bad_sample``: ``skip`` counts them, ``fail`` stops with a
+BadSample naming the shard and the key. A whole damaged file (missing, not a tar, truncated)
+is an InputError naming it. Outputs (``00000.tar``, ``.parquet``, ``_stats.json`` ...,
+``dropped.parquet`` with key / shard / reason / detail, and ``counts.json`` last) are written
+under temporary names and renamed only when every input was read: a failed run leaves none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tarfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+from PIL import Image
+from tqdm import tqdm
+
+from workflow.common.atomic import write_json
+from workflow.common.errors import BadSample, InputError
+from workflow.flip.layout import (
+    CAPTION_EXT,
+    IMAGE_EXT,
+    META_EXT,
+    SHARD_RE,
+    parquet_row,
+    shard_files,
+    split_member,
+    write_parquet,
+)
+
+log = logging.getLogger("lsai.flip.filter")
+
+REASONS = (
+    "bad_metadata", "missing_caption", "bad_caption", "empty_caption", "nsfw", "low_similarity",
+    "decompression_bomb", "too_small", "extreme_aspect", "undecodable", "duplicate",
+)  # fmt: skip
+#: Reasons that mean a damaged sample (subject to on_bad_sample) rather than an unwanted one.
+DAMAGE = frozenset({"bad_metadata", "missing_caption", "bad_caption", "decompression_bomb",
+                    "undecodable"})  # fmt: skip
+DEFAULTS: dict[str, Any] = {
+    "nsfw_tags": ["NSFW"], "min_similarity": 0.3, "min_size": 32, "max_aspect": 3.0,
+    "min_caption_words": 1, "max_pixels": 100_000_000, "shard_size": 10000,
+}  # fmt: skip
+TAR_END = 1024  # a tar ends with two zero blocks of 512 bytes
+
+
+class Drop(Exception):
+    """One sample fails one check."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def read_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) per sample of one tar shard, members of a key grouped as
+    webdataset groups them (consecutive members sharing the name up to the first dot).
+
+    A missing file, a file that is no tar and a truncated tar are InputErrors naming ``path``.
+    """
+    if not path.is_file():
+        raise InputError(path, "no such shard file")
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, size - TAR_END))
+            tail = fh.read()
+        if size < TAR_END or tail.strip(b"\0") or size % 512:
+            raise InputError(path, "not a tar, or truncated (no end-of-archive marker)")
+        with tarfile.open(path, "r:") as tar:
+            key, sample = None, {}
+            for member in tar:
+                if not member.isfile():
+                    continue
+                k, ext = split_member(member.name)
+                if k != key and sample:
+                    yield key, sample
+                    sample = {}
+                key = k
+                fh = tar.extractfile(member)
+                sample[ext] = fh.read() if fh else b""
+            if sample:
+                yield key, sample
+    except (tarfile.TarError, EOFError) as err:
+        raise InputError(path, f"not a readable tar (truncated or corrupt): {err}") from None
+    except OSError as err:
+        raise InputError(path, f"cannot read: {err}") from None
+
+
+def image_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """Width and height from the image header alone; a header claiming more than
+    ``max_pixels`` is a decompression bomb, found before anything is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise Drop("decompression_bomb", str(err)) from None
+    except Exception as err:  # PIL raises many types for a bad header
+        raise Drop("undecodable", f"unreadable image header: {err}") from None
+    if w * h > max_pixels:
+        raise Drop("decompression_bomb", f"{w}x{h} px > max_pixels {max_pixels}")
+    return w, h
+
+
+def decodes(data: bytes) -> None:
+    """verify() checks the structure, load() the pixels (a truncated JPEG passes verify)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except Exception as err:
+        raise Drop("undecodable", f"{type(err).__name__}: {err}") from None
+
+
+def check_sample(sample: dict[str, bytes], s: dict[str, Any], kept_sha: set[str]) -> tuple:
+    """(meta, caption, sha256) of a sample to keep; raises ``Drop`` with the first reason of
+    ``REASONS`` that holds."""
+    try:
+        meta = json.loads(sample[META_EXT])
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except KeyError:
+        raise Drop("bad_metadata", f"no .{META_EXT} member") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise Drop("bad_metadata", f"unreadable .{META_EXT}: {err}") from None
+    if CAPTION_EXT not in sample:
+        raise Drop("missing_caption", f"no .{CAPTION_EXT} member")
+    try:
+        caption = sample[CAPTION_EXT].decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise Drop("bad_caption", f"caption is not UTF-8: {err}") from None
+    words = len(caption.split())
+    if words < s["min_caption_words"]:
+        raise Drop("empty_caption", f"{words} words < {s['min_caption_words']}")
+    if meta.get("NSFW") in s["nsfw_tags"]:
+        raise Drop("nsfw", f"NSFW tag {meta.get('NSFW')}")
+    similarity = meta.get("similarity")
+    if not isinstance(similarity, int | float) or similarity < s["min_similarity"]:
+        raise Drop("low_similarity", f"similarity {similarity} < {s['min_similarity']}")
+    data = sample.get(IMAGE_EXT)
+    if data is None:
+        raise Drop("undecodable", f"no .{IMAGE_EXT} member")
+    w, h = image_size(data, s["max_pixels"])
+    if min(w, h) < s["min_size"]:
+        raise Drop("too_small", f"{w}x{h} px, min side < {s['min_size']}")
+    if max(w, h) / min(w, h) > s["max_aspect"]:
+        raise Drop("extreme_aspect", f"{w}x{h} px, aspect > {s['max_aspect']}")
+    decodes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    if sha in kept_sha:
+        raise Drop("duplicate", f"sha256 {sha[:16]}... seen before")
+    return meta, caption, sha
+
+
+class _Output:
+    """Output shards of ``shard_size`` samples under temporary names in ``out_dir``;
+    ``commit`` renames them all, ``discard`` removes them."""
+
+    def __init__(self, out_dir: Path, shard_size: int) -> None:
+        self.out_dir, self.shard_size = out_dir, shard_size
+        self.tmp = out_dir / f".filter-{os.getpid()}-{time.monotonic_ns()}"
+        self.tmp.mkdir(parents=True)
+        self.shard, self.writer, self.rows, self.started = -1, None, [], 0.0
+        self.written: list[str] = []
+
+    def _close(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        files = shard_files(self.tmp, self.shard)
+        write_parquet(files["parquet"], self.rows)
+        n = len(self.rows)
+        stats = {
+            "count": n, "successes": n, "failed_to_download": 0, "failed_to_resize": 0,
+            "duration": round(time.monotonic() - self.started, 3),
+            "status_dict": {"success": n},
+        }  # fmt: skip
+        files["stats"].write_text(json.dumps(stats, indent=2) + "\n")
+        self.written += [p.name for p in files.values()]
+        self.writer, self.rows = None, []
+
+    def write(self, key: str, sample: dict[str, bytes], meta: dict) -> None:
+        if self.writer is None or len(self.rows) >= self.shard_size:
+            self._close()
+            self.shard += 1
+            self.started = time.monotonic()
+            path = shard_files(self.tmp, self.shard)["tar"]
+            self.writer = wds.TarWriter(str(path), encoder=False, mtime=0)
+        self.writer.write({"__key__": key, **sample})
+        self.rows.append(parquet_row({**meta, "key": meta.get("key", key)}))
+
+    def commit(self, dropped: list[dict], counts: dict) -> None:
+        self._close()
+        with open(self.tmp / "dropped.parquet", "wb") as fh:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            columns = ("key", "shard", "reason", "detail")
+            table = pa.table({c: pa.array([d[c] for d in dropped], pa.string()) for c in columns})
+            pq.write_table(table, fh)
+        for old in self.out_dir.iterdir():  # stale shards of an earlier, larger run
+            if SHARD_RE.match(old.name) and old.name not in self.written:
+                old.unlink()
+        for name in [*self.written, "dropped.parquet"]:
+            os.replace(self.tmp / name, self.out_dir / name)
+        self.tmp.rmdir()
+        write_json(self.out_dir / "counts.json", counts)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        for p in self.tmp.iterdir():
+            p.unlink()
+        self.tmp.rmdir()
+
+
+def filter_shards(
+    shards: list[Path], out_dir: Path, settings: dict[str, Any], policy: str = "skip"
+) -> dict[str, Any]:
+    """Filter ``shards`` (in order) into ``out_dir``; return what ``counts.json`` holds:
+    ``samples``, ``kept``, ``dropped`` per reason (every reason, zeros included),
+    ``shards`` (the same per input shard) and ``output_shards``."""
+    s = {**DEFAULTS, **settings}
+    if policy not in ("skip", "fail"):
+        raise InputError("--on-bad-sample", f"unknown policy {policy!r} (skip or fail)")
+    for path in shards:  # a missing shard stops before any work
+        if not Path(path).is_file():
+            raise InputError(path, "no such shard file")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept_sha: set[str] = set()
+    dropped: list[dict] = []
+    total = {r: 0 for r in REASONS}
+    per_shard: dict[str, dict] = {}
+    out = _Output(out_dir, int(s["shard_size"]))
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = int(s["max_pixels"])
+    try:
+        for path in map(Path, shards):
+            counts = {"samples": 0, "kept": 0, **{r: 0 for r in REASONS}}
+            samples = read_samples(path)
+            for key, sample in tqdm(samples, desc=path.name, mininterval=5, leave=False):
+                counts["samples"] += 1
+                try:
+                    meta, _, sha = check_sample(sample, s, kept_sha)
+                except Drop as drop:
+                    if drop.reason in DAMAGE and policy == "fail":
+                        raise BadSample(path, f"sample {key}: {drop}") from None
+                    counts[drop.reason] += 1
+                    total[drop.reason] += 1
+                    dropped.append(
+                        {"key": key, "shard": path.name, "reason": drop.reason,
+                         "detail": drop.detail}
+                    )  # fmt: skip
+                    if len(dropped) <= 20:
+                        log.warning("dropped %s %s: %s", path.name, key, drop)
+                    continue
+                kept_sha.add(sha)
+                counts["kept"] += 1
+                out.write(key, sample, meta)
+            per_shard[str(path)] = counts
+            log.info("%s: kept %d of %d", path, counts["kept"], counts["samples"])
+        result = {
+            "samples": sum(c["samples"] for c in per_shard.values()),
+            "kept": sum(c["kept"] for c in per_shard.values()),
+            "dropped": total,
+            "shards": per_shard,
+            "output_shards": out.shard + 1,
+            "settings": s,
+        }
+        out.commit(dropped, result)
+    except BaseException:
+        out.discard()
+        raise
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    return result

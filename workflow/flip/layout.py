@@ -1,0 +1,95 @@
+"""The img2dataset webdataset layout, in code, so the demo writer, the filter and the tests
+agree on one set of names.
+
+A folder of shards ``00000.tar, 00001.tar, ...``; each tar holds per sample ``KEY.jpg`` (the
+image bytes), ``KEY.txt`` (the caption, UTF-8) and ``KEY.json`` (the metadata of
+``JSON_FIELDS``), members of one sample next to each other. Beside each tar,
+``00000.parquet`` (one row per sample, ``PARQUET_COLUMNS``) and ``00000_stats.json``
+(``STATS_FIELDS``). Keys are 9 digits, unique over the whole dataset.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+#: img2dataset's default shard size (LAION-400M shards hold 10,000 samples).
+SAMPLES_PER_SHARD = 10000
+KEY_DIGITS = 9
+SHARD_DIGITS = 5
+#: The members of one sample, by extension.
+IMAGE_EXT, CAPTION_EXT, META_EXT = "jpg", "txt", "json"
+SAMPLE_EXTS = (IMAGE_EXT, CAPTION_EXT, META_EXT)
+#: ``KEY.json`` fields: img2dataset's own plus the LAION columns it was told to keep.
+JSON_FIELDS = (
+    "url", "caption", "key", "status", "width", "height", "original_width", "original_height",
+    "sha256", "NSFW", "similarity", "LICENSE",
+)  # fmt: skip
+#: Columns of the per-shard parquet (the same fields, key first as img2dataset writes them).
+PARQUET_COLUMNS = (
+    "key", "url", "caption", "status", "width", "height", "original_width", "original_height",
+    "sha256", "NSFW", "similarity", "LICENSE",
+)  # fmt: skip
+#: The simple part of img2dataset's ``_stats.json``.
+STATS_FIELDS = (
+    "count", "successes", "failed_to_download", "failed_to_resize", "duration", "status_dict",
+)  # fmt: skip
+#: LAION's NSFW tags.
+NSFW_TAGS = ("UNLIKELY", "UNSURE", "NSFW")
+SHARD_RE = re.compile(rf"^(\d{{{SHARD_DIGITS}}})(\.tar|\.parquet|_stats\.json)$")
+
+
+def sample_key(shard: int, index: int, samples_per_shard: int = SAMPLES_PER_SHARD) -> str:
+    """The 9-digit key of sample ``index`` of shard ``shard`` (img2dataset numbering)."""
+    return f"{shard * samples_per_shard + index:0{KEY_DIGITS}d}"
+
+
+def shard_stem(shard: int) -> str:
+    return f"{shard:0{SHARD_DIGITS}d}"
+
+
+def shard_files(folder: Path, shard: int) -> dict[str, Path]:
+    """The three files of shard ``shard``: ``tar``, ``parquet`` and ``stats``."""
+    stem = shard_stem(shard)
+    return {
+        "tar": folder / f"{stem}.tar",
+        "parquet": folder / f"{stem}.parquet",
+        "stats": folder / f"{stem}_stats.json",
+    }
+
+
+def list_shards(folder: Path) -> list[Path]:
+    """The ``*.tar`` shards of ``folder`` in shard order."""
+    return sorted(p for p in folder.glob("*.tar") if SHARD_RE.match(p.name))
+
+
+def split_member(name: str) -> tuple[str, str]:
+    """``dir/KEY.ext`` -> (``dir/KEY``, ``ext``): the key ends at the basename's first dot,
+    as webdataset groups members."""
+    head, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext.lower()
+
+
+def parquet_row(meta: dict) -> dict:
+    """The parquet row of one sample's ``KEY.json`` (missing fields as None)."""
+    return {c: meta.get(c) for c in PARQUET_COLUMNS}
+
+
+def parquet_schema():  # -> pyarrow.Schema; typed so that an empty shard still has its columns
+    import pyarrow as pa
+
+    types = {"width": pa.int64(), "height": pa.int64(), "original_width": pa.int64(),
+             "original_height": pa.int64(), "similarity": pa.float64()}  # fmt: skip
+    return pa.schema([(c, types.get(c, pa.string())) for c in PARQUET_COLUMNS])
+
+
+def write_parquet(path: Path, rows: list[dict]) -> None:
+    """One row per sample of a shard, in tar order (written to ``path`` as is: callers pass
+    a temporary path)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = parquet_schema()
+    columns = {c: [r.get(c) for r in rows] for c in PARQUET_COLUMNS}
+    pq.write_table(pa.table(columns, schema=schema), path)

@@ -1,0 +1,238 @@
+"""FLIP pre-training (and unmasked tuning) as a LightningModule on the shared scaffold.
+
+Loss: CLIP's symmetric InfoNCE with a learnable temperature (open_clip's ``ClipLoss``; under
+DDP the features of all ranks are gathered, ``local_loss`` / ``gather_with_grad`` as
+open_clip's flags). The logit scale is clamped to ln(100) after every step, as CLIP.
+Optimiser: AdamW, betas (0.9, 0.95), weight decay on weight matrices only (not on biases,
+norms, embeddings of ndim < 2 or the logit scale, as open_clip), cosine decay to 0 after a
+linear warm-up of ``warmup_steps``. ``lr`` is the peak; ``base_lr`` instead scales it by the
+global batch / 256 as the paper does (4e-6 per 256 samples at batch 64k).
+
+Unmasked tuning is a second run with ``mask_ratio`` 0, a lower lr and few epochs, started
+from the first run's weights via ``init_checkpoint`` (the optimiser starts fresh).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from open_clip.loss import ClipLoss
+
+from workflow.common.errors import InputError
+from workflow.common.training import FitResult, TrainSettings, fit, publish_run
+from workflow.flip.data import ShardDataModule
+from workflow.flip.model import build_clip, image_transforms, model_settings, tokenizer
+
+log = logging.getLogger("lsai.flip.train")
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 5e-4,
+    "base_lr": None,
+    "weight_decay": 0.2,
+    "betas": (0.9, 0.95),
+    "eps": 1e-6,
+    "warmup_steps": 100,
+    "local_loss": False,
+    "gather_with_grad": False,
+    "max_epochs": 10,
+}
+#: CLIP's cap on the logit scale (temperature 0.01).
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def no_decay(name: str, param: torch.nn.Parameter) -> bool:
+    """open_clip's rule: no weight decay on biases, norms, gains and the logit scale."""
+    return param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+
+
+def warmup_cosine(warmup: int, total: int) -> Any:
+    """Linear warm-up over ``warmup`` steps to the peak, then cosine to 0 at ``total``."""
+    warmup = max(int(warmup), 1)
+    total = max(int(total), warmup + 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / (total - warmup), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class FlipModule(L.LightningModule):
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"settings": dict(settings)})
+        self.settings = {**TRAIN_DEFAULTS, **model_settings(settings)}
+        self.model = build_clip(self.settings)
+        self.train_criterion = ClipLoss()
+        self.val_criterion = ClipLoss()  # per rank on the whole val set: world-size free
+        self._batch_started: float | None = None
+
+    def setup(self, stage: str) -> None:
+        """The contrastive loss gathers over ranks: rank and world size from the trainer."""
+        trainer = self.trainer
+        self.train_criterion = ClipLoss(
+            local_loss=bool(self.settings["local_loss"]),
+            gather_with_grad=bool(self.settings["gather_with_grad"]),
+            cache_labels=True,
+            rank=int(trainer.global_rank),
+            world_size=int(trainer.world_size),
+        )
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(images, tokens)
+
+    def contrastive_loss(self, batch: Sequence[torch.Tensor], criterion: ClipLoss) -> torch.Tensor:
+        images, tokens = batch
+        out = self(images, tokens)
+        return criterion(out["image_features"], out["text_features"], out["logit_scale"])
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._batch_started = time.perf_counter()
+
+    def training_step(self, batch: Sequence[torch.Tensor], _: int) -> torch.Tensor:
+        loss = self.contrastive_loss(batch, self.train_criterion)
+        n = len(batch[0])
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("logit_scale", self.model.logit_scale.exp().detach(), on_step=True,
+                 on_epoch=False, batch_size=n)  # fmt: skip
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        if self._batch_started is not None:
+            elapsed = max(time.perf_counter() - self._batch_started, 1e-9)
+            images = len(batch[0]) * self.trainer.world_size
+            self.log("images_per_s", images / elapsed, on_step=True, on_epoch=True,
+                     batch_size=len(batch[0]))  # fmt: skip
+
+    def validation_step(self, batch: Sequence[torch.Tensor], _: int) -> torch.Tensor:
+        loss = self.contrastive_loss(batch, self.val_criterion)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch[0]), sync_dist=True)  # fmt: skip
+        return loss
+
+    def peak_lr(self) -> float:
+        s = self.settings
+        if s.get("base_lr"):
+            batch = int(s.get("batch_size", 256)) * int(self.trainer.world_size)
+            return float(s["base_lr"]) * batch / 256
+        return float(s["lr"])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        s = self.settings
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in named if not no_decay(n, p)],
+             "weight_decay": float(s["weight_decay"])},
+            {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
+        ]  # fmt: skip
+        optimizer = torch.optim.AdamW(
+            groups, lr=self.peak_lr(), betas=tuple(s["betas"]), eps=float(s["eps"])
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(int(s["warmup_steps"]), total)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _checkpoint(path: str | PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state["hyper_parameters"]["settings"], state["state_dict"]  # noqa: B018
+    except (KeyError, TypeError, RuntimeError, OSError, ValueError) as err:
+        raise InputError(path, f"not a FLIP model checkpoint: {err}") from None
+    return state
+
+
+def load_module(checkpoint: str | PathLike[str]) -> FlipModule:
+    """A trained module from ``final.ckpt``, in eval mode (all patches visible)."""
+    state = _checkpoint(checkpoint)
+    try:
+        module = FlipModule(state["hyper_parameters"]["settings"])
+        module.load_state_dict(state["state_dict"])
+    except (RuntimeError, ValueError) as err:
+        raise InputError(checkpoint, f"not a FLIP model checkpoint: {err}") from None
+    return module.eval()
+
+
+def load_weights(module: FlipModule, checkpoint: str | PathLike[str]) -> None:
+    """The CLIP weights of a pre-trained run into ``module`` (architectures must match; the
+    mask ratio may differ, patch dropout has no parameters)."""
+    state = _checkpoint(checkpoint)
+    try:
+        module.load_state_dict(state["state_dict"])
+    except RuntimeError as err:
+        raise InputError(checkpoint, f"weights do not fit model {module.settings['model']}: "
+                         f"{str(err).splitlines()[0]}") from None  # fmt: skip
+
+
+def train_experiment(
+    settings: Mapping[str, Any],
+    shards: Sequence[str | PathLike[str]],
+    run_dir: Path,
+    final: Path | None,
+    seed: int,
+    gpus: int = 0,
+    num_nodes: int = 1,
+    init_checkpoint: str | PathLike[str] | None = None,
+    val_shards: Sequence[str | PathLike[str]] | None = None,
+    trainer_overrides: Mapping[str, Any] | None = None,
+) -> FitResult:
+    """Fit one FLIP run on ``shards`` (the last one held out for ``val_loss`` unless
+    ``val_shards``), select the checkpoint on ``val_loss`` and publish it to ``final``.
+
+    ``init_checkpoint``: start from those weights (unmasked tuning); a ``last.ckpt`` in
+    ``run_dir`` still wins, so a killed tuning run resumes rather than restarting.
+    """
+    s = {**TRAIN_DEFAULTS, **model_settings(settings)}
+    L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on it
+    module = FlipModule(s)
+    if init_checkpoint is not None:
+        load_weights(module, init_checkpoint)
+        log.info("initial weights from %s", init_checkpoint)
+    train_tf, val_tf = image_transforms(module.model)
+    data = ShardDataModule(
+        shards, s, train_tf, val_tf, tokenizer(s), val_shards=val_shards, seed=seed
+    )
+    log.info(
+        "%s, mask %.2f: %d train / %d val samples in %d / %d shards, batch %d, %d parameters",
+        s["model"], float(s["mask_ratio"]), data.train_samples, data.val_samples,
+        len(data.train_shards), len(data.val_shards), data.batch_size,
+        sum(p.numel() for p in module.parameters()),
+    )  # fmt: skip
+    overrides = {"reload_dataloaders_every_n_epochs": 1, **dict(trainer_overrides or {})}
+    result = fit(
+        module,
+        data,
+        TrainSettings(
+            run_dir=Path(run_dir),
+            max_epochs=int(s["max_epochs"]),
+            seed=seed,
+            gpus=gpus,
+            num_nodes=num_nodes,
+            monitor="val_loss",
+            mode="min",
+            precision=s.get("precision"),
+            trainer_overrides=overrides,
+        ),
+    )
+    if final is not None and result.is_global_zero:
+        init = None if init_checkpoint is None else str(init_checkpoint)
+        publish_run(result, final, seed, monitor="val_loss", init_checkpoint=init)
+        log.info("selected %s -> %s", result.best_checkpoint.name, final)
+    return result
