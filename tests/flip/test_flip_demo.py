@@ -15,7 +15,7 @@ from PIL import Image
 from tests.flip.conftest import SMALL, tar_samples
 from workflow.common.config import stage_settings
 from workflow.common.errors import InputError
-from workflow.flip.demo import BOMB_SIZE, PLANTED, DemoSettings, write_demo
+from workflow.flip.demo import BOMB_SIZE, PLANTED, RGB, DemoSettings, write_demo
 from workflow.flip.layout import JSON_FIELDS, PARQUET_COLUMNS, list_shards, shard_files
 
 
@@ -91,6 +91,10 @@ def test_val_set_has_every_class_drawn_like_the_training_images(flip_demo, flip_
     ]
     for name in names:  # every class is described by some training caption
         assert any(name in c for c in captions), name
+    for c in captions:  # ... and every caption names exactly one class, never a background one
+        assert sum(name in c for name in names) == 1, c
+        assert all(colour not in c.split() for colour in RGB if colour not in SMALL.colors
+                   and colour != SMALL.background), c  # fmt: skip
 
 
 def test_planted_bad_samples_carry_their_defect(flip_demo, flip_manifest):
@@ -137,6 +141,8 @@ def test_schema_defaults_are_the_dataclass_defaults():
 def test_settings_without_room_stop_before_writing(tmp_path):
     with pytest.raises(InputError, match="unknown colours"):
         write_demo(tmp_path / "d", DemoSettings(colors=("red", "teal")))
+    with pytest.raises(InputError, match="also a class colour"):
+        write_demo(tmp_path / "d", DemoSettings(colors=("red", "gray")))
     with pytest.raises(InputError, match="no room"):
         write_demo(tmp_path / "d", DemoSettings(shards=1, samples_per_shard=10))
     assert not (tmp_path / "d").exists()

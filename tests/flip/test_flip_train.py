@@ -10,9 +10,16 @@ import torch
 
 from workflow.common.errors import InputError
 from workflow.flip.data import ShardDataModule, image_folder, image_loader, shard_count
+from workflow.flip.demo import DemoSettings, write_demo
 from workflow.flip.layout import list_shards
 from workflow.flip.model import build_clip, image_transforms, tokenizer
-from workflow.flip.train import FlipModule, load_module, load_weights, train_experiment
+from workflow.flip.train import (
+    DEMO_TRAIN,
+    FlipModule,
+    load_module,
+    load_weights,
+    train_experiment,
+)
 from workflow.flip.zeroshot import (
     image_features,
     linear_probe,
@@ -24,6 +31,11 @@ from workflow.flip.zeroshot import (
 SETTINGS = {"model": "flip-tiny", "mask_ratio": 0.5, "batch_size": 32, "shuffle": 100,
             "lr": 2e-3, "warmup_steps": 5, "max_epochs": 3}  # fmt: skip
 QUIET = {"enable_model_summary": False}
+# The zero-shot check: a smaller demo without planted samples (no filtering needed), 2 train
+# shards x 160 + 1 val shard, 16 classes x 6 val images; the demo training settings at mask
+# 0.5 with batch 32 (100 steps): about 15 s on one thread.
+ZS_DEMO = DemoSettings(shards=3, samples_per_shard=160, val_per_class=6, bad_per_reason=0, seed=0)
+ZS_SETTINGS = {**DEMO_TRAIN, "mask_ratio": 0.5, "batch_size": 32, "shuffle": 200}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -143,26 +155,37 @@ def test_init_checkpoint_of_another_architecture_is_an_input_error(trained, tmp_
         load_weights(module, final)
 
 
-def test_zero_shot_and_probe_on_the_demo_val_set(trained, flip_demo):
-    _, final = trained
+@pytest.fixture(scope="module")
+def demo_trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(demo root, final checkpoint) of a short pre-training on the ZS_DEMO shards."""
+    root = tmp_path_factory.mktemp("flip_zs")
+    write_demo(root / "demo", ZS_DEMO)
+    run = root / "run"
+    train_experiment(ZS_SETTINGS, list_shards(root / "demo" / "shards"), run, run / "final.ckpt",
+                     seed=0, trainer_overrides=QUIET)  # fmt: skip
+    return root / "demo", run / "final.ckpt"
+
+
+def test_zero_shot_beats_3x_chance_and_probe_on_the_demo_val_set(demo_trained):
+    demo, final = demo_trained
     module = load_module(final)
     _, val = image_transforms(module.model)
-    dataset, names = image_folder(flip_demo, val)
-    assert len(names) == 16 and names[0] == "blue circle"
+    dataset, names = image_folder(demo, val)
+    assert len(names) == 16 and names[0] == "blue circle" and len(dataset) == 16 * 6
     classifier = zero_shot_classifier(module.model, tokenizer(module.settings), names)
     assert classifier.shape == (64, 16)
     assert torch.allclose(classifier.norm(dim=0), torch.ones(16))
     top1, top5 = zero_shot_accuracy(module.model, image_loader(dataset), classifier)
-    # 18 steps on 210 captions do not reliably beat chance (1/16): only sanity here; the
-    # accuracy reached by longer runs is in the report, not asserted
-    assert 0.0 <= top1 <= top5 <= 1.0
+    # the issue's must-show: zero-shot top-1 >= 3x chance on the held-out val set
+    assert top1 >= 3 / len(names), (top1, top5)
+    assert top1 <= top5 and top5 >= 5 * 3 / len(names)
     features, labels = image_features(module.model, image_loader(dataset))
     train, test = probe_split(labels, 0.5, seed=0)
     again, _ = probe_split(labels, 0.5, seed=0)
     assert (train == again).all() and not set(train) & set(test)
     assert len(set(labels[train].tolist())) == 16 == len(set(labels[test].tolist()))
     accuracy = linear_probe(features[train], labels[train], features[test], labels[test])
-    assert 0.0 <= accuracy <= 1.0
+    assert accuracy >= 3 / len(names)
 
 
 def test_linear_probe_separates_separable_features():

@@ -1,10 +1,12 @@
 """Seeded synthetic image-caption shards in the img2dataset layout, with planted bad samples.
 
-Each image is a coloured shape on a textured background of another colour; its caption
-describes it compositionally ("a red circle on a green background"), so the classes of the
-ImageFolder val set (colour x shape, ``classnames.txt``) are described by captions and
-zero-shot accuracy on them means something. Val images are drawn the same way from a
-held-out seed.
+Each image is a large coloured shape on a textured neutral background (``background``, a
+colour that is never a class colour, at a random brightness); its caption names the class
+words together ("a photo of a red circle", "a large red circle on the left of a gray
+background", ...: templates and size / position words vary, the colour always belongs to the
+shape), so the classes of the ImageFolder val set (colour x shape, ``classnames.txt``) are
+described by captions and zero-shot accuracy on them means something. Val images are drawn
+the same way from a held-out seed.
 
 ``bad_per_reason`` samples per drop reason of ``PLANTED`` carry exactly one defect each
 (an NSFW tag, a low similarity, a tiny or extreme-aspect image, an empty, missing or
@@ -42,12 +44,18 @@ RGB = {
     "white": (235, 235, 235), "black": (25, 25, 25), "gray": (128, 128, 128),
 }  # fmt: skip
 SHAPES = ("circle", "square", "triangle", "cross", "diamond")
+#: Caption templates: {c} colour, {s} shape, {b} background, {z} size, {p} position words.
 TEMPLATES = (
-    "a {c} {s} on a {b} background",
-    "a photo of a {c} {s} on {b}",
-    "{c} {s}, textured {b} backdrop",
-    "a small {c} {s} in front of a {b} pattern",
+    "a photo of a {c} {s}",
+    "a {z} {c} {s} on a {b} background",
+    "a {c} {s} {p}",
+    "{c} {s}, {z}, textured {b} backdrop",
+    "a drawing of a {z} {c} {s} {p}",
+    "a {c} {s}",
 )
+#: Relative shape radius (of the image side) and the size words of its lower / upper half.
+RADIUS = (0.26, 0.42)
+SIZE_WORDS = ("small", "large")
 GOOD_SIMILARITY = (0.31, 0.45)  # above LAION's 0.3
 LOW_SIMILARITY = (0.05, 0.25)
 TINY_SIZE = 16  # below the filter's default min_size 32
@@ -62,11 +70,12 @@ FILTER_ASSUMES = {
 
 @dataclass(frozen=True)
 class DemoSettings:
-    shards: int = 4
-    samples_per_shard: int = 200
+    shards: int = 5
+    samples_per_shard: int = 240
     image_size: int = 64
     colors: tuple[str, ...] = ("red", "green", "blue", "yellow")
     shapes: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+    background: str = "gray"
     val_per_class: int = 20
     bad_per_reason: int = 2
     jpeg_quality: int = 90
@@ -79,8 +88,10 @@ class DemoSettings:
         ]
         if unknown:
             problems.append(f"unknown colours/shapes {unknown} (known: {list(RGB)}, {SHAPES})")
-        if len(set(self.colors)) < 2:
-            problems.append("needs two colours at least (shape and background differ)")
+        if self.background not in RGB:
+            problems.append(f"unknown background {self.background!r} (known: {list(RGB)})")
+        if self.background in self.colors:
+            problems.append(f"background {self.background!r} is also a class colour")
         total = self.shards * self.samples_per_shard
         if total < len(PLANTED) * self.bad_per_reason + 2:
             problems.append(f"{total} samples leave no room for the planted bad ones")
@@ -98,15 +109,17 @@ def class_names(s: DemoSettings) -> list[tuple[str, str]]:
 
 def draw(
     rng: np.random.Generator, color: str, shape: str, background: str, size: tuple[int, int]
-) -> Image.Image:
-    """A ``shape`` in ``color`` at a random place and scale on a noisy ``background``."""
+) -> tuple[Image.Image, dict[str, str]]:
+    """A ``shape`` in ``color`` at a random place and scale on a noisy ``background`` of
+    random brightness; with the size and position words of the shape (``z``, ``p``)."""
     w, h = size
-    base = np.array(RGB[background], dtype=float)
-    noise = rng.normal(0, 18, (h, w, 1)) + rng.normal(0, 8, (h, w, 3))
+    base = np.array(RGB[background], dtype=float) * float(rng.uniform(0.6, 1.4))
+    noise = rng.normal(0, 14, (h, w, 1)) + rng.normal(0, 5, (h, w, 3))
     img = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
     d = ImageDraw.Draw(img)
     side = min(w, h)
-    r = side * float(rng.uniform(0.2, 0.35))
+    relative = float(rng.uniform(*RADIUS))
+    r = side * relative
     cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
     fill = tuple(int(v) for v in np.clip(np.array(RGB[color]) + rng.normal(0, 10, 3), 0, 255))
     if shape == "circle":
@@ -121,7 +134,15 @@ def draw(
         t = r / 3
         d.rectangle([cx - r, cy - t, cx + r, cy + t], fill=fill)
         d.rectangle([cx - t, cy - r, cx + t, cy + r], fill=fill)
-    return img
+    dx, dy = (cx - w / 2) / w, (cy - h / 2) / h
+    if max(abs(dx), abs(dy)) < 0.1:
+        where = "in the centre"
+    elif abs(dx) >= abs(dy):
+        where = "on the left" if dx < 0 else "on the right"
+    else:
+        where = "at the top" if dy < 0 else "at the bottom"
+    z = SIZE_WORDS[int(relative >= sum(RADIUS) / 2)]
+    return img, {"z": z, "p": where}
 
 
 def jpeg(img: Image.Image, quality: int) -> bytes:
@@ -142,8 +163,7 @@ def bomb_header(data: bytes, side: int = BOMB_SIZE) -> bytes:
 
 def _draw_sample(rng: np.random.Generator, s: DemoSettings) -> tuple[str, str, str, int]:
     color, shape = str(rng.choice(s.colors)), str(rng.choice(s.shapes))
-    background = str(rng.choice([c for c in s.colors if c != color]))
-    return color, shape, background, int(rng.integers(len(TEMPLATES)))
+    return color, shape, s.background, int(rng.integers(len(TEMPLATES)))
 
 
 def _plan(s: DemoSettings, rng: np.random.Generator) -> dict[int, str]:
@@ -162,8 +182,7 @@ def write_val(root: Path, s: DemoSettings) -> int:
     for folder, _ in classes:
         color, shape = folder.split("_")
         for j in range(s.val_per_class):
-            background = str(rng.choice([c for c in s.colors if c != color]))
-            img = draw(rng, color, shape, background, (s.image_size, s.image_size))
+            img, _ = draw(rng, color, shape, s.background, (s.image_size, s.image_size))
             with atomic_path(root / "val" / folder / f"{j:04d}.jpg") as tmp:
                 tmp.write_bytes(jpeg(img, s.jpeg_quality))
             n += 1
@@ -193,12 +212,12 @@ def write_demo(root: str | Path, settings: DemoSettings) -> dict[str, Any]:
                 reason = plan.get(g)
                 color, shape, background, t = _draw_sample(rng, s)
                 size = {"too_small": (TINY_SIZE, TINY_SIZE), "extreme_aspect": EXTREME_SIZE}
-                img = draw(rng, color, shape, background, size.get(reason, (side, side)))
+                img, words = draw(rng, color, shape, background, size.get(reason, (side, side)))
                 data = jpeg(img, s.jpeg_quality)
                 while reason != "duplicate" and hashlib.sha256(data).hexdigest() in seen:
-                    img = draw(rng, color, shape, background, img.size)  # never in practice
+                    img, words = draw(rng, color, shape, background, img.size)  # never in practice
                     data = jpeg(img, s.jpeg_quality)
-                caption = TEMPLATES[t].format(c=color, s=shape, b=background)
+                caption = TEMPLATES[t].format(c=color, s=shape, b=background, **words)
                 nsfw = str(rng.choice(["UNLIKELY", "UNLIKELY", "UNLIKELY", "UNSURE"]))
                 similarity = float(rng.uniform(*GOOD_SIMILARITY))
                 if reason == "duplicate":
