@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
 
 
-from workflow.common.cli import add_settings, log, run_cli
+from workflow.common.cli import add_settings, log, run_cli, stage_parser
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -45,16 +45,7 @@ def cmd_filter(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(title="stages", metavar="STAGE")
-
-    def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=func)
-        return p
+    parser, stage = stage_parser(__doc__)
 
     p = stage(
         "demo", cmd_demo,

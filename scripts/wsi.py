@@ -17,7 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack 
 
 
 from workflow.common.atomic import atomic_path
-from workflow.common.cli import add_evaluate_args, add_run_args, add_settings, log, run_cli
+from workflow.common.cli import (
+    add_evaluate_args,
+    add_run_args,
+    add_settings,
+    log,
+    run_cli,
+    stage_parser,
+)
 from workflow.common.metrics import evaluated_run, predictions_by_experiment, write_metrics
 
 
@@ -161,16 +168,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(title="stages", metavar="STAGE")
-
-    def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=func)
-        return p
+    parser, stage = stage_parser(__doc__)
 
     def index_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--index", type=Path, required=True, help="index.tsv to write")

@@ -68,6 +68,25 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def stage_parser(
+    doc: str | None,
+) -> tuple[argparse.ArgumentParser, Callable[..., argparse.ArgumentParser]]:
+    """A track script's parser (its docstring as description, ``-v``) and ``stage(name, func,
+    help)``, which adds one subcommand that runs ``func``."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(title="stages", metavar="STAGE")
+
+    def stage(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    return parser, stage
+
+
 def parse_settings(text: str, definition: str) -> dict:
     try:
         return stage_settings(json.loads(text), definition)
