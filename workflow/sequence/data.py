@@ -149,14 +149,15 @@ def gene_sets(
     window: Sequence[int],
     folds: int | None = None,
     fold: int = 0,
+    parts: tuple[str, ...] = tuple(SPLITS),
 ) -> dict[str, GeneSplit | FoldGenes]:
-    """train / val / test genes: the encoded split files, or one fold of their pool."""
-    splits = {s: GeneSplit(split_file(folder, s), task, window) for s in SPLITS}
+    """``parts`` of train / val / test genes: the encoded split files, or one fold of their
+    pool (which reads all three files)."""
     if not folds:
-        return splits
-    pool = list(splits.values())
+        return {s: GeneSplit(split_file(folder, s), task, window) for s in parts}
+    pool = [GeneSplit(split_file(folder, s), task, window) for s in SPLITS]
     where = fold_indices(sum(len(s) for s in pool), int(folds), int(fold))
-    return {part: FoldGenes(pool, rows) for part, rows in where.items()}
+    return {part: FoldGenes(pool, where[part]) for part in parts}
 
 
 class GeneDataModule(L.LightningDataModule):
@@ -180,7 +181,9 @@ class GeneDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
-            self.datasets = gene_sets(self.folder, self.task, self.window, self.folds, self.fold)
+            self.datasets = gene_sets(
+                self.folder, self.task, self.window, self.folds, self.fold, ("train", "val")
+            )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -22,7 +22,7 @@ def predict_genes(
     settings = module.settings
     split = gene_sets(
         Path(folder), settings["task"], list(settings.get("window") or []),
-        settings.get("folds"), settings.get("fold") or 0,
+        settings.get("folds"), settings.get("fold") or 0, ("test",),
     )["test"]  # fmt: skip
     predictions = []
     with torch.inference_mode():
