@@ -165,9 +165,9 @@ def test_leonardo_wsi_jobs_go_to_their_partitions(leonardo):
 
 def test_leonardo_sequence_jobs_go_to_their_partitions(leonardo):
     train = rules_of(leonardo, "sequence_train")
-    # xpresso_human serves the 6 mrna experiments only; human all 8 with 3 seeds each, and the
+    # xpresso_human serves the 7 mrna experiments only; human all 9 with 3 seeds each, and the
     # 5-fold protein experiment with its 5 folds
-    assert len(train) == (6 + 8) * 3 + 5
+    assert len(train) == (7 + 9) * 3 + 5
     assert all(r["slurm_partition"] == "boost_usr_prod" and r["gpu"] == "1" for r in train)
     encode = rules_of(leonardo, "sequence_encode")
     assert len(encode) == 2 and all(r["slurm_partition"] == "dcgp_usr_prod" for r in encode)

@@ -36,6 +36,19 @@ def test_leonardo_overlay_is_valid():
     assert {r.dataset for r in runs(config, "distance")} == {"motsynth"}
 
 
+def test_leonardo_experiments_do_not_inherit_the_demos_shortcuts():
+    """The overlay merges experiment by experiment: a demo-only shortcut (fewer epochs, folds)
+    under the same name would silently shrink the real run unless Leonardo spells it out."""
+    leonardo = yaml.safe_load((ROOT / "config/leonardo.yaml").read_text())
+    config = validate_config(deep_merge(default_config(), leonardo), SCHEMA)
+    for track in ("distance", "wsi", "sequence"):
+        epochs = config[track]["train"].get("max_epochs")
+        for name, own in leonardo[track]["experiments"].items():
+            settings = experiment_settings(config[track], name)
+            assert settings.get("max_epochs") == own.get("max_epochs", epochs), (track, name)
+            assert settings.get("folds") == own.get("folds"), (track, name)
+
+
 def test_unknown_key_is_named():
     config = default_config()
     config["distance"]["train"]["learning_rate"] = 0.1

@@ -13,7 +13,7 @@ from tests.sequence.synthetic import LENGTH, PROTEIN, write_encoded, write_split
 from workflow.common.errors import InputError
 from workflow.sequence.data import GeneSplit
 from workflow.sequence.metrics import expression_metrics
-from workflow.sequence.models import build_model
+from workflow.sequence.models import SigmoidCrossAttention, build_model
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +48,13 @@ def test_gene_split_errors(encoded, tmp_path):
         GeneSplit(tmp_path / "valid.h5", "mrna", [])
 
 
-@pytest.mark.parametrize("model", ["xpresso", "perceiver"])
+@pytest.mark.parametrize("model", ["xpresso", "perceiver", "perceiver_sigmoid"])
 @pytest.mark.parametrize("task", ["mrna", "protein", "joint"])
 def test_every_model_and_task_predicts_one_value_per_gene(encoded, model, task):
     split = GeneSplit(encoded / "valid.h5", task, [])
+    model, _, attention = model.partition("_")
     settings = {"model": model, "task": task, "xpresso_pools": [10, 4], "stem_pool": 4}
+    settings |= {"attention": attention} if attention else {}
     net = build_model(settings, LENGTH, PROTEIN)
     out = net(batch_of(split))
     assert out.shape == (4,) and torch.isfinite(out).all()
@@ -60,9 +62,11 @@ def test_every_model_and_task_predicts_one_value_per_gene(encoded, model, task):
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
 
 
-def test_protein_padding_does_not_change_the_prediction(encoded):
+@pytest.mark.parametrize("attention", ["softmax", "sigmoid"])
+def test_protein_padding_does_not_change_the_prediction(encoded, attention):
     split = GeneSplit(encoded / "valid.h5", "protein", [])
-    net = build_model({"model": "perceiver", "task": "protein", "dropout": 0.0}, LENGTH, PROTEIN)
+    settings = {"model": "perceiver", "task": "protein", "dropout": 0.0, "attention": attention}
+    net = build_model(settings, LENGTH, PROTEIN)
     net.eval()
     batch = batch_of(split, 2)
     padded = torch.cat([batch["protein"], torch.zeros(2, 20, dtype=torch.uint8)], dim=1)
@@ -73,6 +77,38 @@ def test_protein_padding_does_not_change_the_prediction(encoded):
             torch.cat([positions, torch.randn(1, 10, positions.shape[2])], dim=1)
         )
         assert torch.allclose(before, net({**batch, "protein": padded}), atol=1e-5)
+
+
+def reads_by_matches(attention: torch.nn.Module, matches: range, n: int = 100) -> list[float]:
+    """What a query for e0 reads from n tokens of which k are e0 (the rest e1), per k."""
+    match, other = torch.eye(4)[0], torch.eye(4)[1]
+    reads = []
+    for k in matches:
+        tokens = torch.stack([match] * k + [other] * (n - k))[None]
+        with torch.no_grad():
+            if isinstance(attention, SigmoidCrossAttention):
+                read = attention(match[None, None], tokens)
+            else:
+                read = attention(match[None, None], tokens, tokens)[0]
+        reads.append(float(read[0, 0, 0]))
+    return reads
+
+
+def test_sigmoid_reads_count_matching_tokens_where_softmax_saturates():
+    sigmoid = SigmoidCrossAttention(4, heads=1)
+    softmax = torch.nn.MultiheadAttention(4, 1, batch_first=True)
+    eye, zero = torch.eye(4), torch.zeros(4)
+    with torch.no_grad():  # query = token, key = 8 x token (score 4 for a match), value = token
+        sigmoid.query.weight.copy_(eye), sigmoid.query.bias.zero_()
+        sigmoid.key_value.weight.copy_(torch.cat([8 * eye, eye])), sigmoid.key_value.bias.zero_()
+        softmax.in_proj_weight.copy_(torch.cat([eye, 8 * eye, eye])), softmax.in_proj_bias.zero_()
+        for out in (sigmoid.out, softmax.out_proj):
+            out.weight.copy_(eye), out.bias.copy_(zero)
+    for attention, linear in ((sigmoid, True), (softmax, False)):
+        steps = np.diff(reads_by_matches(attention, range(5)))
+        assert (steps > 0).all(), steps  # more matches, more read
+        # sigmoid: each match adds about as much as the first; softmax: the 4th adds < 1/4
+        assert (steps[-1] / steps[0] > 0.9) == linear and (steps[-1] / steps[0] < 0.25) != linear
 
 
 @pytest.mark.parametrize("model", ["xpresso", "perceiver"])
