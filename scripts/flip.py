@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
 
 
-from workflow.common.cli import add_settings, log, run_cli, stage_parser
+from workflow.common.cli import (
+    add_evaluate_args,
+    add_run_args,
+    add_settings,
+    log,
+    parse_settings,
+    run_cli,
+    stage_parser,
+)
+from workflow.common.errors import InputError
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -44,6 +54,81 @@ def cmd_filter(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def filtered_shards(folders: list[Path]) -> list[Path]:
+    """The shards of the filter's group folders, group by group in shard order."""
+    from workflow.flip.layout import list_shards
+
+    shards = []
+    for folder in folders:
+        if not (folder / "counts.json").is_file():
+            raise InputError(folder, "not a finished filter output (no counts.json)")
+        shards += list_shards(folder)
+    if len(shards) < 2:
+        raise InputError(folders[0], f"{len(shards)} filtered shard(s): training holds the "
+                         "last one out for validation, so it needs two or more")  # fmt: skip
+    return shards
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from workflow.flip.train import train_experiment, tune_settings
+
+    settings = args.settings
+    if args.init is not None:
+        tune = parse_settings(args.tune, "flip_tune", "--tune")
+        settings = tune_settings(settings, tune)
+    train_experiment(
+        settings, filtered_shards(args.filtered), args.run_dir, args.out, args.seed,
+        args.devices, args.num_nodes, init_checkpoint=args.init,
+    )  # fmt: skip
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from workflow.common.atomic import atomic_path
+    from workflow.common.metrics import evaluated_run, write_metrics
+    from workflow.flip.evaluate import HIGHER_IS_BETTER, evaluate_checkpoint
+
+    started = time.monotonic()
+    metrics, predictions, _ = evaluate_checkpoint(args.checkpoint, args.val)
+    with atomic_path(args.predictions) as tmp:
+        predictions.to_parquet(tmp, index=False)
+    run_info = {}
+    for path in (args.pretrained, args.checkpoint):  # the two phases' training time
+        info = torch.load(path, map_location="cpu", weights_only=False).get("run_info", {})
+        run_info = {**info, "train_wall_time_s": run_info.get("train_wall_time_s", 0.0)
+                    + float(info.get("train_wall_time_s", 0.0))}  # fmt: skip
+    pretrain_info = torch.load(args.pretrained, map_location="cpu", weights_only=False)
+    images_per_s = float(pretrain_info.get("run_info", {}).get("images_per_s", 0.0))
+    write_metrics(
+        args.metrics,
+        evaluated_run(
+            "flip", args.dataset, args.experiment, args.seed, metrics, HIGHER_IS_BETTER,
+            args.settings, run_info, time.monotonic() - started,
+            mask_ratio=float(args.settings.get("mask_ratio", 0.0)), images_per_s=images_per_s,
+            val_images=len(predictions), model=args.settings.get("model"),
+        ),
+    )  # fmt: skip
+    log.info(
+        "%s seed %d (mask %.2f): zero-shot top-1 %.3f, top-5 %.3f, linear probe %.3f on %d "
+        "val images; pre-training %.1f images/s",
+        args.experiment, args.seed, float(args.settings.get("mask_ratio", 0.0)),
+        metrics["zeroshot_top1"], metrics["zeroshot_top5"], metrics["probe_top1"],
+        len(predictions), images_per_s,
+    )  # fmt: skip
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    from workflow.common.metrics import read_metrics
+    from workflow.flip.data import read_classnames
+    from workflow.flip.plots import mask_ratio_figure
+
+    records = [read_metrics(path) for path in args.metrics]
+    chance = 1 / len(read_classnames(args.val)) if args.val else None
+    mask_ratio_figure(records, args.out, chance)
+    log.info("mask-ratio figure of %d runs -> %s", len(records), args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, stage = stage_parser(__doc__)
 
@@ -69,6 +154,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to do with a damaged sample (default: skip and count it)",
     )  # fmt: skip
     add_settings(p, "flip_filter", "the config's flip.filter section")
+
+    p = stage(
+        "train", cmd_train,
+        "pre-train one experiment x seed on the filtered shards (the last one held out for "
+        "val_loss); with --init, the unmasked tuning phase from that checkpoint",
+    )  # fmt: skip
+    add_settings(p, "flip_train", "the experiment's settings (train section + overrides)")
+    p.add_argument(
+        "--filtered", type=Path, nargs="+", required=True,
+        help="group folders written by the filter stage, in order",
+    )  # fmt: skip
+    p.add_argument("--init", type=Path, help="pre-trained checkpoint: run the unmasked tuning")
+    p.add_argument(
+        "--tune", default="{}", metavar="JSON",
+        help="the config's flip.tune section (with --init; schema $defs/flip_tune)",
+    )  # fmt: skip
+    add_run_args(p)
+
+    p = stage("evaluate", cmd_evaluate, "zero-shot and linear-probe accuracy -> metrics.json")
+    add_settings(p, "flip_train", "the experiment's settings, recorded with the metrics")
+    p.add_argument("--val", type=Path, required=True,
+                   help="folder with val/<class>/*.jpg and classnames.txt")  # fmt: skip
+    p.add_argument("--pretrained", type=Path, required=True,
+                   help="the masked phase's checkpoint (its training images/s)")  # fmt: skip
+    add_evaluate_args(p)
+
+    p = stage("figures", cmd_figures, "accuracy and training images/s vs mask ratio")
+    p.add_argument("--metrics", type=Path, nargs="+", required=True)
+    p.add_argument("--val", type=Path, help="the val folder (its class count gives chance)")
+    p.add_argument("--out", type=Path, required=True, help="figure to write")
     return parser
 
 

@@ -163,6 +163,20 @@ def test_leonardo_wsi_jobs_go_to_their_partitions(leonardo):
     assert len(labels) == 1 and labels[0]["slurm_partition"] == "lrd_all_serial"
 
 
+def test_leonardo_flip_pretrains_on_the_4_gpus_of_a_node(leonardo):
+    for rule in ("flip_pretrain_ddp", "flip_tune_ddp"):
+        jobs = rules_of(leonardo, rule)
+        assert len(jobs) == 3  # mask 0, 0.5, 0.75 x seed 0
+        for res in jobs:
+            assert res["slurm_partition"] == "boost_usr_prod" and res["gres"] == "gpu:4"
+            assert res["tasks_per_node"] == "4" and res["nodes"] == "1"
+    assert not rules_of(leonardo, "flip_pretrain", "flip_tune")  # no single-GPU pre-training
+    filters = rules_of(leonardo, "flip_filter")
+    assert len(filters) == 42  # 41,408 shards in groups of 1000, fixed before any job runs
+    assert all(r["slurm_partition"] == "dcgp_usr_prod" for r in filters)
+    assert not rules_of(leonardo, "flip_demo")
+
+
 def test_leonardo_sequence_jobs_go_to_their_partitions(leonardo):
     train = rules_of(leonardo, "sequence_train")
     # xpresso_human serves the 7 mrna experiments only; human all 9 with 3 seeds each, and the

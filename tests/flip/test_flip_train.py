@@ -197,3 +197,24 @@ def test_linear_probe_separates_separable_features():
     assert linear_probe(features[train], labels[train], features[test], labels[test]) == 1.0
     shuffled = labels[torch.randperm(80, generator=generator)]
     assert linear_probe(features[train], shuffled[train], features[test], shuffled[test]) < 0.7
+
+
+def test_evaluate_checkpoint_scores_every_val_image(demo_trained):
+    from workflow.flip.evaluate import evaluate_checkpoint
+
+    demo, final = demo_trained
+    metrics, predictions, settings = evaluate_checkpoint(final, demo)
+    assert len(predictions) == 16 * 6 and predictions["label"].nunique() == 16
+    hits = (predictions["label"] == predictions["zero_shot"]).mean()
+    assert metrics["zeroshot_top1"] == pytest.approx(hits) and hits >= 3 / 16
+    assert metrics["zeroshot_top1"] <= metrics["zeroshot_top5"] and metrics["probe_top1"] > 0
+    assert predictions["image"].iloc[0].startswith("val/") and settings["model"] == "flip-tiny"
+    run_info = torch.load(final, weights_only=False)["run_info"]
+    assert run_info["images_per_s"] > 0  # the pre-training's throughput, for the figure
+
+
+def test_tune_settings_unmask_and_take_the_tune_section():
+    from workflow.flip.train import tune_settings
+
+    tuned = tune_settings({"mask_ratio": 0.75, "lr": 1e-3, "max_epochs": 10}, {"lr": 1e-4})
+    assert tuned == {"mask_ratio": 0.0, "lr": 1e-4, "max_epochs": 10}

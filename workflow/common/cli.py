@@ -87,13 +87,14 @@ def stage_parser(
     return parser, stage
 
 
-def parse_settings(text: str, definition: str) -> dict:
+def parse_settings(text: str, definition: str, option: str = "--settings") -> dict:
+    """A JSON config section given as ``option``, checked against ``$defs/<definition>``."""
     try:
         return stage_settings(json.loads(text), definition)
     except json.JSONDecodeError as err:
-        raise InputError("--settings", f"not JSON: {err}") from None
+        raise InputError(option, f"not JSON: {err}") from None
     except ConfigError as err:
-        raise InputError("--settings", str(err)) from None
+        raise InputError(option, str(err)) from None
 
 
 def run_cli(

@@ -30,6 +30,7 @@ class Run:
 DATASET_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "wsi": (("slides", "labels"), ("slides", "manifests", "positive"), ("mil4wsi", "labels")),
     "sequence": (("genome", "tss", "expression"), ("promoters", "expression"), ("xpresso",)),
+    "flip": (("shards", "val"),),
 }
 
 

@@ -72,6 +72,7 @@ DAMAGE = frozenset({"bad_metadata", "missing_caption", "bad_caption", "decompres
 DEFAULTS: dict[str, Any] = {
     "nsfw_tags": ["NSFW"], "min_similarity": 0.3, "min_size": 32, "max_aspect": 3.0,
     "min_caption_words": 1, "max_pixels": 100_000_000, "shard_size": 10000,
+    "shards_per_group": 100,  # input shards per filter job (workflow/flip/sources.py)
 }  # fmt: skip
 TAR_END = 1024  # a tar ends with two zero blocks of 512 bytes
 

@@ -93,3 +93,19 @@ def write_parquet(path: Path, rows: list[dict]) -> None:
     schema = parquet_schema()
     columns = {c: [r.get(c) for r in rows] for c in PARQUET_COLUMNS}
     pq.write_table(pa.table(columns, schema=schema), path)
+
+
+def expand_shards(pattern: str) -> list[str]:
+    """The shard paths of a dataset's ``shards`` (webdataset's brace notation, e.g.
+    ``/data/laion/{00000..41407}.tar``; a list of paths may also be given as is)."""
+    from braceexpand import braceexpand
+
+    return list(braceexpand(pattern))
+
+
+def shard_groups(shards: list[str], per_group: int) -> list[list[str]]:
+    """Consecutive groups of ``per_group`` shards: one filter job each, fixed by the config
+    alone so a dry-run shows every job."""
+    if per_group < 1:
+        raise ValueError(f"shards_per_group must be >= 1, got {per_group}")
+    return [shards[i : i + per_group] for i in range(0, len(shards), per_group)]

@@ -88,6 +88,12 @@ class FlipModule(L.LightningModule):
         self.train_criterion = ClipLoss()
         self.val_criterion = ClipLoss()  # per rank on the whole val set: world-size free
         self._batch_started: float | None = None
+        self.images_trained, self.step_seconds = 0, 0.0  # this process's throughput
+
+    def images_per_s(self) -> float:
+        """Training images per second of step time (all ranks; data waits excluded)."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return world * self.images_trained / self.step_seconds if self.step_seconds else 0.0
 
     def setup(self, stage: str) -> None:
         """The contrastive loss gathers over ranks: rank and world size from the trainer."""
@@ -124,6 +130,8 @@ class FlipModule(L.LightningModule):
             self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         if self._batch_started is not None:
             elapsed = max(time.perf_counter() - self._batch_started, 1e-9)
+            self.images_trained += len(batch[0])
+            self.step_seconds += elapsed
             images = len(batch[0]) * self.trainer.world_size
             self.log("images_per_s", images / elapsed, on_step=True, on_epoch=True,
                      batch_size=len(batch[0]))  # fmt: skip
@@ -157,6 +165,12 @@ class FlipModule(L.LightningModule):
             optimizer, warmup_cosine(int(s["warmup_steps"]), total)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def tune_settings(settings: Mapping[str, Any], tune: Mapping[str, Any]) -> dict[str, Any]:
+    """The unmasked-tuning run's settings: the pre-training run's, with the ``tune`` section's
+    overrides (fewer epochs, a lower lr) and no mask."""
+    return {**dict(settings), **dict(tune), "mask_ratio": 0.0}
 
 
 def _checkpoint(path: str | PathLike[str]) -> dict[str, Any]:
@@ -245,6 +259,7 @@ def train_experiment(
     )
     if final is not None and result.is_global_zero:
         init = None if init_checkpoint is None else str(init_checkpoint)
-        publish_run(result, final, seed, monitor="val_loss", init_checkpoint=init)
+        publish_run(result, final, seed, monitor="val_loss", init_checkpoint=init,
+                    images_per_s=round(module.images_per_s(), 2))  # fmt: skip
         log.info("selected %s -> %s", result.best_checkpoint.name, final)
     return result

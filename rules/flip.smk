@@ -1,0 +1,189 @@
+# FLIP on img2dataset shards: demo -> filter (per shard group) -> pretrain (masked) -> tune
+# (unmasked) -> evaluate (zero-shot, linear probe) -> figures.
+# Every rule calls `python scripts/flip.py <stage>`; the logic lives in workflow/flip.
+
+from workflow.flip.sources import FILTERED, filtered_folders, input_groups, val_folder
+
+FLIP_ENV = "../envs/flip.yaml"
+FLIP = config["flip"]
+FLIP_RUN = "results/flip/{dataset}/{experiment}/seed{seed}"
+
+
+wildcard_constraints:
+    group=r"\d+",
+
+
+rule flip_demo:
+    output:
+        "data/demo/flip/{dataset}/manifest.json",
+    params:
+        settings=lambda wc: as_json(FLIP["demo"]),
+    log:
+        "logs/flip_demo/{dataset}.log",
+    benchmark:
+        "benchmarks/flip_demo/{dataset}.tsv"
+    conda:
+        FLIP_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/flip.py demo --root $(dirname {output}) "
+        "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule flip_filter:
+    input:
+        lambda wc: dataset_inputs("flip", wc.dataset),
+    output:
+        directory(FILTERED),
+    params:
+        shards=lambda wc: input_groups(FLIP, wc.dataset)[int(wc.group)],
+        settings=lambda wc: as_json(FLIP["filter"]),
+        policy=FLIP["on_bad_sample"],
+    log:
+        "logs/flip_filter/{dataset}_group{group}.log",
+    benchmark:
+        "benchmarks/flip_filter/{dataset}_group{group}.tsv"
+    conda:
+        FLIP_ENV
+    resources:
+        **resource_class("CPU_PREP"),
+    shell:
+        "python scripts/flip.py filter --shards {params.shards} --out {output} "
+        "--settings {params.settings:q} --on-bad-sample {params.policy} > {log} 2>&1"
+
+
+rule flip_pretrain:
+    input:
+        lambda wc: filtered_folders(FLIP, wc.dataset),
+    output:
+        f"{FLIP_RUN}/pretrained.ckpt",
+    wildcard_constraints:
+        experiment=experiments_matching("flip", lambda s: s["resources"] == "GPU_1"),
+    params:
+        settings=lambda wc: settings_of("flip", wc.experiment),
+        run_dir=f"{FLIP_RUN}/pretrain_run",  # undeclared: resumable checkpoints survive a rerun
+        launch=launcher,
+        devices=devices_per_node,
+        nodes=node_count,
+    log:
+        "logs/flip_pretrain/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/flip_pretrain/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        FLIP_ENV
+    threads: 1
+    resources:
+        **resource_class("GPU_1"),
+    shell:
+        "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
+        "{params.launch} python scripts/flip.py train --settings {params.settings:q} "
+        "--filtered {input} --run-dir {params.run_dir} --out {output} "
+        "--seed {wildcards.seed} --devices {params.devices} --num-nodes {params.nodes} "
+        "> {log} 2>&1"
+
+
+use rule flip_pretrain as flip_pretrain_ddp with:
+    wildcard_constraints:
+        experiment=experiments_matching("flip", lambda s: s["resources"] in DISTRIBUTED),
+    resources:
+        **experiment_resources("flip", DISTRIBUTED),
+
+
+rule flip_tune:
+    input:
+        pretrained=f"{FLIP_RUN}/pretrained.ckpt",
+        filtered=lambda wc: filtered_folders(FLIP, wc.dataset),
+    output:
+        f"{FLIP_RUN}/final.ckpt",
+    wildcard_constraints:
+        experiment=experiments_matching("flip", lambda s: s["resources"] == "GPU_1"),
+    params:
+        settings=lambda wc: settings_of("flip", wc.experiment),
+        tune=as_json(FLIP["tune"]),
+        run_dir=f"{FLIP_RUN}/tune_run",
+        launch=launcher,
+        devices=devices_per_node,
+        nodes=node_count,
+    log:
+        "logs/flip_tune/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/flip_tune/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        FLIP_ENV
+    threads: 1
+    resources:
+        **resource_class("GPU_1"),
+    shell:
+        "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
+        "{params.launch} python scripts/flip.py train --settings {params.settings:q} "
+        "--filtered {input.filtered} --init {input.pretrained} --tune {params.tune:q} "
+        "--run-dir {params.run_dir} --out {output} --seed {wildcards.seed} "
+        "--devices {params.devices} --num-nodes {params.nodes} > {log} 2>&1"
+
+
+use rule flip_tune as flip_tune_ddp with:
+    wildcard_constraints:
+        experiment=experiments_matching("flip", lambda s: s["resources"] in DISTRIBUTED),
+    resources:
+        **experiment_resources("flip", DISTRIBUTED),
+
+
+rule flip_evaluate:
+    input:
+        checkpoint=f"{FLIP_RUN}/final.ckpt",
+        pretrained=f"{FLIP_RUN}/pretrained.ckpt",
+    output:
+        metrics=f"{FLIP_RUN}/metrics.json",
+        predictions=f"{FLIP_RUN}/predictions.parquet",
+    params:
+        settings=lambda wc: settings_of("flip", wc.experiment),
+        val=lambda wc: val_folder(FLIP, wc.dataset),
+    log:
+        "logs/flip_evaluate/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/flip_evaluate/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        FLIP_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/flip.py evaluate --checkpoint {input.checkpoint} "
+        "--pretrained {input.pretrained} --val {params.val} --metrics {output.metrics} "
+        "--predictions {output.predictions} --dataset {wildcards.dataset} "
+        "--experiment {wildcards.experiment} --seed {wildcards.seed} "
+        "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule flip_figures:
+    input:
+        metrics=lambda wc: [f"{run.folder}/metrics.json" for run in dataset_runs("flip", wc.dataset)],
+    output:
+        report(
+            "results/flip/{dataset}/figures/mask_ratio.png",
+            category="flip",
+            subcategory="{dataset}",
+            caption="../report/flip_mask_ratio.rst",
+        ),
+    params:
+        val=lambda wc: val_folder(FLIP, wc.dataset),
+    log:
+        "logs/flip_figures/{dataset}.log",
+    conda:
+        FLIP_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/flip.py figures --metrics {input.metrics} --val {params.val} "
+        "--out {output} > {log} 2>&1"
+
+
+rule flip:
+    """All runs and figures of the FLIP track."""
+    input:
+        [f"{run.folder}/metrics.json" for run in track_runs("flip")],
+        expand(
+            "results/flip/{dataset}/figures/mask_ratio.png",
+            dataset=enabled_datasets("flip", FLIP),
+        ),
+    default_target: False
