@@ -29,6 +29,7 @@ TEST_FILES = [
     "tests/e2e.yaml",
     "tests/slurm/slurm.yaml",
     "tests/slurm/faults.yaml",
+    "tests/slurm/flip.yaml",
     "tests/slurm/profile/config.yaml",
     "tests/slurm/profile/resources.yaml",
 ]
@@ -305,3 +306,20 @@ def test_cluster_run_without_a_resource_map_stops_before_submitting(dag, cluster
         result.stderr
     )
     assert len(jobs(cluster)) == submitted
+
+
+def test_flip_pretraining_runs_two_ranks_with_gathered_features(dag, cluster, workdir):
+    seen = {r["JobId"] for r in jobs(cluster)}
+    target = "results/flip/demo/flip_ddp/seed0/metrics.json"
+    run(cluster, workdir, target, configs=[*CONFIGS, "tests/slurm/flip.yaml"])
+    new = {r["rule"]: r for r in jobs(cluster) if r["JobId"] not in seen}
+    assert set(new) == {"flip_demo", "flip_filter", "flip_pretrain_ddp", "flip_tune_ddp",
+                        "flip_evaluate"}  # fmt: skip
+    for rule in ("flip_pretrain_ddp", "flip_tune_ddp"):
+        record = new[rule]
+        assert record["JobState"] == "COMPLETED" and int(record["NumTasks"]) == 2
+        assert record["Partition"] == "boost_usr_prod" and gpus_of(record) == 2
+    log = (workdir / "logs/flip_pretrain/demo_flip_ddp_seed0.log").read_text()
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
+    metrics = json.loads((workdir / target).read_text())
+    assert metrics["world_size"] == 2 and metrics["extra"]["images_per_s"] > 0
