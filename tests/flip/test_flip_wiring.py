@@ -12,8 +12,8 @@ from workflow.flip.sources import filtered_folders, input_groups, val_folder
 def test_brace_patterns_expand_in_shard_order():
     shards = expand_shards("/data/laion/{00000..00011}.tar")
     assert len(shards) == 12 and shards[0] == "/data/laion/00000.tar"
-    assert shards[-1] == "/data/laion/00011.tar" and shards == sorted(shards)
-    assert expand_shards("/data/one.tar") == ["/data/one.tar"]
+    assert shards[-1] == "/data/laion/00011.tar" and list(shards) == sorted(shards)
+    assert expand_shards("/data/one.tar") == ("/data/one.tar",)
 
 
 def test_shard_groups_are_consecutive_and_cover_every_shard_once():

@@ -10,7 +10,9 @@ image bytes), ``KEY.txt`` (the caption, UTF-8) and ``KEY.json`` (the metadata of
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 #: img2dataset's default shard size (LAION-400M shards hold 10,000 samples).
@@ -95,17 +97,19 @@ def write_parquet(path: Path, rows: list[dict]) -> None:
     pq.write_table(pa.table(columns, schema=schema), path)
 
 
-def expand_shards(pattern: str) -> list[str]:
+@functools.cache
+def expand_shards(pattern: str) -> tuple[str, ...]:
     """The shard paths of a dataset's ``shards`` (webdataset's brace notation, e.g.
-    ``/data/laion/{00000..41407}.tar``; a list of paths may also be given as is)."""
+    ``/data/laion/{00000..41407}.tar``), expanded once per pattern: the rules ask for every
+    filter, pre-training and tuning job."""
     from braceexpand import braceexpand
 
-    return list(braceexpand(pattern))
+    return tuple(braceexpand(pattern))
 
 
-def shard_groups(shards: list[str], per_group: int) -> list[list[str]]:
+def shard_groups(shards: Sequence[str], per_group: int) -> list[list[str]]:
     """Consecutive groups of ``per_group`` shards: one filter job each, fixed by the config
     alone so a dry-run shows every job."""
     if per_group < 1:
         raise ValueError(f"shards_per_group must be >= 1, got {per_group}")
-    return [shards[i : i + per_group] for i in range(0, len(shards), per_group)]
+    return [list(shards[i : i + per_group]) for i in range(0, len(shards), per_group)]
