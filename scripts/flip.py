@@ -83,23 +83,19 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import torch
-
     from workflow.common.atomic import atomic_path
     from workflow.common.metrics import evaluated_run, write_metrics
+    from workflow.common.training import checkpoint_run_info
     from workflow.flip.evaluate import HIGHER_IS_BETTER, evaluate_checkpoint
 
     started = time.monotonic()
     metrics, predictions, _ = evaluate_checkpoint(args.checkpoint, args.val)
     with atomic_path(args.predictions) as tmp:
         predictions.to_parquet(tmp, index=False)
-    run_info = {}
-    for path in (args.pretrained, args.checkpoint):  # the two phases' training time
-        info = torch.load(path, map_location="cpu", weights_only=False).get("run_info", {})
-        run_info = {**info, "train_wall_time_s": run_info.get("train_wall_time_s", 0.0)
-                    + float(info.get("train_wall_time_s", 0.0))}  # fmt: skip
-    pretrain_info = torch.load(args.pretrained, map_location="cpu", weights_only=False)
-    images_per_s = float(pretrain_info.get("run_info", {}).get("images_per_s", 0.0))
+    pretrain, tune = checkpoint_run_info(args.pretrained), checkpoint_run_info(args.checkpoint)
+    wall = sum(float(info.get("train_wall_time_s", 0.0)) for info in (pretrain, tune))
+    run_info = {**tune, "train_wall_time_s": wall}  # both phases' training time
+    images_per_s = float(pretrain.get("images_per_s", 0.0))  # the masked phase's
     write_metrics(
         args.metrics,
         evaluated_run(

@@ -73,8 +73,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import torch
-
+    from workflow.common.training import checkpoint_run_info
     from workflow.sequence.evaluate import predict_genes
     from workflow.sequence.metrics import HIGHER_IS_BETTER, expression_metrics
 
@@ -84,9 +83,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = expression_metrics(predictions["label"].to_numpy(), predictions["prediction"])
     with atomic_path(args.predictions) as tmp:
         predictions.to_parquet(tmp, index=False)
-    run_info = torch.load(args.checkpoint, map_location="cpu", weights_only=False).get(
-        "run_info", {}
-    )
+    run_info = checkpoint_run_info(args.checkpoint)
     write_metrics(
         args.metrics,
         evaluated_run(

@@ -106,8 +106,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import torch
-
+    from workflow.common.training import checkpoint_run_info
     from workflow.wsi.evaluate import predict_slides
     from workflow.wsi.metrics import HIGHER_IS_BETTER, slide_metrics
     from workflow.wsi.prepare import split_files
@@ -117,9 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = slide_metrics(predictions["label"].to_numpy(), predictions["prob"].to_numpy())
     with atomic_path(args.predictions) as tmp:
         predictions.to_parquet(tmp, index=False)
-    run_info = torch.load(args.checkpoint, map_location="cpu", weights_only=False).get(
-        "run_info", {}
-    )
+    run_info = checkpoint_run_info(args.checkpoint)
     write_metrics(
         args.metrics,
         evaluated_run(

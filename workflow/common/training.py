@@ -221,6 +221,11 @@ def publish_checkpoint(source: Path, final: Path, run_info: dict[str, Any]) -> N
         torch.save(checkpoint, tmp)
 
 
+def checkpoint_run_info(path: str | Path) -> dict[str, Any]:
+    """The ``run_info`` that :func:`publish_checkpoint` stored in a published checkpoint."""
+    return torch.load(path, map_location="cpu", weights_only=False).get("run_info", {})
+
+
 def publish_run(result: FitResult, final: Path, seed: int, **extra: Any) -> None:
     """:func:`publish_checkpoint` of a fit's selected checkpoint with the fit's run info."""
     publish_checkpoint(
