@@ -39,3 +39,20 @@ def test_cli_turns_input_error_into_one_line(capsys):
     err = capsys.readouterr().err
     assert err.strip() == "error: data/x.json: malformed JSON"
     assert "Traceback" not in err
+
+
+def test_run_info_of_a_missing_or_damaged_checkpoint_is_an_input_error(tmp_path):
+    import torch
+
+    from workflow.common.training import checkpoint_run_info, publish_checkpoint
+
+    source = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {}}, source)
+    publish_checkpoint(source, tmp_path / "final.ckpt", {"world_size": 2})
+    assert checkpoint_run_info(tmp_path / "final.ckpt") == {"world_size": 2}
+    assert checkpoint_run_info(source) == {}
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((tmp_path / "final.ckpt").read_bytes()[:40])
+    for path in (tmp_path / "missing.ckpt", truncated):
+        with pytest.raises(InputError, match="not a readable checkpoint"):
+            checkpoint_run_info(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from workflow.common.atomic import atomic_path
+from workflow.common.errors import InputError
 
 log = logging.getLogger("lsai.training")
 
@@ -223,7 +225,13 @@ def publish_checkpoint(source: Path, final: Path, run_info: dict[str, Any]) -> N
 
 def checkpoint_run_info(path: str | Path) -> dict[str, Any]:
     """The ``run_info`` that :func:`publish_checkpoint` stored in a published checkpoint."""
-    return torch.load(path, map_location="cpu", weights_only=False).get("run_info", {})
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise InputError(path, f"not a readable checkpoint: {err}") from None
+    if not isinstance(checkpoint, dict):
+        raise InputError(path, "not a checkpoint (no dict inside)")
+    return checkpoint.get("run_info", {})
 
 
 def publish_run(result: FitResult, final: Path, seed: int, **extra: Any) -> None:
