@@ -1,8 +1,17 @@
-# FLIP on img2dataset shards: demo -> filter (per shard group) -> pretrain (masked) -> tune
-# (unmasked) -> evaluate (zero-shot, linear probe) -> figures.
+# FLIP on img2dataset shards: demo -> hash (per shard group) -> dedup (all groups) -> filter
+# (per shard group) -> pretrain (masked) -> tune (unmasked) -> evaluate (zero-shot, linear
+# probe) -> figures.
 # Every rule calls `python scripts/flip.py <stage>`; the logic lives in workflow/flip.
 
-from workflow.flip.sources import FILTERED, filtered_folders, input_groups, val_folder
+from workflow.flip.sources import (
+    DUPLICATES,
+    FILTERED,
+    HASHES,
+    filtered_folders,
+    hash_tables,
+    input_groups,
+    val_folder,
+)
 
 FLIP_ENV = "../envs/flip.yaml"
 FLIP = config["flip"]
@@ -31,9 +40,48 @@ rule flip_demo:
         "--settings {params.settings:q} > {log} 2>&1"
 
 
-rule flip_filter:
+rule flip_hash:
     input:
         lambda wc: dataset_inputs("flip", wc.dataset),
+    output:
+        HASHES,
+    params:
+        shards=lambda wc: input_groups(FLIP, wc.dataset)[int(wc.group)],
+        settings=lambda wc: as_json(FLIP["filter"]),
+    log:
+        "logs/flip_hash/{dataset}_group{group}.log",
+    benchmark:
+        "benchmarks/flip_hash/{dataset}_group{group}.tsv"
+    conda:
+        FLIP_ENV
+    resources:
+        **resource_class("CPU_PREP"),
+    shell:
+        "python scripts/flip.py hash --shards {params.shards} --out {output} "
+        "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule flip_dedup:
+    input:
+        lambda wc: hash_tables(FLIP, wc.dataset),
+    output:
+        DUPLICATES,
+    log:
+        "logs/flip_dedup/{dataset}.log",
+    benchmark:
+        "benchmarks/flip_dedup/{dataset}.tsv"
+    conda:
+        FLIP_ENV
+    resources:
+        **resource_class("CPU_PREP"),
+    shell:
+        "python scripts/flip.py dedup --hashes {input} --out {output} > {log} 2>&1"
+
+
+rule flip_filter:
+    input:
+        data=lambda wc: dataset_inputs("flip", wc.dataset),
+        duplicates=DUPLICATES,
     output:
         directory(FILTERED),
     params:
@@ -50,7 +98,8 @@ rule flip_filter:
         **resource_class("CPU_PREP"),
     shell:
         "python scripts/flip.py filter --shards {params.shards} --out {output} "
-        "--settings {params.settings:q} --on-bad-sample {params.policy} > {log} 2>&1"
+        "--duplicates {input.duplicates} --settings {params.settings:q} "
+        "--on-bad-sample {params.policy} > {log} 2>&1"
 
 
 rule flip_pretrain:

@@ -43,10 +43,30 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def cmd_hash(args: argparse.Namespace) -> None:
+    from workflow.flip.dedup import hash_group
+
+    n = hash_group(args.shards, args.settings, args.out)
+    log.info("hash: %d candidate samples in %d shards -> %s", n, len(args.shards), args.out)
+
+
+def cmd_dedup(args: argparse.Namespace) -> None:
+    from workflow.flip.dedup import find_later_copies
+
+    counts = find_later_copies(args.hashes, args.out)
+    log.info(
+        "dedup: %d candidates, %d distinct images, %d later copies (%d across groups) -> %s",
+        counts["candidates"], counts["images"], counts["later_copies"],
+        counts["across_groups"], args.out,
+    )  # fmt: skip
+
+
 def cmd_filter(args: argparse.Namespace) -> None:
+    from workflow.flip.dedup import read_later_copies
     from workflow.flip.filter import filter_shards
 
-    counts = filter_shards(args.shards, args.out, args.settings, args.on_bad_sample)
+    later = read_later_copies(args.duplicates, args.shards) if args.duplicates else None
+    counts = filter_shards(args.shards, args.out, args.settings, args.on_bad_sample, later)
     dropped = {k: v for k, v in counts["dropped"].items() if v}
     log.info(
         "filter: kept %d of %d samples -> %d shards in %s; dropped %s",
@@ -137,6 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(p, "flip_demo", "the config's flip.demo section")
 
     p = stage(
+        "hash", cmd_hash,
+        "list the sha256 of every sample whose metadata and caption pass (one filter group)",
+    )  # fmt: skip
+    p.add_argument(
+        "--shards", type=Path, nargs="+", required=True, help="input .tar shards, in order"
+    )
+    p.add_argument("--out", type=Path, required=True, help="hash table (.parquet) to write")
+    add_settings(p, "flip_filter", "the config's flip.filter section")
+
+    p = stage(
+        "dedup", cmd_dedup,
+        "find the samples whose image an earlier shard already has, over every filter group",
+    )  # fmt: skip
+    p.add_argument(
+        "--hashes", type=Path, nargs="+", required=True,
+        help="the hash stage's tables, in group order",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="duplicates.parquet to write")
+
+    p = stage(
         "filter", cmd_filter,
         "drop NSFW, low-similarity, tiny, extreme-aspect, captionless, duplicate and damaged "
         "samples; write new shards, dropped.parquet and counts.json",
@@ -145,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--shards", type=Path, nargs="+", required=True, help="input .tar shards, in order"
     )
     p.add_argument("--out", type=Path, required=True, help="folder of the filtered shards")
+    p.add_argument(
+        "--duplicates", type=Path,
+        help="the dedup stage's duplicates.parquet (default: duplicates within --shards only)",
+    )  # fmt: skip
     p.add_argument(
         "--on-bad-sample", choices=["skip", "fail"], default="skip",
         help="what to do with a damaged sample (default: skip and count it)",

@@ -171,9 +171,12 @@ def test_leonardo_flip_pretrains_on_the_4_gpus_of_a_node(leonardo):
             assert res["slurm_partition"] == "boost_usr_prod" and res["gres"] == "gpu:4"
             assert res["tasks_per_node"] == "4" and res["nodes"] == "1"
     assert not rules_of(leonardo, "flip_pretrain", "flip_tune")  # no single-GPU pre-training
-    filters = rules_of(leonardo, "flip_filter")
-    assert len(filters) == 42  # 41,408 shards in groups of 1000, fixed before any job runs
-    assert all(r["slurm_partition"] == "dcgp_usr_prod" for r in filters)
+    for rule in ("flip_hash", "flip_filter"):
+        jobs = rules_of(leonardo, rule)
+        assert len(jobs) == 42  # 41,408 shards in groups of 1000, fixed before any job runs
+        assert all(r["slurm_partition"] == "dcgp_usr_prod" for r in jobs)
+    dedup = rules_of(leonardo, "flip_dedup")  # one job over every group's hashes
+    assert len(dedup) == 1 and dedup[0]["slurm_partition"] == "dcgp_usr_prod"
     assert not rules_of(leonardo, "flip_demo")
 
 

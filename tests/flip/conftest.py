@@ -8,8 +8,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from workflow.flip.demo import DemoSettings, write_demo
+from workflow.flip.demo import DemoSettings, jpeg, write_demo
 from workflow.flip.filter import filter_shards
 from workflow.flip.layout import list_shards
 
@@ -50,6 +51,7 @@ def tar_samples(path: Path) -> list[tuple[str, dict[str, bytes]]]:
 
 def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> Path:
     """A shard of the given members, written with plain tarfile (sorted by extension)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w") as tar:
         for key, members in samples:
             for ext, data in sorted(members.items()):
@@ -57,3 +59,17 @@ def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> Path:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def sample(key: str = "000000001", **change: bytes | None) -> tuple[str, dict[str, bytes]]:
+    """One good sample (64 x 64 JPEG, caption, metadata), members changed or (None) removed."""
+    img = Image.new("RGB", (64, 64), (200, 30, 30))
+    img.putpixel((int(key) % 64, 0), (0, 0, 0))  # distinct bytes per key
+    meta = {"key": key, "NSFW": "UNLIKELY", "similarity": 0.35, "caption": "a red square"}
+    members = {"jpg": jpeg(img, 90), "txt": b"a red square", "json": json.dumps(meta).encode()}
+    for ext, data in change.items():
+        if data is None:
+            members.pop(ext)
+        else:
+            members[ext] = data
+    return key, members

@@ -15,10 +15,10 @@ import webdataset as wds
 from PIL import Image
 
 from tests.conftest import ROOT
-from tests.flip.conftest import FILTER, tar_samples, write_tar
+from tests.flip.conftest import FILTER, sample, tar_samples, write_tar
 from workflow.common.config import stage_settings
 from workflow.common.errors import BadSample, InputError
-from workflow.flip.demo import FILTER_ASSUMES, PLANTED, bomb_header, jpeg
+from workflow.flip.demo import FILTER_ASSUMES, PLANTED, bomb_header
 from workflow.flip.filter import DEFAULTS, REASONS, filter_shards
 from workflow.flip.layout import PARQUET_COLUMNS, list_shards, shard_files
 
@@ -86,20 +86,6 @@ def test_settings_move_the_thresholds(flip_demo, flip_manifest, tmp_path):
     assert counts["kept"] == flip_manifest["good"] + 4 * 2
     assert stage_settings({}, "flip_filter") == DEFAULTS
     assert FILTER_ASSUMES.items() <= DEFAULTS.items()  # the demo plants against the defaults
-
-
-def sample(key: str = "000000001", **change: bytes | None) -> tuple[str, dict[str, bytes]]:
-    """One good sample (64 x 64 JPEG, caption, metadata), members changed or (None) removed."""
-    img = Image.new("RGB", (64, 64), (200, 30, 30))
-    img.putpixel((int(key) % 64, 0), (0, 0, 0))  # distinct bytes per key
-    meta = {"key": key, "NSFW": "UNLIKELY", "similarity": 0.35, "caption": "a red square"}
-    members = {"jpg": jpeg(img, 90), "txt": b"a red square", "json": json.dumps(meta).encode()}
-    for ext, data in change.items():
-        if data is None:
-            members.pop(ext)
-        else:
-            members[ext] = data
-    return key, members
 
 
 GOOD_JPG = sample()[1]["jpg"]
@@ -215,6 +201,15 @@ def test_cli_filters_the_demo(flip_demo, flip_manifest, tmp_path):
 
 
 def test_cli_help_for_every_stage():
-    for stage in ([], ["demo"], ["filter"]):
+    for stage in (
+        [],
+        ["demo"],
+        ["hash"],
+        ["dedup"],
+        ["filter"],
+        ["train"],
+        ["evaluate"],
+        ["figures"],
+    ):
         result = subprocess.run(script(*stage, "--help"), capture_output=True, text=True)
         assert result.returncode == 0 and "usage:" in result.stdout

@@ -29,6 +29,8 @@ def test_flip_dag_end_to_end(tmp_path):
     planted = {reason: len(keys) for reason, keys in demo["planted"].items()}
     assert {k: v for k, v in counts["dropped"].items() if v} == planted  # exactly the planted
     assert counts["kept"] == demo["good"] and len(list_shards(results / "filtered/group0")) >= 2
+    duplicates = pd.read_parquet(results / "dedup/duplicates.parquet")
+    assert sorted(duplicates.key) == sorted(demo["planted"]["duplicate"])
 
     runs = results.glob("*/seed0/metrics.json")
     records = {p.parent.parent.name: json.loads(p.read_text()) for p in runs}

@@ -313,8 +313,8 @@ def test_flip_pretraining_runs_two_ranks_with_gathered_features(dag, cluster, wo
     target = "results/flip/demo/flip_ddp/seed0/metrics.json"
     run(cluster, workdir, target, configs=[*CONFIGS, "tests/slurm/flip.yaml"])
     new = {r["rule"]: r for r in jobs(cluster) if r["JobId"] not in seen}
-    assert set(new) == {"flip_demo", "flip_filter", "flip_pretrain_ddp", "flip_tune_ddp",
-                        "flip_evaluate"}  # fmt: skip
+    assert set(new) == {"flip_demo", "flip_hash", "flip_dedup", "flip_filter",
+                        "flip_pretrain_ddp", "flip_tune_ddp", "flip_evaluate"}  # fmt: skip
     for rule in ("flip_pretrain_ddp", "flip_tune_ddp"):
         record = new[rule]
         assert record["JobState"] == "COMPLETED" and int(record["NumTasks"]) == 2

@@ -20,7 +20,8 @@ so every dropped sample counts under exactly one reason:
 * ``undecodable``: no ``KEY.jpg``, or PIL cannot verify and fully load it (truncated or
   corrupt; damage);
 * ``duplicate``: the sha256 of the image bytes equals that of a sample kept earlier (in
-  ``shards`` order, over all of them); checked last, so the first good copy is the one kept.
+  ``shards`` order, over all of them, and, with the dedup index of workflow/flip/dedup.py,
+  over every earlier filter group); checked last, so the first good copy is the one kept.
 
 "Damage" reasons follow ``on_bad_sample``: ``skip`` counts them, ``fail`` stops with a
 BadSample naming the shard and the key. A whole damaged file (missing, not a tar, truncated)
@@ -39,7 +40,7 @@ import os
 import tarfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +149,9 @@ def decodes(data: bytes) -> None:
         raise Drop("undecodable", f"{type(err).__name__}: {err}") from None
 
 
-def check_sample(sample: dict[str, bytes], s: dict[str, Any], kept_sha: set[str]) -> tuple:
-    """(meta, caption, sha256) of a sample to keep; raises ``Drop`` with the first reason of
-    ``REASONS`` that holds."""
+def check_text(sample: dict[str, bytes], s: dict[str, Any]) -> tuple[dict, str]:
+    """(meta, caption) of a sample whose metadata and caption pass; raises ``Drop`` with the
+    first of the reasons before the image's that holds."""
     try:
         meta = json.loads(sample[META_EXT])
         if not isinstance(meta, dict):
@@ -173,7 +174,12 @@ def check_sample(sample: dict[str, bytes], s: dict[str, Any], kept_sha: set[str]
     similarity = meta.get("similarity")
     if not isinstance(similarity, int | float) or similarity < s["min_similarity"]:
         raise Drop("low_similarity", f"similarity {similarity} < {s['min_similarity']}")
-    data = sample.get(IMAGE_EXT)
+    return meta, caption
+
+
+def check_image(data: bytes | None, s: dict[str, Any]) -> None:
+    """Raises ``Drop`` with the first image reason that holds. Each depends on the image
+    bytes alone, so copies of one image pass or fail together (workflow/flip/dedup.py)."""
     if data is None:
         raise Drop("undecodable", f"no .{IMAGE_EXT} member")
     w, h = image_size(data, s["max_pixels"])
@@ -182,9 +188,21 @@ def check_sample(sample: dict[str, bytes], s: dict[str, Any], kept_sha: set[str]
     if max(w, h) / min(w, h) > s["max_aspect"]:
         raise Drop("extreme_aspect", f"{w}x{h} px, aspect > {s['max_aspect']}")
     decodes(data)
+
+
+def check_sample(
+    sample: dict[str, bytes], s: dict[str, Any], kept: Mapping[str, str], earlier: str | None = None
+) -> tuple:
+    """(meta, caption, sha256) of a sample to keep; raises ``Drop`` with the first reason of
+    ``REASONS`` that holds. ``kept`` maps the sha256 of every image kept so far to where it
+    is; ``earlier`` names this sample's first copy when dedup found one in an earlier group."""
+    meta, caption = check_text(sample, s)
+    data = sample.get(IMAGE_EXT)
+    check_image(data, s)
     sha = hashlib.sha256(data).hexdigest()
-    if sha in kept_sha:
-        raise Drop("duplicate", f"sha256 {sha[:16]}... seen before")
+    first = kept.get(sha) or earlier
+    if first:
+        raise Drop("duplicate", f"same image (sha256 {sha[:16]}...) as {first}")
     return meta, caption, sha
 
 
@@ -251,11 +269,19 @@ class _Output:
 
 
 def filter_shards(
-    shards: list[Path], out_dir: Path, settings: dict[str, Any], policy: str = "skip"
+    shards: list[Path],
+    out_dir: Path,
+    settings: dict[str, Any],
+    policy: str = "skip",
+    later_copies: Mapping[tuple[str, str], str] | None = None,
 ) -> dict[str, Any]:
     """Filter ``shards`` (in order) into ``out_dir``; return what ``counts.json`` holds:
     ``samples``, ``kept``, ``dropped`` per reason (every reason, zeros included),
-    ``shards`` (the same per input shard) and ``output_shards``."""
+    ``shards`` (the same per input shard) and ``output_shards``.
+
+    Duplicates are found within ``shards``; ``later_copies`` ((shard, key) -> where the first
+    copy is, from workflow/flip/dedup.py) adds those whose first copy is in an earlier group.
+    """
     s = {**DEFAULTS, **settings}
     if policy not in ("skip", "fail"):
         raise InputError("--on-bad-sample", f"unknown policy {policy!r} (skip or fail)")
@@ -264,7 +290,8 @@ def filter_shards(
             raise InputError(path, "no such shard file")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    kept_sha: set[str] = set()
+    kept: dict[str, str] = {}
+    later_copies = later_copies or {}
     dropped: list[dict] = []
     total = {r: 0 for r in REASONS}
     per_shard: dict[str, dict] = {}
@@ -278,7 +305,8 @@ def filter_shards(
             for key, sample in tqdm(samples, desc=path.name, mininterval=5, leave=False):
                 counts["samples"] += 1
                 try:
-                    meta, _, sha = check_sample(sample, s, kept_sha)
+                    earlier = later_copies.get((str(path), key))
+                    meta, _, sha = check_sample(sample, s, kept, earlier)
                 except Drop as drop:
                     if drop.reason in DAMAGE and policy == "fail":
                         raise BadSample(path, f"sample {key}: {drop}") from None
@@ -291,7 +319,7 @@ def filter_shards(
                     if len(dropped) <= 20:
                         log.warning("dropped %s %s: %s", path.name, key, drop)
                     continue
-                kept_sha.add(sha)
+                kept[sha] = f"{path.name}/{key}"
                 counts["kept"] += 1
                 out.write(key, sample, meta)
             per_shard[str(path)] = counts

@@ -10,6 +10,8 @@ from workflow.flip.filter import DEFAULTS
 from workflow.flip.layout import expand_shards, shard_groups, shard_stem
 
 FILTERED = "results/flip/{dataset}/filtered/group{group}"
+HASHES = "results/flip/{dataset}/dedup/group{group}.parquet"
+DUPLICATES = "results/flip/{dataset}/dedup/duplicates.parquet"
 
 
 def input_groups(track_config: Mapping[str, Any], dataset: str) -> list[list[str]]:
@@ -23,6 +25,12 @@ def input_groups(track_config: Mapping[str, Any], dataset: str) -> list[list[str
         shards = expand_shards(entry["shards"])
     per_group = track_config["filter"].get("shards_per_group", DEFAULTS["shards_per_group"])
     return shard_groups(shards, int(per_group))
+
+
+def hash_tables(track_config: Mapping[str, Any], dataset: str) -> list[str]:
+    """The hash jobs' tables, in group order (the dedup job's input)."""
+    n = len(input_groups(track_config, dataset))
+    return [HASHES.format(dataset=dataset, group=g) for g in range(n)]
 
 
 def filtered_folders(track_config: Mapping[str, Any], dataset: str) -> list[str]:
