@@ -81,11 +81,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from workflow.distance.evaluate import load_checkpoint, predict
+    from workflow.common.training import read_checkpoint
+    from workflow.distance.evaluate import predict
     from workflow.distance.metrics import distance_metrics, higher_is_better
 
     started = time.monotonic()
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = read_checkpoint(args.checkpoint)
     predictions = predict(checkpoint, args.checkpoint, args.test_store)
     metrics = distance_metrics(
         predictions["distance"], predictions["prediction"], predictions["occlusion"]

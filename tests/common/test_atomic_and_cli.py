@@ -53,6 +53,13 @@ def test_run_info_of_a_missing_or_damaged_checkpoint_is_an_input_error(tmp_path)
     assert checkpoint_run_info(source) == {}
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes((tmp_path / "final.ckpt").read_bytes()[:40])
-    for path in (tmp_path / "missing.ckpt", truncated):
-        with pytest.raises(InputError, match="not a readable checkpoint"):
-            checkpoint_run_info(path)
+    torch.save([1, 2], tmp_path / "list.ckpt")
+    problems = {
+        "missing": "checkpoint not found",
+        "truncated": "not a readable checkpoint",
+        "list": r"not a checkpoint \(no dict inside\)",
+    }
+    for name, problem in problems.items():
+        with pytest.raises(InputError, match=problem) as err:
+            checkpoint_run_info(tmp_path / f"{name}.ckpt")
+        assert err.value.path == str(tmp_path / f"{name}.ckpt")

@@ -223,15 +223,24 @@ def publish_checkpoint(source: Path, final: Path, run_info: dict[str, Any]) -> N
         torch.save(checkpoint, tmp)
 
 
-def checkpoint_run_info(path: str | Path) -> dict[str, Any]:
-    """The ``run_info`` that :func:`publish_checkpoint` stored in a published checkpoint."""
+def read_checkpoint(path: str | os.PathLike[str], kind: str = "checkpoint") -> dict[str, Any]:
+    """A saved checkpoint's dict on the CPU, for every track's loaders; a missing, unreadable
+    or non-dict file is an InputError naming it (``kind``: what the caller expected)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{kind} not found")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise InputError(path, f"not a readable checkpoint: {err}") from None
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise InputError(path, f"not a readable {kind}: {err}") from None
     if not isinstance(checkpoint, dict):
-        raise InputError(path, "not a checkpoint (no dict inside)")
-    return checkpoint.get("run_info", {})
+        raise InputError(path, f"not a {kind} (no dict inside)")
+    return checkpoint
+
+
+def checkpoint_run_info(path: str | Path) -> dict[str, Any]:
+    """The ``run_info`` that :func:`publish_checkpoint` stored in a published checkpoint."""
+    return read_checkpoint(path).get("run_info", {})
 
 
 def publish_run(result: FitResult, final: Path, seed: int, **extra: Any) -> None:

@@ -9,19 +9,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workflow.common.errors import InputError
 from workflow.distance.data import make_dataset, make_loader
 from workflow.distance.models import load_network
 from workflow.distance.store import object_table
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except Exception as err:
-        raise InputError(path, f"not a readable checkpoint: {err}") from None
 
 
 def predict(

@@ -27,7 +27,7 @@ import torch
 from open_clip.loss import ClipLoss
 
 from workflow.common.errors import InputError
-from workflow.common.training import FitResult, TrainSettings, fit, publish_run
+from workflow.common.training import FitResult, TrainSettings, fit, publish_run, read_checkpoint
 from workflow.flip.data import ShardDataModule
 from workflow.flip.model import build_clip, image_transforms, model_settings, tokenizer
 
@@ -174,14 +174,11 @@ def tune_settings(settings: Mapping[str, Any], tune: Mapping[str, Any]) -> dict[
 
 
 def _checkpoint(path: str | PathLike[str]) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "checkpoint not found")
+    state = read_checkpoint(path, "FLIP model checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
         state["hyper_parameters"]["settings"], state["state_dict"]  # noqa: B018
-    except (KeyError, TypeError, RuntimeError, OSError, ValueError) as err:
-        raise InputError(path, f"not a FLIP model checkpoint: {err}") from None
+    except (KeyError, TypeError) as err:
+        raise InputError(path, f"not a FLIP model checkpoint: missing {err}") from None
     return state
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torchmetrics import PearsonCorrCoef
 
 from workflow.common.errors import InputError
-from workflow.common.training import TrainSettings, fit, publish_run
+from workflow.common.training import TrainSettings, fit, publish_run, read_checkpoint
 from workflow.sequence.data import GeneDataModule, split_file
 from workflow.sequence.models import build_model
 
@@ -114,16 +114,13 @@ def run_fold(settings: Mapping[str, Any], seed: int) -> int | None:
 
 def load_module(checkpoint: str | PathLike[str]) -> SequenceModule:
     """A trained module from ``final.ckpt``, in eval mode."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise InputError(path, "checkpoint not found")
+    state = read_checkpoint(checkpoint, "sequence model checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
         params = state["hyper_parameters"]
         module = SequenceModule(params["settings"], params["window"], params["protein_length"])
         module.load_state_dict(state["state_dict"])
-    except (KeyError, RuntimeError, OSError, ValueError) as err:
-        raise InputError(path, f"not a sequence model checkpoint: {err}") from None
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise InputError(checkpoint, f"not a sequence model checkpoint: {err}") from None
     return module.eval()
 
 

@@ -25,7 +25,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
 from workflow.common.errors import InputError
-from workflow.common.training import TrainSettings, fit, publish_run
+from workflow.common.training import TrainSettings, fit, publish_run, read_checkpoint
 from workflow.wsi.graph import load_graph
 from workflow.wsi.models import build_model, probability
 
@@ -219,16 +219,13 @@ def feature_dim(path: str | PathLike[str]) -> int:
 
 def load_module(checkpoint: str | PathLike[str]) -> WSIModule:
     """A trained module from a Lightning checkpoint (``final.ckpt``), in eval mode."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise InputError(path, "checkpoint not found")
+    state = read_checkpoint(checkpoint, "wsi model checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
         params = state["hyper_parameters"]
         module = WSIModule(params["settings"], params["in_dim"])
         module.load_state_dict(state["state_dict"])
-    except (KeyError, RuntimeError, OSError, ValueError) as err:
-        raise InputError(path, f"not a wsi model checkpoint: {err}") from None
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise InputError(checkpoint, f"not a wsi model checkpoint: {err}") from None
     return module.eval()
 
 
