@@ -145,6 +145,15 @@ def cmd_figures(args: argparse.Namespace) -> None:
     log.info("mask-ratio figure of %d runs -> %s", len(records), args.out)
 
 
+def add_shards(parser: argparse.ArgumentParser) -> None:
+    """What the hash and filter stages of one shard group share: its shards, the filter
+    settings (the hash stage applies their metadata and caption checks)."""
+    parser.add_argument(
+        "--shards", type=Path, nargs="+", required=True, help="input .tar shards, in order"
+    )
+    add_settings(parser, "flip_filter", "the config's flip.filter section")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, stage = stage_parser(__doc__)
 
@@ -160,11 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         "hash", cmd_hash,
         "list the sha256 of every sample whose metadata and caption pass (one filter group)",
     )  # fmt: skip
-    p.add_argument(
-        "--shards", type=Path, nargs="+", required=True, help="input .tar shards, in order"
-    )
+    add_shards(p)
     p.add_argument("--out", type=Path, required=True, help="hash table (.parquet) to write")
-    add_settings(p, "flip_filter", "the config's flip.filter section")
 
     p = stage(
         "dedup", cmd_dedup,
@@ -181,9 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         "drop NSFW, low-similarity, tiny, extreme-aspect, captionless, duplicate and damaged "
         "samples; write new shards, dropped.parquet and counts.json",
     )  # fmt: skip
-    p.add_argument(
-        "--shards", type=Path, nargs="+", required=True, help="input .tar shards, in order"
-    )
+    add_shards(p)
     p.add_argument("--out", type=Path, required=True, help="folder of the filtered shards")
     p.add_argument(
         "--duplicates", type=Path,
@@ -193,7 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--on-bad-sample", choices=["skip", "fail"], default="skip",
         help="what to do with a damaged sample (default: skip and count it)",
     )  # fmt: skip
-    add_settings(p, "flip_filter", "the config's flip.filter section")
 
     p = stage(
         "train", cmd_train,

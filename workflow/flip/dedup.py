@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path
 from workflow.common.errors import InputError
-from workflow.flip.filter import DEFAULTS, Drop, check_text, read_samples
+from workflow.flip.filter import DEFAULTS, Drop, check_text, read_samples, require_shards
 from workflow.flip.layout import IMAGE_EXT
 
 log = logging.getLogger("lsai.flip.dedup")
@@ -48,9 +48,7 @@ def hash_group(
     sample is no candidate (the filter counts it); a damaged shard file is an InputError."""
     s = {**DEFAULTS, **dict(settings)}
     rows: dict[str, list] = {"shard": [], "key": [], "sha256": []}
-    for path in map(Path, shards):
-        if not path.is_file():
-            raise InputError(path, "no such shard file")
+    require_shards(shards)
     for path in map(Path, shards):
         for key, sample in tqdm(read_samples(path), desc=path.name, mininterval=5, leave=False):
             data = sample.get(IMAGE_EXT)
@@ -85,9 +83,9 @@ def find_later_copies(hash_files: Sequence[str | PathLike[str]], out: Path) -> d
     counts: ``candidates``, ``images`` (distinct), ``later_copies`` and ``across_groups``
     (later copies whose first copy is in another group)."""
     tables = [_read_hashes(Path(p)) for p in hash_files]
-    group = np.concatenate([np.full(t.num_rows, g, np.int32) for g, t in enumerate(tables)])
     if not tables:
         raise InputError("hash_files", "no hash tables given")
+    group = np.concatenate([np.full(t.num_rows, g, np.int32) for g, t in enumerate(tables)])
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     n = table.num_rows
     table = table.append_column("row", pa.array(np.arange(n, dtype=np.int64)))

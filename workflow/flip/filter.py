@@ -40,7 +40,8 @@ import os
 import tarfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,13 @@ def read_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         raise InputError(path, f"not a readable tar (truncated or corrupt): {err}") from None
     except OSError as err:
         raise InputError(path, f"cannot read: {err}") from None
+
+
+def require_shards(shards: Sequence[str | PathLike[str]]) -> None:
+    """A missing shard stops a stage before any work (read_samples would stop it midway)."""
+    for path in shards:
+        if not Path(path).is_file():
+            raise InputError(path, "no such shard file")
 
 
 def image_size(data: bytes, max_pixels: int) -> tuple[int, int]:
@@ -285,9 +293,7 @@ def filter_shards(
     s = {**DEFAULTS, **settings}
     if policy not in ("skip", "fail"):
         raise InputError("--on-bad-sample", f"unknown policy {policy!r} (skip or fail)")
-    for path in shards:  # a missing shard stops before any work
-        if not Path(path).is_file():
-            raise InputError(path, "no such shard file")
+    require_shards(shards)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kept: dict[str, str] = {}
