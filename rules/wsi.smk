@@ -197,7 +197,9 @@ rule wsi_train:
         "benchmarks/wsi_train/{dataset}_{experiment}_seed{seed}.tsv"
     conda:
         WSI_ENV
-    threads: 2
+    # one torch thread: the MIL heads are small, so on a laptop two runs side by side beat one
+    # run on two threads (SLURM jobs get cpus_per_task)
+    threads: 1
     resources:
         **resource_class("GPU_1"),
     shell:

@@ -10,7 +10,7 @@ from workflow.common.config import (
     experiment_settings,
     validate_config,
 )
-from workflow.common.experiments import runs
+from workflow.common.experiments import run_settings, runs
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -47,6 +47,9 @@ def test_leonardo_experiments_do_not_inherit_the_demos_shortcuts():
             settings = experiment_settings(config[track], name)
             assert settings.get("max_epochs") == own.get("max_epochs", epochs), (track, name)
             assert settings.get("folds") == own.get("folds"), (track, name)
+    for track in config["tracks"]:  # a variant the demo leaves out still runs on Leonardo
+        for name in config[track]["experiments"]:
+            assert experiment_settings(config[track], name).get("enabled", True), (track, name)
 
 
 def test_unknown_key_is_named():
@@ -79,6 +82,19 @@ def test_runs_expand_experiments_and_seeds():
     got = {(r.experiment, r.seed) for r in runs(config, "distance")}
     assert ("wide", 4) in got and ("wide", 5) in got and ("mean", 0) in got
     assert ("disnet", 2) in got
+
+
+def test_disabled_experiments_leave_the_runs_but_keep_their_settings():
+    config = validate_config(default_config(), SCHEMA)
+    config["distance"]["experiments"]["zhu"]["enabled"] = False
+    assert "zhu" not in {r.experiment for r in runs(config, "distance")}
+    assert "enabled" not in run_settings(config["distance"], "zhu")  # not part of training
+    config["distance"]["train"]["enabled"] = False  # every experiment off unless it opts in
+    config["distance"]["experiments"]["mean"]["enabled"] = True
+    assert {r.experiment for r in runs(config, "distance")} == {"mean"}
+    config["distance"]["experiments"]["mean"]["enabled"] = "no"
+    with pytest.raises(ConfigError, match="enabled"):
+        validate_config(config, SCHEMA)
 
 
 def test_dataset_without_root_is_rejected():

@@ -1,4 +1,4 @@
-"""Expansion of a track's config into runs: enabled dataset x experiment x seed.
+"""Expansion of a track's config into runs: enabled dataset x enabled experiment x seed.
 
 Used by rules/common.smk to build target lists, and testable without Snakemake.
 """
@@ -84,22 +84,33 @@ SERVES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], bool]] = {
 }
 
 
+def enabled_experiments(track_config: Mapping[str, Any]) -> list[str]:
+    """Experiments that `all` and the report include: `enabled: false` keeps one in the config
+    (a variant for the cluster, say) while leaving it out; its outputs can still be named."""
+    return [
+        name
+        for name in track_config["experiments"]
+        if experiment_settings(track_config, name).get("enabled", True)
+    ]
+
+
 def runs(config: Mapping[str, Any], track: str) -> list[Run]:
     track_config = config[track]
     serves = SERVES.get(track, lambda dataset, settings: True)
     return [
         Run(track, dataset, experiment, seed)
         for dataset in enabled_datasets(track, track_config)
-        for experiment in track_config["experiments"]
+        for experiment in enabled_experiments(track_config)
         if serves(track_config["datasets"][dataset], experiment_settings(track_config, experiment))
         for seed in experiment_seeds(track_config, experiment, config["seeds"])
     ]
 
 
 def run_settings(track_config: Mapping[str, Any], experiment: str) -> dict[str, Any]:
-    """What a run is trained with: defaults + overrides, without the seed list."""
+    """What a run is trained with: defaults + overrides, without the seed list or switch."""
     settings = experiment_settings(track_config, experiment)
     settings.pop("seeds", None)
+    settings.pop("enabled", None)
     return settings
 
 
