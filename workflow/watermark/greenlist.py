@@ -1,0 +1,168 @@
+"""Seeding schemes and green lists, bit-compatible with the reference code of Kirchenbauer et al.
+
+The reference is github.com/jwkirchenbauer/lm-watermarking (``extended_watermark_processor.py``
+and ``alternative_prf_schemes.py``). Our two schemes equal its seeding-scheme strings:
+
+* ``lefthash`` = ``"lefthash"`` = ``"simple_1"`` = ``"ff-additive_prf-1-False-15485863"``:
+  the seed is ``key * previous token id``.
+* ``selfhash`` = ``"selfhash"`` = ``"algorithm-3"`` = ``"ff-anchored_minhash_prf-4-True-15485863"``:
+  the PRF sees the 3 previous tokens plus the candidate token itself (context width 4 counts
+  the candidate, since the reference appends it before taking the last 4 ids) and returns
+  ``min_i key * hashint(x_i) * hashint(x_candidate)`` in wrapping int64 arithmetic.
+
+``hashint`` is the reference's ``hashint``: a lookup in a fixed permutation of 1,000,003
+integers drawn by ``torch.randperm`` from a CPU generator seeded with 2971215073, plus one. (The
+reference also holds a Jenkins-style avalanche hash, ``_hashint_avalanche_*``, but no scheme
+calls it.)
+
+The green list of a seed is the first ``int(gamma * vocab_size)`` ids of ``torch.randperm``
+from a generator seeded with ``seed % (2**64 - 1)`` (the reference's ``select_green_tokens=True``).
+The reference draws on the model's device, and CUDA and CPU generators give different
+permutations; we always draw on the CPU so that GPU generation and CPU detection agree. Text
+watermarked by the reference on a GPU is therefore not detected here (nor by the reference on
+a CPU), and green lists may change if a torch release changes ``randperm``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+DEFAULT_KEY = 15485863
+HASH_TABLE_SEED = 2971215073  # the reference's "fib47 is prime"
+HASH_TABLE_SIZE = 1_000_003
+SEED_MODULUS = 2**64 - 1  # the reference's guard before Generator.manual_seed
+MASK_CACHE_SIZE = 2048  # masks are vocab_size bytes each: about 100 MB for a 50k vocabulary
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """How a token's context becomes a seed; field names follow the reference's seeding props."""
+
+    name: str
+    context_width: int  # ids fed to the PRF; with self_salt the candidate token is one of them
+    self_salt: bool
+    prf: str
+
+    @property
+    def lookback(self) -> int:
+        """Previous tokens a scored token needs (the candidate is not 'previous')."""
+        return self.context_width - int(self.self_salt)
+
+    def reference_name(self, key: int = DEFAULT_KEY) -> str:
+        """The reference's free-form seeding-scheme string for this scheme and key."""
+        return f"ff-{self.prf}-{self.context_width}-{self.self_salt}-{key}"
+
+
+SCHEMES = {
+    "lefthash": Scheme("lefthash", context_width=1, self_salt=False, prf="additive_prf"),
+    "selfhash": Scheme("selfhash", context_width=4, self_salt=True, prf="anchored_minhash_prf"),
+}
+
+
+def scheme(name: str | Scheme) -> Scheme:
+    """Look a scheme up by name; a typo must fail loudly, not detect nothing."""
+    if isinstance(name, Scheme):
+        return name
+    if name not in SCHEMES:
+        known = ", ".join(SCHEMES)
+        raise ValueError(f"unknown seeding scheme {name!r} (known: {known})")
+    return SCHEMES[name]
+
+
+def check_gamma(gamma: float) -> None:
+    """gamma outside (0, 1) makes the z-score's variance zero or negative."""
+    if not 0.0 < gamma < 1.0:
+        raise ValueError(f"gamma must lie strictly between 0 and 1, got {gamma}")
+
+
+def greenlist_size(vocab_size: int, gamma: float) -> int:
+    """Number of green ids; truncation (not rounding) as in the reference."""
+    return int(vocab_size * gamma)
+
+
+@functools.cache
+def hash_table() -> torch.Tensor:
+    """The reference's fixed permutation table, built once (about 8 MB)."""
+    rng = torch.Generator(device="cpu")
+    rng.manual_seed(HASH_TABLE_SEED)
+    return torch.randperm(HASH_TABLE_SIZE, generator=rng)
+
+
+def hashint(values: torch.Tensor) -> torch.Tensor:
+    """Reference ``hashint``: table lookup with a floor modulo, so negative ids hash too."""
+    return hash_table()[values.cpu().long() % HASH_TABLE_SIZE] + 1
+
+
+def prf_seeds(windows: torch.Tensor, sch: Scheme, key: int = DEFAULT_KEY) -> torch.Tensor:
+    """Seeds (int64, before the 2**64-1 modulo) for PRF inputs ``windows[..., context_width]``."""
+    windows = windows.cpu().long()
+    if windows.shape[-1] != sch.context_width:
+        raise ValueError(f"{sch.name} needs windows of {sch.context_width} ids")
+    if sch.prf == "additive_prf":
+        return key * windows.sum(dim=-1)
+    if sch.prf == "anchored_minhash_prf":
+        hashed = hashint(windows)
+        # int64 products wrap around exactly as in the reference's tensor arithmetic
+        return (key * hashed * hashed[..., -1:]).amin(dim=-1)
+    raise ValueError(f"unsupported PRF {sch.prf!r}")
+
+
+def green_list(seed: int, vocab_size: int, gamma: float) -> torch.Tensor:
+    """Green ids of a seed, in permutation order."""
+    rng = torch.Generator(device="cpu")  # CPU always: see the module docstring
+    rng.manual_seed(int(seed) % SEED_MODULUS)
+    return torch.randperm(vocab_size, generator=rng)[: greenlist_size(vocab_size, gamma)]
+
+
+@functools.lru_cache(maxsize=MASK_CACHE_SIZE)
+def _cached_mask(seed: int, vocab_size: int, gamma: float) -> torch.Tensor:
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    mask[green_list(seed, vocab_size, gamma)] = True
+    return mask
+
+
+def green_mask(seed: int, vocab_size: int, gamma: float) -> torch.Tensor:
+    """Boolean green mask over the vocabulary, LRU-cached: callers must not modify it."""
+    return _cached_mask(int(seed), int(vocab_size), float(gamma))
+
+
+def is_green(
+    seeds: torch.Tensor, targets: torch.Tensor, vocab_size: int, gamma: float
+) -> torch.Tensor:
+    """Whether each target is green under its seed; one permutation per unique seed.
+
+    Ids outside the vocabulary (e.g. padding rows of a model's output layer) are never green.
+    """
+    shape = seeds.shape
+    seeds, targets = seeds.reshape(-1).cpu(), targets.reshape(-1).cpu().long()
+    out = torch.zeros(seeds.numel(), dtype=torch.bool)
+    if seeds.numel() == 0:
+        return out.reshape(shape)
+    in_vocab = (targets >= 0) & (targets < vocab_size)
+    safe_targets = targets.clamp(0, vocab_size - 1)
+    unique, inverse = torch.unique(seeds, return_inverse=True)
+    order = torch.argsort(inverse, stable=True)
+    stops = torch.bincount(inverse, minlength=unique.numel()).cumsum(0).tolist()
+    start = 0
+    for seed, stop in zip(unique.tolist(), stops, strict=True):
+        rows = order[start:stop]
+        out[rows] = green_mask(seed, vocab_size, gamma)[safe_targets[rows]]
+        start = stop
+    return (out & in_vocab).reshape(shape)
+
+
+def ngrams(ids: torch.Tensor, sch: Scheme) -> torch.Tensor:
+    """Rows ``ids[t - lookback : t + 1]`` for every t >= lookback: context then scored token."""
+    ids = ids.cpu().long()
+    width = sch.lookback + 1
+    if ids.numel() < width:
+        return torch.empty((0, width), dtype=torch.long)
+    return ids.unfold(0, width, 1)
+
+
+def prf_inputs(rows: torch.Tensor, sch: Scheme) -> torch.Tensor:
+    """PRF windows of n-gram rows: self-salted schemes include the scored token itself."""
+    return rows if sch.self_salt else rows[..., :-1]

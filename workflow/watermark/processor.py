@@ -1,0 +1,85 @@
+"""Logits processor that biases generation towards green tokens (soft watermark, delta > 0).
+
+Equivalent to the reference ``WatermarkLogitsProcessor`` but batched: seeds of all rows (and of
+all candidates, for self-salted schemes) are computed with tensor ops and each unique seed's
+green mask is drawn once, on the CPU, whatever the device of the scores.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor
+
+from workflow.watermark import greenlist
+from workflow.watermark.greenlist import DEFAULT_KEY, Scheme, green_mask, is_green, prf_seeds
+
+#: The reference's rejection sampling checks only the most likely candidates ("fixed_compute").
+#: Its loop breaks after index 40, i.e. it checks 41; transformers' port checks 40. Only the
+#: strength of the bias depends on this, never what a detector sees as green.
+SELF_SALT_CANDIDATES = 40
+
+
+class WatermarkLogitsProcessor(LogitsProcessor):
+    """Add ``delta`` to the logits of green tokens; pass to ``generate(logits_processor=...)``.
+
+    ``vocab_size`` must be the one detection uses (the reference uses the tokenizer's vocabulary
+    size); extra columns of ``scores`` (padded output layers) are never biased.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        gamma: float,
+        delta: float,
+        scheme: str | Scheme,
+        key: int = DEFAULT_KEY,
+        self_salt_candidates: int = SELF_SALT_CANDIDATES,
+    ) -> None:
+        greenlist.check_gamma(gamma)
+        if self_salt_candidates < 1:
+            raise ValueError("self_salt_candidates must be at least 1")
+        self.vocab_size = vocab_size
+        self.gamma = gamma
+        self.delta = delta
+        self.scheme = greenlist.scheme(scheme)
+        self.key = key
+        self.self_salt_candidates = self_salt_candidates
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[-1] < self.vocab_size:
+            raise ValueError(
+                f"scores have {scores.shape[-1]} columns < vocab_size {self.vocab_size}"
+            )
+        if input_ids.shape[-1] < self.scheme.lookback:
+            return scores  # not enough context to seed; the reference would raise
+        context = input_ids[:, input_ids.shape[-1] - self.scheme.lookback :].cpu()
+        if self.scheme.self_salt:
+            green = self._self_salted_green(context, scores)
+        else:
+            green = self._green(context, scores.shape[-1])
+        return scores + self.delta * green.to(device=scores.device, dtype=scores.dtype)
+
+    def _green(self, context: torch.Tensor, width: int) -> torch.Tensor:
+        """Green masks of each row's seed, padded to the width of the scores."""
+        seeds = prf_seeds(context, self.scheme, self.key).tolist()
+        masks = {seed: green_mask(seed, self.vocab_size, self.gamma) for seed in set(seeds)}
+        green = torch.zeros((len(seeds), width), dtype=torch.bool)
+        green[:, : self.vocab_size] = torch.stack([masks[seed] for seed in seeds])
+        return green
+
+    def _self_salted_green(self, context: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Top candidates that are green under a seed that includes themselves (Algorithm 3)."""
+        k = min(self.self_salt_candidates, scores.shape[-1])
+        candidates = scores.topk(k, dim=-1).indices.cpu()
+        rows = candidates.shape[0]
+        windows = torch.cat([context[:, None, :].expand(rows, k, -1), candidates[..., None]], -1)
+        seeds = prf_seeds(windows, self.scheme, self.key)
+        hits = is_green(seeds, candidates, self.vocab_size, self.gamma)
+        green = torch.zeros((rows, scores.shape[-1]), dtype=torch.bool)
+        return green.scatter_(1, candidates, hits)
+
+    def __repr__(self) -> str:
+        return (
+            f"WatermarkLogitsProcessor(vocab_size={self.vocab_size}, gamma={self.gamma}, "
+            f"delta={self.delta}, scheme={self.scheme.name!r})"
+        )
