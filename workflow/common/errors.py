@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from os import PathLike
 
@@ -30,6 +31,15 @@ class Skips:
 
     def add(self, err: InputError, item: str) -> None:
         self.rows.append((err.path, item, err.problem))
+
+    def handle(self, err: BadSample, item: str, policy: str, log: logging.Logger) -> None:
+        """Apply ``on_bad_sample``: raise under ``fail``; record (and log the first few) under
+        ``skip``, so a run over millions of samples does not drown its log."""
+        if policy == "fail":
+            raise err
+        self.add(err, item)
+        if len(self) <= 20:
+            log.warning("skipped %s: %s: %s", item, err.path, err.problem)
 
     def __len__(self) -> int:
         return len(self.rows)

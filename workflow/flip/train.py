@@ -27,6 +27,7 @@ import torch
 from open_clip.loss import ClipLoss
 
 from workflow.common.errors import InputError
+from workflow.common.optim import no_decay, warmup_cosine
 from workflow.common.training import FitResult, TrainSettings, fit, publish_run, read_checkpoint
 from workflow.flip.data import ShardDataModule
 from workflow.flip.model import build_clip, image_transforms, model_settings, tokenizer
@@ -58,25 +59,6 @@ DEMO_TRAIN: dict[str, Any] = {
 }
 #: CLIP's cap on the logit scale (temperature 0.01).
 MAX_LOGIT_SCALE = math.log(100.0)
-
-
-def no_decay(name: str, param: torch.nn.Parameter) -> bool:
-    """open_clip's rule: no weight decay on biases, norms, gains and the logit scale."""
-    return param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-
-
-def warmup_cosine(warmup: int, total: int) -> Any:
-    """Linear warm-up over ``warmup`` steps to the peak, then cosine to 0 at ``total``."""
-    warmup = max(int(warmup), 1)
-    total = max(int(total), warmup + 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min((step - warmup) / (total - warmup), 1.0)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
 
 
 class FlipModule(L.LightningModule):

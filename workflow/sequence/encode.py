@@ -493,12 +493,7 @@ def protein_row(body: str | None, width: int) -> tuple[np.ndarray, int]:
 
 
 def _bad(err: BadSample, item: str, policy: str, skips: Skips) -> None:
-    """Raise under ``fail``; record (and log the first few) under ``skip``."""
-    if policy == "fail":
-        raise err
-    skips.add(err, item)
-    if len(skips) <= 20:
-        log.warning("skipped %s: %s: %s", item, err.path, err.problem)
+    skips.handle(err, item, policy, log)
 
 
 def collect_genes(
