@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from workflow.common.atomic import atomic_path, write_json
+from workflow.common.atomic import atomic_dir, atomic_path, write_json
 from workflow.common.cli import run_cli
 from workflow.common.errors import InputError
 
@@ -23,6 +23,22 @@ def test_atomic_path_keeps_suffix_and_replaces(tmp_path):
         assert tmp.suffix == ".json" and tmp.parent == tmp_path
         tmp.write_text('{"a": 2}')
     assert target.read_text() == '{"a": 2}'
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.bin").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "half.bin").write_text("half")
+        raise RuntimeError("killed")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left
+    assert [p.name for p in target.iterdir()] == ["old.bin"]
+    with atomic_dir(target) as tmp:
+        (tmp / "new.bin").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in target.iterdir()] == ["new.bin"]
+    assert oct(target.stat().st_mode & 0o777) == "0o755"
 
 
 def test_cli_turns_input_error_into_one_line(capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,36 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling folder that replaces ``path`` (a folder or file) on success:
+    a killed job never leaves a folder (a model, say) that loads half its files."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would survive the rename
+    try:
+        yield tmp
+        _replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Rename ``source`` onto ``target``; an existing one is moved aside first (a rename
+    cannot replace a non-empty folder) and deleted after."""
+    if not target.exists() and not target.is_symlink():
+        os.replace(source, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    os.replace(source, target)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

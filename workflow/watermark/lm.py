@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -39,6 +35,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from workflow.common.atomic import atomic_dir
 from workflow.common.errors import InputError
 from workflow.common.optim import no_decay, warmup_cosine
 from workflow.common.training import TrainSettings, fit, read_checkpoint
@@ -310,7 +307,7 @@ def run_tokenizer(
         log.info("resuming: tokenizer from %s", saved)
         return AutoTokenizer.from_pretrained(saved)
     tokenizer = train_tokenizer(texts, settings["vocab_size"])
-    with _staging(saved) as tmp:
+    with atomic_dir(saved) as tmp:
         tokenizer.save_pretrained(tmp)
     return tokenizer
 
@@ -320,37 +317,9 @@ def save_hf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, out_dir:
     job never leaves a folder that loads half a model."""
     eos = int(tokenizer.eos_token_id)
     model.generation_config = GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
-    with _staging(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-
-
-@contextmanager
-def _staging(target: Path) -> Iterator[Path]:
-    """A temporary sibling folder that replaces ``target`` (a folder or file) on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would survive the rename
-    try:
-        yield tmp
-        _replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _replace(source: Path, target: Path) -> None:
-    """Rename ``source`` onto ``target``; an existing one is moved aside first (a rename
-    cannot replace a non-empty folder) and deleted after."""
-    if not target.exists() and not target.is_symlink():
-        os.replace(source, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    os.replace(source, target)
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    else:
-        old.unlink()
 
 
 def load_lm(path: str | PathLike[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
