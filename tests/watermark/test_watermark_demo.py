@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 from transformers import AutoTokenizer, LogitsProcessorList
 
 from tests.conftest import history
+from tests.watermark.conftest import TINY
 from workflow.common.errors import InputError
 from workflow.common.optim import no_decay, warmup_cosine
 from workflow.watermark.corpus import c4_records, documents, write_jsonl
@@ -23,21 +23,12 @@ from workflow.watermark.detect import score_many
 from workflow.watermark.lm import EOS, LM_DEFAULTS, lm_settings, load_lm, train_lm, train_tokenizer
 from workflow.watermark.processor import WatermarkLogitsProcessor
 
-#: A model small enough to train in seconds; the watermark only needs it to spread its bets.
-TINY = {
-    "vocab_size": 512, "n_layer": 1, "n_head": 2, "n_embd": 64, "block_size": 128,
-    "batch_size": 8, "lr": 5e-3, "warmup_steps": 5, "val_fraction": 0.1,
-}  # fmt: skip
 GAMMA, DELTA = 0.25, 2.0
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Other jobs share the machine; one thread also keeps results reproducible."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test of this module on one thread (the fixture is in conftest.py)."""
 
 
 @pytest.fixture(scope="module")

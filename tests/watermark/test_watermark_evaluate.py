@@ -1,0 +1,43 @@
+"""Detection metrics on hand-made z-scores; oracle perplexity against a by-hand computation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from workflow.watermark.corpus import documents
+from workflow.watermark.evaluate import HIGHER_IS_BETTER, detection_metrics, perplexities
+
+
+def test_detection_metrics_by_hand():
+    marked, plain, human = [5.0, 6.0, None, 3.0], [0.0, 1.0, 4.5], [-1.0, 0.5]
+    got = detection_metrics(marked, plain, human, threshold=4.0)
+    assert got["tpr"] == 0.5  # the unscorable text is a miss
+    assert got["fpr_plain"] == pytest.approx(1 / 3) and got["fpr_human"] == 0.0
+    # 20 positive/negative pairs: 5 and 6 beat all 5 negatives, 3 beats 4, the miss none
+    assert got["auc"] == pytest.approx(14 / 20)
+    assert got["tpr_at_1pct_fpr"] == 0.5  # above every negative: 5 and 6
+    assert set(got) <= set(HIGHER_IS_BETTER)
+    perfect = detection_metrics([9.0, 8.0], [1.0], [None])
+    assert perfect["auc"] == 1.0 and perfect["tpr_at_1pct_fpr"] == 1.0
+    assert detection_metrics([None], [None], [None])["tpr"] == 0.0  # no nan anywhere
+
+
+def test_perplexity_scores_the_completion_given_the_prompt(tiny_lm):
+    model, tokenizer, _ = tiny_lm
+    text = documents(1, seed=21)[0]
+    words = text.split()
+    prompt, completion = " ".join(words[:40]), " " + " ".join(words[40:80])
+    shuffled = " " + " ".join(sorted(words[40:80]))
+    ppl, ppl_shuffled = perplexities(model, tokenizer, [prompt, prompt], [completion, shuffled])
+    assert ppl < ppl_shuffled  # the demo LM knows its corpus's word order
+
+    context = tokenizer.encode(prompt, add_special_tokens=False)
+    target = tokenizer.encode(completion, add_special_tokens=False)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([context + target])).logits[0]
+    logp = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
+    nll = -logp[torch.arange(len(target)), torch.tensor(target)].mean()
+    assert ppl == pytest.approx(math.exp(float(nll)), rel=1e-4)

@@ -1,0 +1,82 @@
+"""Detection quality of a run and the text quality it cost, as in Kirchenbauer et al. §6.
+
+Positives are the watermarked completions; negatives are the human completions and the
+model's unwatermarked completions of the same prompts. A text too short to score counts as
+not detected (a positive missed, a negative correctly passed), never as nan.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import binary_auroc, binary_roc
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+HIGHER_IS_BETTER = {
+    "tpr": True, "fpr_human": False, "fpr_plain": False, "auc": True, "tpr_at_1pct_fpr": True,
+    "ppl_marked": False, "ppl_plain": False, "ppl_human": False,
+}  # fmt: skip
+
+
+def _scores(z: Sequence[float | None]) -> np.ndarray:
+    """z-scores with unscorable texts at -inf (below every threshold)."""
+    return np.array([-math.inf if v is None else float(v) for v in z], dtype=np.float64)
+
+
+def detection_metrics(
+    marked: Sequence[float | None],
+    plain: Sequence[float | None],
+    human: Sequence[float | None],
+    threshold: float = 4.0,
+) -> dict[str, float]:
+    """TPR at ``threshold``, empirical FPR on human and plain text, ROC-AUC and TPR at 1% FPR
+    (watermarked against all negatives)."""
+    pos, neg_plain, neg_human = _scores(marked), _scores(plain), _scores(human)
+    neg = np.concatenate([neg_plain, neg_human])
+    scores = np.concatenate([pos, neg])
+    floor = scores[np.isfinite(scores)].min() - 1 if np.isfinite(scores).any() else 0.0
+    finite = np.where(np.isfinite(scores), scores, floor)
+    preds = torch.from_numpy(finite)
+    target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long()
+    fpr, tpr, _ = binary_roc(preds, target, thresholds=None)
+    within = fpr <= 0.01
+    return {
+        "tpr": float(np.mean(pos >= threshold)),
+        "fpr_human": float(np.mean(neg_human >= threshold)),
+        "fpr_plain": float(np.mean(neg_plain >= threshold)),
+        "auc": float(binary_auroc(preds, target, thresholds=None)),
+        "tpr_at_1pct_fpr": float(tpr[within].max()) if within.any() else 0.0,
+    }
+
+
+@torch.no_grad()
+def perplexities(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+) -> list[float]:
+    """Perplexity of each completion given its prompt under ``model`` (the oracle LM), which
+    tokenises both texts itself: the oracle need not share the generator's tokenizer."""
+    device = next(model.parameters()).device
+    limit = int(getattr(model.config, "n_positions", 0) or model.config.max_position_embeddings)
+    out = []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        context = tokenizer.encode(prompt, add_special_tokens=False)
+        target = tokenizer.encode(completion, add_special_tokens=False)
+        if not target:
+            out.append(math.nan)
+            continue
+        ids = (context + target)[-limit:]
+        labels = list(ids)
+        scored = min(len(target), len(ids) - 1)
+        labels[: len(ids) - scored] = [-100] * (len(ids) - scored)  # score the completion only
+        loss = model(
+            input_ids=torch.tensor([ids], device=device),
+            labels=torch.tensor([labels], device=device),
+        ).loss
+        out.append(math.exp(float(loss)))
+    return out

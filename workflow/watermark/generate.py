@@ -1,0 +1,115 @@
+"""Watermarked and unwatermarked completions of prompts, batched, with ``model.generate``.
+
+Every completion is exactly ``new_tokens`` long (``min_new_tokens`` = ``max_new_tokens``): the
+z-test's power grows with T, so a completion that stopped early would test a different T.
+Prompts are left-padded into batches; each batch's sampling is seeded from the run's seed and
+the batch index, so a rerun (or a resumed one) reproduces the same texts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+
+from workflow.watermark.greenlist import DEFAULT_KEY
+from workflow.watermark.processor import WatermarkLogitsProcessor
+from workflow.watermark.prompts import Prompt
+
+log = logging.getLogger("lsai.watermark")
+
+DECODINGS = ("multinomial", "beam")
+
+
+@dataclass(frozen=True)
+class Completion:
+    id: str
+    text: str
+    ids: list[int]
+    watermarked: bool
+
+
+def vocabulary_size(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The green lists' vocabulary: the tokenizer's (a model's output layer may be padded
+    beyond it), as the reference code does."""
+    return len(tokenizer.get_vocab())
+
+
+def processor(settings: Mapping[str, Any], vocab_size: int) -> WatermarkLogitsProcessor:
+    return WatermarkLogitsProcessor(
+        vocab_size=vocab_size,
+        gamma=float(settings["gamma"]),
+        delta=float(settings["delta"]),
+        scheme=settings["scheme"],
+        key=int(settings.get("key", DEFAULT_KEY)),
+    )
+
+
+def generation_kwargs(settings: Mapping[str, Any], pad_id: int) -> dict[str, Any]:
+    """``generate`` arguments of a decoding: multinomial sampling (temperature, no top-k, as
+    the paper) or beam search."""
+    decoding = settings["decoding"]
+    if decoding not in DECODINGS:
+        raise ValueError(f"unknown decoding {decoding!r} (known: {', '.join(DECODINGS)})")
+    new = int(settings["new_tokens"])
+    kwargs: dict[str, Any] = {"max_new_tokens": new, "min_new_tokens": new, "pad_token_id": pad_id}
+    if decoding == "multinomial":
+        return {**kwargs, "do_sample": True, "temperature": float(settings["temperature"]),
+                "top_k": 0, "top_p": 1.0}  # fmt: skip
+    return {**kwargs, "do_sample": False, "num_beams": int(settings["num_beams"])}
+
+
+def left_padded(prompts: Sequence[Prompt], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask of prompts of different lengths, padded on the left so
+    every row's next token follows its own prompt."""
+    width = max(len(p.prompt_ids) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        n = len(prompt.prompt_ids)
+        ids[row, width - n :] = torch.tensor(prompt.prompt_ids, dtype=torch.long)
+        mask[row, width - n :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def complete(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    settings: Mapping[str, Any],
+    watermark: bool,
+    seed: int,
+) -> tuple[list[Completion], float]:
+    """Completions of ``prompts`` (with the watermark or without), and tokens per second."""
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    kwargs = generation_kwargs(settings, int(pad_id))
+    if watermark:
+        kwargs["logits_processor"] = LogitsProcessorList(
+            [processor(settings, vocabulary_size(tokenizer))]
+        )
+    device = next(model.parameters()).device
+    batch = int(settings["batch_size"])
+    out: list[Completion] = []
+    started, generated = time.perf_counter(), 0
+    label = "watermarked" if watermark else "plain"
+    for index in tqdm(range(0, len(prompts), batch), desc=label, unit="batch", mininterval=10):
+        chunk = prompts[index : index + batch]
+        ids, mask = left_padded(chunk, int(pad_id))
+        torch.manual_seed(seed * 1_000_003 + index)
+        tokens = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        new = tokens[:, ids.shape[1] :].cpu()
+        generated += new.numel()
+        for prompt, row in zip(chunk, new.tolist(), strict=True):
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            out.append(Completion(prompt.id, text, row, watermark))
+    seconds = time.perf_counter() - started
+    return out, generated / max(seconds, 1e-9)
