@@ -17,7 +17,6 @@ from transformers import AutoTokenizer, LogitsProcessorList
 from tests.conftest import history
 from tests.watermark.conftest import TINY
 from workflow.common.errors import InputError
-from workflow.common.optim import no_decay, warmup_cosine
 from workflow.watermark.corpus import c4_records, documents, write_jsonl
 from workflow.watermark.detect import score_many
 from workflow.watermark.lm import EOS, LM_DEFAULTS, lm_settings, load_lm, train_lm, train_tokenizer
@@ -168,21 +167,3 @@ def test_settings_reject_typos_and_short_positions() -> None:
         lm_settings({"n_layers": 4})
     with pytest.raises(ValueError, match="exceeds n_positions"):
         lm_settings({"block_size": 1024, "n_positions": 512})
-
-
-# -- shared optimiser pieces ----------------------------------------------------------------------
-def test_warmup_cosine_ramps_then_decays_to_zero() -> None:
-    factor = warmup_cosine(10, 110)
-    assert [factor(s) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])
-    after = [factor(s) for s in range(10, 111)]
-    assert after[0] == pytest.approx(1.0)
-    assert after[50] == pytest.approx(0.5)
-    assert all(a >= b for a, b in zip(after, after[1:], strict=False))
-    assert after[-1] == pytest.approx(0.0, abs=1e-12)
-    assert factor(500) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_no_decay_spares_biases_and_norms() -> None:
-    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
-    decays = {name: not no_decay(name, p) for name, p in net.named_parameters()}
-    assert decays == {"0.weight": True, "0.bias": False, "1.weight": False, "1.bias": False}

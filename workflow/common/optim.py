@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -27,3 +28,25 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def adamw_warmup_cosine(
+    module: torch.nn.Module,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    total_steps: int,
+    **adamw: Any,
+) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` answer: AdamW with weight decay on the weights only
+    (:func:`no_decay`), the learning rate following :func:`warmup_cosine` step by step."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=lr, **adamw)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(warmup_steps, total_steps)
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -27,7 +27,7 @@ import torch
 from open_clip.loss import ClipLoss
 
 from workflow.common.errors import InputError
-from workflow.common.optim import no_decay, warmup_cosine
+from workflow.common.optim import adamw_warmup_cosine
 from workflow.common.training import FitResult, TrainSettings, fit, publish_run, read_checkpoint
 from workflow.flip.data import ShardDataModule
 from workflow.flip.model import build_clip, image_transforms, model_settings, tokenizer
@@ -133,20 +133,11 @@ class FlipModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         s = self.settings
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in named if not no_decay(n, p)],
-             "weight_decay": float(s["weight_decay"])},
-            {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
-        ]  # fmt: skip
-        optimizer = torch.optim.AdamW(
-            groups, lr=self.peak_lr(), betas=tuple(s["betas"]), eps=float(s["eps"])
-        )
-        total = int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(int(s["warmup_steps"]), total)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return adamw_warmup_cosine(
+            self.model, self.peak_lr(), float(s["weight_decay"]), int(s["warmup_steps"]),
+            int(self.trainer.estimated_stepping_batches), betas=tuple(s["betas"]),
+            eps=float(s["eps"]),
+        )  # fmt: skip
 
 
 def tune_settings(settings: Mapping[str, Any], tune: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from transformers import (
 
 from workflow.common.atomic import atomic_dir
 from workflow.common.errors import InputError
-from workflow.common.optim import no_decay, warmup_cosine
+from workflow.common.optim import adamw_warmup_cosine
 from workflow.common.training import TrainSettings, fit, read_checkpoint
 
 log = logging.getLogger("lsai.watermark.lm")
@@ -160,18 +160,10 @@ class CausalLM(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         s = self.settings
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in named if not no_decay(n, p)],
-             "weight_decay": float(s["weight_decay"])},
-            {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
-        ]  # fmt: skip
-        optimizer = torch.optim.AdamW(groups, lr=float(s["lr"]), betas=BETAS)
-        total = int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(int(s["warmup_steps"]), total)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return adamw_warmup_cosine(
+            self.model, float(s["lr"]), float(s["weight_decay"]), int(s["warmup_steps"]),
+            int(self.trainer.estimated_stepping_batches), betas=BETAS,
+        )  # fmt: skip
 
 
 class BlockDataModule(L.LightningDataModule):
