@@ -13,7 +13,7 @@ min_version("9.0")
 
 configfile: "config/config.yaml"
 
-TRACKS = ("distance", "wsi", "sequence", "flip")  # every track's rules are included, enabled or not
+TRACKS = ("distance", "wsi", "sequence", "flip", "watermark")  # every track's rules are included, enabled or not
 
 
 try:
@@ -32,6 +32,7 @@ include: "rules/distance.smk"
 include: "rules/wsi.smk"
 include: "rules/sequence.smk"
 include: "rules/flip.smk"
+include: "rules/watermark.smk"
 include: "rules/report.smk"
 
 

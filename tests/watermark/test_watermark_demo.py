@@ -17,10 +17,11 @@ from transformers import AutoTokenizer, LogitsProcessorList
 from tests.conftest import history
 from tests.watermark.conftest import TINY
 from workflow.common.errors import InputError
-from workflow.watermark.corpus import c4_records, documents, write_jsonl
+from workflow.watermark.corpus import c4_records, documents
 from workflow.watermark.detect import score_many
 from workflow.watermark.lm import EOS, LM_DEFAULTS, lm_settings, load_lm, train_lm, train_tokenizer
 from workflow.watermark.processor import WatermarkLogitsProcessor
+from workflow.watermark.records import write_records
 
 GAMMA, DELTA = 0.25, 2.0
 
@@ -75,7 +76,7 @@ def test_c4_records(tmp_path: Path) -> None:
         assert r["url"].startswith("https://news.example/")
         assert dt.datetime.fromisoformat(r["timestamp"]).year == 2019
     path = tmp_path / "c4" / "part.jsonl"
-    write_jsonl(path, records)
+    write_records(path, records)
     assert [json.loads(line) for line in path.read_text().splitlines()] == records
     assert sorted(p.name for p in path.parent.iterdir()) == ["part.jsonl"]
 

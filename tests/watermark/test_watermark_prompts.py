@@ -8,9 +8,10 @@ import json
 import pytest
 
 from workflow.common.errors import BadSample, InputError, Skips
-from workflow.watermark.corpus import c4_records, documents, write_jsonl
+from workflow.watermark.corpus import c4_records, documents
 from workflow.watermark.lm import train_tokenizer
 from workflow.watermark.prompts import make_prompts, prompts_jsonl, read_documents, read_prompts
+from workflow.watermark.records import write_records
 
 SETTINGS = {"completion_tokens": 40, "min_prompt_tokens": 20, "max_prompt_tokens": 60, "n": 5}
 
@@ -24,7 +25,7 @@ def tokenizer():
 def docs(tmp_path):
     texts = documents(8, seed=4)
     path = tmp_path / "c4.jsonl"
-    write_jsonl(path, c4_records(texts, seed=4))
+    write_records(path, c4_records(texts, seed=4))
     return path, texts
 
 

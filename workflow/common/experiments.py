@@ -31,6 +31,7 @@ DATASET_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "wsi": (("slides", "labels"), ("slides", "manifests", "positive"), ("mil4wsi", "labels")),
     "sequence": (("genome", "tss", "expression"), ("promoters", "expression"), ("xpresso",)),
     "flip": (("shards", "val"),),
+    "watermark": (("documents",),),
 }
 
 

@@ -11,7 +11,8 @@ prompt, at a random offset (Kirchenbauer et al. 2023b, "On the reliability of wa
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,3 +96,24 @@ def attack(
             raise ValueError("copy_paste needs the human completion")
         return copy_paste(ids, human, epsilon, rng)[0]
     raise ValueError(f"unknown attack {name!r} (known: {', '.join(ATTACKS)})")
+
+
+def attack_records(
+    generations: Sequence[Mapping[str, Any]],
+    attacks: Mapping[str, Sequence[float]],
+    vocab_size: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Every watermarked completion under every attack and rate of ``attacks`` (name ->
+    epsilons); each text's edits are nested in epsilon (one generator per text and attack)."""
+    out = []
+    for name, epsilons in attacks.items():
+        if name not in ATTACKS:
+            raise ValueError(f"unknown attack {name!r} (known: {', '.join(ATTACKS)})")
+        for g in generations:
+            for epsilon in epsilons:
+                rng = text_rng(f"{name}:{g['id']}", seed)  # the same draws at every epsilon
+                ids = attack(name, g["marked_ids"], float(epsilon), vocab_size, rng,
+                             human=g["human_ids"])  # fmt: skip
+                out.append({"id": g["id"], "attack": name, "epsilon": float(epsilon), "ids": ids})
+    return out

@@ -20,15 +20,11 @@ return to, so context matters too. Document ``i`` of ``documents(n, seed)`` depe
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
-from collections.abc import Callable, Mapping, Sequence
-from os import PathLike
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-from workflow.common.atomic import write_text
 
 #: Recommended size of the demo's training corpus, 0.7 MB (``workflow.watermark.lm.LM_DEFAULTS``
 #: says what training on it takes and reaches).
@@ -393,8 +389,3 @@ def c4_records(texts: Sequence[str], seed: int) -> list[dict[str, str]]:
 
 def _slug(text: str, words: int = 6) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", text.lower())[:words]) or "article"
-
-
-def write_jsonl(path: str | PathLike[str], records: Sequence[Mapping[str, Any]]) -> None:
-    """One JSON object per line, renamed into place only when complete."""
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

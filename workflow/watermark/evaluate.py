@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -80,3 +82,44 @@ def perplexities(
         ).loss
         out.append(math.exp(float(loss)))
     return out
+
+
+def _z(table: pd.DataFrame, text: str) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in table.loc[table.text == text, "z"]]
+
+
+def run_metrics(table: pd.DataFrame, threshold: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """Clean detection metrics of a run's score table (``scoring.score_table``), and the curves
+    the figures and report show: z vs T and every attack's TPR and mean z per epsilon."""
+    whole = table[table.attack == "none"]
+    whole = whole[whole.length == whole.groupby(["id", "text"]).length.transform("max")]
+    metrics = detection_metrics(
+        _z(whole, "marked"), _z(whole, "plain"), _z(whole, "human"), threshold
+    )
+    clean = table[(table.attack == "none") & (table.text == "marked")]
+    by_length = clean.groupby("length").z
+    curves: dict[str, Any] = {
+        "z_vs_length": {int(n): {"z_mean": float(g.mean()), "tpr": float((g >= threshold).mean())}
+                        for n, g in by_length if len(g) == len(whole[whole.text == "marked"])},
+        "attacks": {},
+    }  # fmt: skip
+    marked = whole[whole.text == "marked"]
+    for name, group in table[table.text == "attacked"].groupby("attack"):
+        # an edit rate of 0 is the clean watermarked text; a pasted fraction of 0 is human text
+        curve = {} if name == "copy_paste" else {0.0: _point(marked, threshold)}
+        for epsilon, rows in group.groupby("epsilon"):
+            curve[float(epsilon)] = _point(rows, threshold)
+        curves["attacks"][name] = {str(k): v for k, v in sorted(curve.items())}
+    negatives = whole[whole.text != "marked"].window_z.dropna()
+    curves["window_fpr"] = float((negatives >= threshold).mean()) if len(negatives) else None
+    return metrics, curves
+
+
+def _point(rows: pd.DataFrame, threshold: float) -> dict[str, float]:
+    """TPR and mean z of attacked texts (unscorable ones count as missed); the windowed
+    detector's TPR where it ran (copy-paste)."""
+    z = rows.z.fillna(-math.inf)
+    point = {"tpr": float((z >= threshold).mean()), "z_mean": float(rows.z.mean())}
+    if rows.window_z.notna().any():
+        point["window_tpr"] = float((rows.window_z.fillna(-math.inf) >= threshold).mean())
+    return point

@@ -21,6 +21,7 @@ from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokeniz
 from workflow.watermark.greenlist import DEFAULT_KEY
 from workflow.watermark.processor import WatermarkLogitsProcessor
 from workflow.watermark.prompts import Prompt
+from workflow.watermark.records import read_records
 
 log = logging.getLogger("lsai.watermark")
 
@@ -113,3 +114,31 @@ def complete(
             out.append(Completion(prompt.id, text, row, watermark))
     seconds = time.perf_counter() - started
     return out, generated / max(seconds, 1e-9)
+
+
+#: A generations.jsonl line: the prompt, and the human, watermarked and plain completions of it.
+GENERATION_FIELDS = ("id", "prompt_ids", "human_ids", "marked_ids", "plain_ids")
+
+
+def generation_records(
+    prompts: Sequence[Prompt], marked: Sequence[Completion], plain: Sequence[Completion]
+) -> list[dict[str, Any]]:
+    """One record per prompt, token ids (what detection reads) beside the texts (for people)."""
+    return [
+        {
+            "id": p.id,
+            "prompt_ids": p.prompt_ids,
+            "human_ids": p.completion_ids,
+            "marked_ids": m.ids,
+            "plain_ids": u.ids,
+            "prompt": p.prompt,
+            "human": p.completion,
+            "marked": m.text,
+            "plain": u.text,
+        }  # fmt: skip
+        for p, m, u in zip(prompts, marked, plain, strict=True)
+    ]
+
+
+def read_generations(path: str) -> list[dict[str, Any]]:
+    return read_records(path, GENERATION_FIELDS, "generation")

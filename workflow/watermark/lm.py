@@ -318,18 +318,11 @@ def load_lm(path: str | PathLike[str]) -> tuple[PreTrainedModel, PreTrainedToken
     """A causal LM and its tokenizer from a Hugging Face folder, in eval mode; any problem
     with the folder is an InputError naming it."""
     path = Path(path)
-    if not path.is_dir():
-        raise InputError(path, "model folder not found")
-    if not (path / "config.json").is_file():
-        raise InputError(path, "no config.json: not a Hugging Face model folder")
+    tokenizer = load_tokenizer(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         raise InputError(path, f"cannot load the model: {_first_line(err)}") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
-        raise InputError(path, f"cannot load the tokenizer: {_first_line(err)}") from None
     if len(tokenizer) > model.config.vocab_size:
         raise InputError(
             path,
@@ -337,6 +330,19 @@ def load_lm(path: str | PathLike[str]) -> tuple[PreTrainedModel, PreTrainedToken
             f"{model.config.vocab_size}",
         )
     return model.eval(), tokenizer
+
+
+def load_tokenizer(path: str | PathLike[str]) -> PreTrainedTokenizerFast:
+    """The tokenizer of a Hugging Face model folder (detection needs no weights)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(path, "model folder not found")
+    if not (path / "config.json").is_file():
+        raise InputError(path, "no config.json: not a Hugging Face model folder")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
+        raise InputError(path, f"cannot load the tokenizer: {_first_line(err)}") from None
 
 
 def _first_line(err: BaseException) -> str:

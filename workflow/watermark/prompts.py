@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from workflow.common.errors import BadSample, InputError, Skips
+from workflow.watermark.records import read_records
 
 log = logging.getLogger("lsai.watermark")
 
@@ -142,14 +143,6 @@ def prompts_jsonl(prompts: list[Prompt]) -> str:
 
 def read_prompts(path: str | Path) -> list[Prompt]:
     """Prompts written by :func:`prompts_jsonl`; anything else is an InputError."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "prompts file not found")
-    prompts = []
-    with path.open() as lines:
-        for number, line in enumerate(lines, 1):
-            try:
-                prompts.append(Prompt(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as err:
-                raise InputError(path, f"line {number}: not a prompt record ({err})") from None
-    return prompts
+    fields = ("id", "prompt", "completion", "prompt_ids", "completion_ids")
+    records = read_records(path, fields, "prompt")
+    return [Prompt(**{k: r[k] for k in fields}) for r in records]

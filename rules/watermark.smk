@@ -1,0 +1,239 @@
+# Watermarking LLM output: demo documents and demo LM -> prompts (per dataset x model) ->
+# generate (watermarked + plain) -> attack -> detect -> evaluate -> figures.
+# Every rule calls `python scripts/watermark.py <stage>`; the logic lives in workflow/watermark.
+
+from workflow.watermark.sources import (
+    DEMO_MODEL,
+    PROMPTS,
+    check_models,
+    documents,
+    model_folder,
+    model_inputs,
+)
+
+WATERMARK_ENV = "../envs/watermark.yaml"
+WM = config["watermark"]
+WM_RUN = "results/watermark/{dataset}/{experiment}/seed{seed}"
+
+try:
+    check_models(WM)
+except ConfigError as err:
+    sys.exit(f"error: {err}")
+
+
+def wm_model(wildcards):
+    return experiment_settings_of("watermark", wildcards.experiment)["model"]
+
+
+rule watermark_demo:
+    output:
+        "data/demo/watermark/{dataset}/manifest.json",
+    params:
+        settings=as_json(WM["demo"]),
+    log:
+        "logs/watermark_demo/{dataset}.log",
+    benchmark:
+        "benchmarks/watermark_demo/{dataset}.tsv"
+    conda:
+        WATERMARK_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/watermark.py demo --root $(dirname {output}) "
+        "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule watermark_lm:
+    output:
+        directory(DEMO_MODEL),
+    params:
+        settings=as_json(WM["lm"]),
+        run_dir=f"{DEMO_MODEL}.run",  # undeclared: resumable checkpoints survive a rerun
+    log:
+        "logs/watermark_lm/{model}.log",
+    benchmark:
+        "benchmarks/watermark_lm/{model}.tsv"
+    conda:
+        WATERMARK_ENV
+    threads: 2
+    resources:
+        **resource_class("GPU_1"),
+    shell:
+        "python scripts/watermark.py lm --settings {params.settings:q} "
+        "--run-dir {params.run_dir} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule watermark_prompts:
+    input:
+        data=lambda wc: dataset_inputs("watermark", wc.dataset),
+        model=lambda wc: model_inputs(WM, wc.model),
+    output:
+        PROMPTS,
+    params:
+        documents=lambda wc: documents(WM, wc.dataset),
+        model=lambda wc: model_folder(WM, wc.model),
+        settings=as_json(WM["prompts"]),
+        policy=WM["on_bad_sample"],
+    log:
+        "logs/watermark_prompts/{dataset}_{model}.log",
+    benchmark:
+        "benchmarks/watermark_prompts/{dataset}_{model}.tsv"
+    conda:
+        WATERMARK_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/watermark.py prompts --documents {params.documents} "
+        "--model {params.model} --settings {params.settings:q} --out {output} "
+        "--on-bad-sample {params.policy} > {log} 2>&1"
+
+
+rule watermark_generate:
+    input:
+        prompts=lambda wc: PROMPTS.format(dataset=wc.dataset, model=wm_model(wc)),
+        model=lambda wc: model_inputs(WM, wm_model(wc)),
+    output:
+        generations=f"{WM_RUN}/generations.jsonl",
+        info=f"{WM_RUN}/generation.json",
+    params:
+        model=lambda wc: model_folder(WM, wm_model(wc)),
+        settings=lambda wc: settings_of("watermark", wc.experiment),
+    log:
+        "logs/watermark_generate/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/watermark_generate/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        WATERMARK_ENV
+    threads: 1
+    resources:
+        **resource_class("GPU_1"),
+    shell:
+        "python scripts/watermark.py generate --prompts {input.prompts} --model {params.model} "
+        "--settings {params.settings:q} --out {output.generations} --info {output.info} "
+        "--seed {wildcards.seed} > {log} 2>&1"
+
+
+rule watermark_attack:
+    input:
+        generations=f"{WM_RUN}/generations.jsonl",
+        model=lambda wc: model_inputs(WM, wm_model(wc)),
+    output:
+        f"{WM_RUN}/attacked.jsonl",
+    params:
+        model=lambda wc: model_folder(WM, wm_model(wc)),
+        attacks=as_json(WM["attacks"]),
+    log:
+        "logs/watermark_attack/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/watermark_attack/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        WATERMARK_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/watermark.py attack --generations {input.generations} "
+        "--model {params.model} --attacks {params.attacks:q} --out {output} "
+        "--seed {wildcards.seed} > {log} 2>&1"
+
+
+rule watermark_detect:
+    input:
+        generations=f"{WM_RUN}/generations.jsonl",
+        attacked=f"{WM_RUN}/attacked.jsonl",
+        model=lambda wc: model_inputs(WM, wm_model(wc)),
+    output:
+        f"{WM_RUN}/scores.parquet",
+    params:
+        model=lambda wc: model_folder(WM, wm_model(wc)),
+        settings=lambda wc: settings_of("watermark", wc.experiment),
+        detect=as_json(WM["detect"]),
+    log:
+        "logs/watermark_detect/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/watermark_detect/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        WATERMARK_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/watermark.py detect --generations {input.generations} "
+        "--attacked {input.attacked} --model {params.model} --settings {params.settings:q} "
+        "--detect {params.detect:q} --out {output} > {log} 2>&1"
+
+
+rule watermark_evaluate:
+    input:
+        scores=f"{WM_RUN}/scores.parquet",
+        generations=f"{WM_RUN}/generations.jsonl",
+        info=f"{WM_RUN}/generation.json",
+        oracle=model_inputs(WM, WM["oracle"]),
+    output:
+        f"{WM_RUN}/metrics.json",
+    params:
+        oracle=f"--oracle {model_folder(WM, WM['oracle'])}" if WM["oracle"] else "",
+        settings=lambda wc: settings_of("watermark", wc.experiment),
+        detect=as_json(WM["detect"]),
+    log:
+        "logs/watermark_evaluate/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/watermark_evaluate/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        WATERMARK_ENV
+    resources:
+        **resource_class("GPU_1" if WM["oracle"] else "CPU_SMALL"),
+    shell:
+        "python scripts/watermark.py evaluate --scores {input.scores} "
+        "--generations {input.generations} --info {input.info} {params.oracle} "
+        "--settings {params.settings:q} --detect {params.detect:q} --metrics {output} "
+        "--dataset {wildcards.dataset} --experiment {wildcards.experiment} "
+        "--seed {wildcards.seed} > {log} 2>&1"
+
+
+WM_FIGURES = ("detection", "z_vs_length", "attacks")
+
+
+def wm_first_runs(dataset):
+    """The first seed of every enabled experiment: one curve each in the figures."""
+    seen, out = set(), []
+    for run in dataset_runs("watermark", dataset):
+        if run.experiment not in seen:
+            seen.add(run.experiment)
+            out.append(run)
+    return out
+
+
+rule watermark_figures:
+    input:
+        metrics=lambda wc: [f"{r.folder}/metrics.json" for r in wm_first_runs(wc.dataset)],
+        scores=lambda wc: [f"{r.folder}/scores.parquet" for r in wm_first_runs(wc.dataset)],
+    output:
+        [
+            report(
+                f"results/watermark/{{dataset}}/figures/{name}.png",
+                category="watermark",
+                subcategory="{dataset}",
+                caption=f"../report/watermark_{name}.rst",
+            )
+            for name in WM_FIGURES
+        ],
+    log:
+        "logs/watermark_figures/{dataset}.log",
+    conda:
+        WATERMARK_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/watermark.py figures --metrics {input.metrics} "
+        "--scores {input.scores} --out $(dirname {output[0]}) > {log} 2>&1"
+
+
+rule watermark:
+    """All runs and figures of the watermark track."""
+    input:
+        [f"{run.folder}/metrics.json" for run in track_runs("watermark")],
+        expand(
+            "results/watermark/{dataset}/figures/{name}.png",
+            dataset=enabled_datasets("watermark", WM),
+            name=WM_FIGURES,
+        ),
+    default_target: False

@@ -1,0 +1,101 @@
+"""The watermark figures of one dataset, every experiment side by side (first seed of each).
+
+Detection (z histograms and ROC: are watermarked and other texts apart?), power (z vs the
+number of scored tokens T) and robustness (TPR and mean z vs attack rate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torchmetrics.functional.classification import binary_roc
+
+from workflow.common.plotting import plt, save_figure
+
+COLOURS = {"marked": "tab:green", "plain": "tab:blue", "human": "tab:grey"}
+
+
+def _whole(table: pd.DataFrame) -> pd.DataFrame:
+    clean = table[table.attack == "none"]
+    return clean[clean.length == clean.groupby(["id", "text"]).length.transform("max")]
+
+
+def detection_figure(tables: Mapping[str, pd.DataFrame], threshold: float, path: Path) -> None:
+    """Per experiment, z histograms of the three kinds of text; last panel, their ROC curves
+    (watermarked against plain and human)."""
+    fig, axes = plt.subplots(1, len(tables) + 1, figsize=(3.4 * (len(tables) + 1), 3.2))
+    axes = np.atleast_1d(axes)
+    roc = axes[-1]
+    for ax, (name, table) in zip(axes, tables.items(), strict=False):
+        whole = _whole(table)
+        finite = whole.z.dropna()
+        bins = np.linspace(min(finite.min(), -4), max(finite.max(), threshold + 1), 40)
+        for text, colour in COLOURS.items():
+            ax.hist(whole.loc[whole.text == text, "z"].dropna(), bins=bins, alpha=0.6,
+                    color=colour, label=text)  # fmt: skip
+        ax.axvline(threshold, color="k", ls="--", lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("z")
+        pos = torch.tensor(whole.loc[whole.text == "marked", "z"].fillna(-1e9).to_numpy())
+        neg = torch.tensor(whole.loc[whole.text != "marked", "z"].fillna(-1e9).to_numpy())
+        target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long()
+        fpr, tpr, _ = binary_roc(torch.cat([pos, neg]), target, thresholds=None)
+        roc.plot(fpr.numpy(), tpr.numpy(), label=name)
+    axes[0].set_ylabel("texts")
+    axes[0].legend(fontsize=8)
+    roc.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    roc.set_xscale("symlog", linthresh=0.01)
+    roc.set_xlabel("false positive rate")
+    roc.set_ylabel("true positive rate")
+    roc.set_title("ROC", fontsize=9)
+    roc.legend(fontsize=7)
+    fig.suptitle("Watermark detection: z-scores of the completions")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def length_figure(curves: Mapping[str, Mapping[str, Any]], threshold: float, path: Path) -> None:
+    """Mean z of the watermarked completions vs the tokens scored (z grows like sqrt(T))."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    for name, curve in curves.items():
+        points = sorted((int(n), v["z_mean"]) for n, v in curve["z_vs_length"].items())
+        ax.plot(*zip(*points, strict=True), marker="o", label=name)
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"z = {threshold:g}")
+    ax.set_xlabel("tokens scored (T)")
+    ax.set_ylabel("mean z, watermarked")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def attack_figure(curves: Mapping[str, Mapping[str, Any]], threshold: float, path: Path) -> None:
+    """Per attack, TPR at the threshold (solid) and mean z (dashed, right axis) vs epsilon."""
+    attacks = sorted({a for c in curves.values() for a in c["attacks"]})
+    fig, axes = plt.subplots(1, max(len(attacks), 1), figsize=(3.4 * max(len(attacks), 1), 3.2))
+    for ax, attack in zip(np.atleast_1d(axes), attacks, strict=False):
+        zax = ax.twinx()
+        for i, (name, curve) in enumerate(curves.items()):
+            points = curve["attacks"].get(attack, {})
+            eps = [float(e) for e in points]
+            colour = f"C{i}"
+            ax.plot(eps, [p["tpr"] for p in points.values()], marker="o", color=colour, label=name)
+            zax.plot(eps, [p["z_mean"] for p in points.values()], ls="--", color=colour)
+            if any("window_tpr" in p for p in points.values()):
+                ax.plot(eps, [p.get("window_tpr", math.nan) for p in points.values()], marker="s",
+                        ls=":", color=colour, label=f"{name} (windowed z)")  # fmt: skip
+        zax.axhline(threshold, color="k", lw=0.8, ls=":")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("pasted fraction" if attack == "copy_paste" else "edit rate epsilon")
+        ax.set_title(attack, fontsize=9)
+        zax.set_ylabel("mean z (dashed)", fontsize=8)
+    np.atleast_1d(axes)[0].set_ylabel(f"TPR at z = {threshold:g}")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.suptitle("Robustness: detection after attacks")
+    fig.tight_layout()
+    save_figure(fig, path)
