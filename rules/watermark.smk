@@ -7,6 +7,7 @@ from workflow.watermark.sources import (
     PROMPTS,
     check_models,
     documents,
+    first_runs,
     model_folder,
     model_inputs,
 )
@@ -20,9 +21,7 @@ try:
 except ConfigError as err:
     sys.exit(f"error: {err}")
 
-
-def wm_model(wildcards):
-    return experiment_settings_of("watermark", wildcards.experiment)["model"]
+wm_model = lambda wc: experiment_settings_of("watermark", wc.experiment)["model"]  # noqa: E731
 
 
 rule watermark_demo:
@@ -136,10 +135,40 @@ rule watermark_attack:
         "--seed {wildcards.seed} > {log} 2>&1"
 
 
+PARAPHRASER = WM["paraphrase"]["model"]
+
+
+rule watermark_paraphrase:
+    input:
+        generations=f"{WM_RUN}/generations.jsonl",
+        model=lambda wc: model_inputs(WM, wm_model(wc)),
+        paraphraser=model_inputs(WM, PARAPHRASER),
+    output:
+        f"{WM_RUN}/paraphrased.jsonl",
+    params:
+        model=lambda wc: model_folder(WM, wm_model(wc)),
+        paraphraser=lambda wc: model_folder(WM, PARAPHRASER),
+        settings=as_json(WM["paraphrase"]),
+    log:
+        "logs/watermark_paraphrase/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/watermark_paraphrase/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        WATERMARK_ENV
+    threads: 1
+    resources:
+        **resource_class("GPU_1"),
+    shell:
+        "python scripts/watermark.py paraphrase --generations {input.generations} "
+        "--model {params.model} --paraphraser {params.paraphraser} "
+        "--settings {params.settings:q} --out {output} --seed {wildcards.seed} > {log} 2>&1"
+
+
 rule watermark_detect:
     input:
         generations=f"{WM_RUN}/generations.jsonl",
-        attacked=f"{WM_RUN}/attacked.jsonl",
+        attacked=[f"{WM_RUN}/attacked.jsonl"]
+        + ([f"{WM_RUN}/paraphrased.jsonl"] if PARAPHRASER else []),
         model=lambda wc: model_inputs(WM, wm_model(wc)),
     output:
         f"{WM_RUN}/scores.parquet",
@@ -192,30 +221,20 @@ rule watermark_evaluate:
 WM_FIGURES = ("detection", "z_vs_length", "attacks")
 
 
-def wm_first_runs(dataset):
-    """The first seed of every enabled experiment: one curve each in the figures."""
-    seen, out = set(), []
-    for run in dataset_runs("watermark", dataset):
-        if run.experiment not in seen:
-            seen.add(run.experiment)
-            out.append(run)
-    return out
-
-
 rule watermark_figures:
     input:
-        metrics=lambda wc: [f"{r.folder}/metrics.json" for r in wm_first_runs(wc.dataset)],
-        scores=lambda wc: [f"{r.folder}/scores.parquet" for r in wm_first_runs(wc.dataset)],
+        metrics=lambda wc: [f"{r.folder}/metrics.json" for r in first_runs(dataset_runs("watermark", wc.dataset))],
+        scores=lambda wc: [f"{r.folder}/scores.parquet" for r in first_runs(dataset_runs("watermark", wc.dataset))],
     output:
-        [
-            report(
+        **{
+            name: report(
                 f"results/watermark/{{dataset}}/figures/{name}.png",
                 category="watermark",
                 subcategory="{dataset}",
                 caption=f"../report/watermark_{name}.rst",
             )
             for name in WM_FIGURES
-        ],
+        },
     log:
         "logs/watermark_figures/{dataset}.log",
     conda:
@@ -224,7 +243,7 @@ rule watermark_figures:
         **resource_class("CPU_SMALL"),
     shell:
         "python scripts/watermark.py figures --metrics {input.metrics} "
-        "--scores {input.scores} --out $(dirname {output[0]}) > {log} 2>&1"
+        "--scores {input.scores} --out $(dirname {output.detection}) > {log} 2>&1"
 
 
 rule watermark:

@@ -53,7 +53,7 @@ def cmd_lm(args: argparse.Namespace) -> None:
 
 def cmd_prompts(args: argparse.Namespace) -> None:
     from workflow.common.atomic import write_json, write_text
-    from workflow.watermark.lm import load_tokenizer
+    from workflow.watermark.hf import load_tokenizer
     from workflow.watermark.prompts import make_prompts, prompts_jsonl
 
     tokenizer = load_tokenizer(args.model)
@@ -76,7 +76,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     from workflow.common.atomic import write_json
     from workflow.watermark.generate import complete, generation_records
-    from workflow.watermark.lm import load_lm
+    from workflow.watermark.hf import load_lm
     from workflow.watermark.prompts import read_prompts
     from workflow.watermark.records import write_records
 
@@ -110,9 +110,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_attack(args: argparse.Namespace) -> None:
     from workflow.watermark.attacks import attack_records
-    from workflow.watermark.generate import read_generations, vocabulary_size
-    from workflow.watermark.lm import load_tokenizer
-    from workflow.watermark.records import write_records
+    from workflow.watermark.hf import load_tokenizer, vocabulary_size
+    from workflow.watermark.records import read_generations, write_records
 
     generations = read_generations(args.generations)
     vocab = vocabulary_size(load_tokenizer(args.model))
@@ -124,16 +123,39 @@ def cmd_attack(args: argparse.Namespace) -> None:
              ", ".join(attacks), len(generations), len(records), args.out)  # fmt: skip
 
 
+def cmd_paraphrase(args: argparse.Namespace) -> None:
+    import torch
+
+    from workflow.watermark.hf import load_lm, load_tokenizer
+    from workflow.watermark.paraphrase import paraphrase_records
+    from workflow.watermark.records import read_generations, write_records
+
+    generations = read_generations(args.generations)
+    model, tokenizer = load_lm(args.paraphraser)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.monotonic()
+    records = paraphrase_records(
+        model.to(device), tokenizer, generations, load_tokenizer(args.model),
+        args.settings["epsilons"], args.settings, args.seed,
+    )  # fmt: skip
+    write_records(args.out, records)
+    log.info("paraphrased %d texts at epsilon %s with %s on %s in %.1f s -> %s",
+             len(generations), args.settings["epsilons"], args.paraphraser, device,
+             time.monotonic() - started, args.out)  # fmt: skip
+
+
 def cmd_detect(args: argparse.Namespace) -> None:
     from workflow.common.atomic import atomic_path
-    from workflow.watermark.generate import read_generations, vocabulary_size
-    from workflow.watermark.lm import load_tokenizer
-    from workflow.watermark.records import read_records
+    from workflow.watermark.hf import load_tokenizer, vocabulary_size
+    from workflow.watermark.records import read_generations, read_records
     from workflow.watermark.scoring import score_table
 
     settings = args.settings
     generations = read_generations(args.generations)
-    attacked = read_records(args.attacked, ("id", "attack", "epsilon", "ids"), "attacked text")
+    attacked = [
+        record for path in args.attacked
+        for record in read_records(path, ("id", "attack", "epsilon", "ids"), "attacked text")
+    ]  # fmt: skip
     vocab = vocabulary_size(load_tokenizer(args.model))
     started = time.monotonic()
     detect = parse_settings(args.detect, "watermark_detect", "--detect")
@@ -152,8 +174,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     from workflow.common.metrics import evaluated_run, write_metrics
     from workflow.watermark.evaluate import HIGHER_IS_BETTER, perplexities, run_metrics
-    from workflow.watermark.generate import read_generations
-    from workflow.watermark.lm import load_lm
+    from workflow.watermark.hf import load_lm
+    from workflow.watermark.records import read_generations
 
     started = time.monotonic()
     try:
@@ -270,10 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="attacked .jsonl to write")
     p.add_argument("--seed", type=int, default=0)
 
+    p = stage("paraphrase", cmd_paraphrase, "the paraphrase attack: a second LM resamples a "
+              "fraction epsilon of each watermarked completion's tokens in context")  # fmt: skip
+    p.add_argument("--generations", type=Path, required=True)
+    add_model(p, "the generator (its tokenizer re-reads the paraphrased text)")
+    p.add_argument("--paraphraser", type=Path, required=True,
+                   help="Hugging Face folder of the paraphrasing LM")  # fmt: skip
+    add_settings(p, "watermark_paraphrase", "the config's watermark.paraphrase section")
+    p.add_argument("--out", type=Path, required=True, help="paraphrased .jsonl to write")
+    p.add_argument("--seed", type=int, default=0)
+
     p = stage("detect", cmd_detect, "z-scores of every text (whole, cut to shorter lengths, "
               "attacked) and the best window's z -> a Parquet table")  # fmt: skip
     p.add_argument("--generations", type=Path, required=True)
-    p.add_argument("--attacked", type=Path, required=True)
+    p.add_argument("--attacked", type=Path, nargs="+", required=True,
+                   help="the attack (and paraphrase) stages' .jsonl files")  # fmt: skip
     add_model(p, "the generator's tokenizer (the green lists' vocabulary)")
     add_generation_settings(p)
     add_detect(p)

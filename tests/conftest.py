@@ -33,6 +33,7 @@ LONG_MODULES = [
     "tests/wsi/test_wsi_workflow.py",
     "tests/test_workflow.py",
     "tests/flip/test_flip_workflow.py",
+    "tests/watermark/test_watermark_workflow.py",
 ]
 
 

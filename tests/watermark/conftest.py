@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from workflow.watermark.corpus import documents
-from workflow.watermark.lm import load_lm, train_lm
+from workflow.watermark.hf import load_lm
+from workflow.watermark.lm import train_lm
 
 #: A model small enough to train in seconds; the watermark only needs it to spread its bets.
 TINY = {

@@ -19,7 +19,8 @@ from tests.watermark.conftest import TINY
 from workflow.common.errors import InputError
 from workflow.watermark.corpus import c4_records, documents
 from workflow.watermark.detect import score_many
-from workflow.watermark.lm import EOS, LM_DEFAULTS, lm_settings, load_lm, train_lm, train_tokenizer
+from workflow.watermark.hf import load_lm
+from workflow.watermark.lm import EOS, LM_DEFAULTS, lm_settings, train_lm, train_tokenizer
 from workflow.watermark.processor import WatermarkLogitsProcessor
 from workflow.watermark.records import write_records
 

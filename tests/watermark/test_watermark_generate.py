@@ -10,7 +10,8 @@ import pytest
 from workflow.watermark.attacks import attack, copy_paste, delete, edited_positions, text_rng
 from workflow.watermark.corpus import documents
 from workflow.watermark.detect import score_many
-from workflow.watermark.generate import complete, generation_kwargs, left_padded, vocabulary_size
+from workflow.watermark.generate import complete, generation_kwargs, left_padded
+from workflow.watermark.hf import vocabulary_size
 from workflow.watermark.prompts import Prompt, cut
 
 SETTINGS = {

@@ -19,9 +19,9 @@ from tqdm import tqdm
 from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from workflow.watermark.greenlist import DEFAULT_KEY
+from workflow.watermark.hf import vocabulary_size
 from workflow.watermark.processor import WatermarkLogitsProcessor
 from workflow.watermark.prompts import Prompt
-from workflow.watermark.records import read_records
 
 log = logging.getLogger("lsai.watermark")
 
@@ -34,12 +34,6 @@ class Completion:
     text: str
     ids: list[int]
     watermarked: bool
-
-
-def vocabulary_size(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The green lists' vocabulary: the tokenizer's (a model's output layer may be padded
-    beyond it), as the reference code does."""
-    return len(tokenizer.get_vocab())
 
 
 def processor(settings: Mapping[str, Any], vocab_size: int) -> WatermarkLogitsProcessor:
@@ -116,10 +110,6 @@ def complete(
     return out, generated / max(seconds, 1e-9)
 
 
-#: A generations.jsonl line: the prompt, and the human, watermarked and plain completions of it.
-GENERATION_FIELDS = ("id", "prompt_ids", "human_ids", "marked_ids", "plain_ids")
-
-
 def generation_records(
     prompts: Sequence[Prompt], marked: Sequence[Completion], plain: Sequence[Completion]
 ) -> list[dict[str, Any]]:
@@ -138,7 +128,3 @@ def generation_records(
         }  # fmt: skip
         for p, m, u in zip(prompts, marked, plain, strict=True)
     ]
-
-
-def read_generations(path: str) -> list[dict[str, Any]]:
-    return read_records(path, GENERATION_FIELDS, "generation")

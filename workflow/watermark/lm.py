@@ -21,12 +21,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 from transformers import (
-    AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
     GPT2Config,
@@ -36,7 +34,6 @@ from transformers import (
 )
 
 from workflow.common.atomic import atomic_dir
-from workflow.common.errors import InputError
 from workflow.common.optim import adamw_warmup_cosine
 from workflow.common.training import TrainSettings, fit, read_checkpoint
 
@@ -312,39 +309,3 @@ def save_hf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, out_dir:
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-
-
-def load_lm(path: str | PathLike[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """A causal LM and its tokenizer from a Hugging Face folder, in eval mode; any problem
-    with the folder is an InputError naming it."""
-    path = Path(path)
-    tokenizer = load_tokenizer(path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
-        raise InputError(path, f"cannot load the model: {_first_line(err)}") from None
-    if len(tokenizer) > model.config.vocab_size:
-        raise InputError(
-            path,
-            f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
-            f"{model.config.vocab_size}",
-        )
-    return model.eval(), tokenizer
-
-
-def load_tokenizer(path: str | PathLike[str]) -> PreTrainedTokenizerFast:
-    """The tokenizer of a Hugging Face model folder (detection needs no weights)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise InputError(path, "model folder not found")
-    if not (path / "config.json").is_file():
-        raise InputError(path, "no config.json: not a Hugging Face model folder")
-    try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
-        raise InputError(path, f"cannot load the tokenizer: {_first_line(err)}") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

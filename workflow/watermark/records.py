@@ -56,3 +56,11 @@ def read_records(
                 raise InputError(path, f"line {number}: not a {what} record (no {missing[0]!r})")
             records.append(record)
     return records
+
+
+#: A generations.jsonl line: the prompt, and the human, watermarked and plain completions of it.
+GENERATION_FIELDS = ("id", "prompt_ids", "human_ids", "marked_ids", "plain_ids")
+
+
+def read_generations(path: str | PathLike[str]) -> list[dict[str, Any]]:
+    return read_records(path, GENERATION_FIELDS, "generation")

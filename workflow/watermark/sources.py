@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from workflow.common.config import ConfigError, experiment_settings
@@ -29,8 +29,10 @@ def check_models(track_config: Mapping[str, Any]) -> None:
             raise ConfigError(f"watermark.models.{name}: needs `path` (or `demo: true`)")
     named = {f"experiment {e!r}": experiment_settings(track_config, e)["model"]
              for e in track_config["experiments"]}  # fmt: skip
-    if track_config.get("oracle"):
-        named["oracle"] = track_config["oracle"]
+    paraphraser = track_config.get("paraphrase", {}).get("model")
+    for role, model in (("oracle", track_config.get("oracle")), ("paraphraser", paraphraser)):
+        if model:
+            named[role] = model
     for who, model in named.items():
         if model not in models:
             raise ConfigError(f"watermark: {who} names model {model!r}, which `models` lacks "
@@ -48,3 +50,11 @@ def model_inputs(track_config: Mapping[str, Any], model: str | None) -> list[str
     if model and track_config["models"][model].get("demo"):
         return [DEMO_MODEL.format(model=model)]
     return []
+
+
+def first_runs(runs: Iterable[Any]) -> list[Any]:
+    """The first seed's run of every experiment: one curve each in the figures."""
+    seen: dict[str, Any] = {}
+    for run in runs:
+        seen.setdefault(run.experiment, run)
+    return list(seen.values())

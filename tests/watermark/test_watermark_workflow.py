@@ -1,0 +1,79 @@
+"""The watermark track's real Snakemake DAG end to end on the demo, in a copy of the repository:
+the issue's must-show numbers on the demo's own settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import copy_repo, snakemake_in
+
+
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return snakemake_in(workdir, "tests/watermark/e2e.yaml", *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = copy_repo(tmp_path_factory.mktemp("repo"), "tests/watermark/e2e.yaml")
+    smk(workdir, "--cores", "2")
+    return workdir
+
+
+@pytest.mark.slow
+def test_clean_detection_meets_the_papers_operating_point(demo):
+    """gamma 0.25, delta 2, T = 200, z = 4: TPR >= 0.95 and no human text flagged."""
+    results = demo / "results/watermark/demo"
+    records = {p.parent.parent.name: json.loads(p.read_text())
+               for p in results.glob("*/seed0/metrics.json")}  # fmt: skip
+    assert set(records) == {"kgw_lefthash", "kgw_selfhash"}  # kgw_beam is off in the demo
+    for name, record in records.items():
+        m, settings = record["metrics"], record["extra"]["settings"]
+        assert (settings["gamma"], settings["delta"], settings["new_tokens"]) == (0.25, 2.0, 200)
+        assert m["tpr"] >= 0.95 and m["fpr_human"] == 0.0 and m["fpr_plain"] == 0.0, name
+        assert m["auc"] > 0.99 and record["extra"]["texts"] == 48
+        # quality: perplexity under the oracle is finite and watermarking costs some of it
+        assert 1 < m["ppl_plain"] < m["ppl_human"] and m["ppl_marked"] > 1
+        lengths = record["extra"]["curves"]["z_vs_length"]
+        z = [lengths[k]["z_mean"] for k in sorted(lengths, key=int)]
+        assert z == sorted(z) and int(max(lengths, key=int)) == 200  # z grows with T
+    scores = pd.read_parquet(results / "kgw_lefthash/seed0/scores.parquet")
+    assert scores.z.notna().all() and (scores.problem == "").all()
+
+
+@pytest.mark.slow
+def test_attack_curves_fall_monotonically_with_epsilon(demo):
+    for path in (demo / "results/watermark/demo").glob("*/seed0/metrics.json"):
+        attacks = json.loads(path.read_text())["extra"]["curves"]["attacks"]
+        assert set(attacks) == {"substitute", "delete", "insert", "copy_paste", "paraphrase"}
+        for name, curve in attacks.items():
+            eps = [float(e) for e in curve]
+            z = [point["z_mean"] for point in curve.values()]
+            tpr = [point["tpr"] for point in curve.values()]
+            assert eps == sorted(eps) and len(eps) >= 3
+            if name == "copy_paste":  # more of the text watermarked: z rises
+                assert z == sorted(z), (path, name, z)
+                continue
+            assert eps[0] == 0.0 and z == sorted(z, reverse=True), (path, name, z)
+            assert tpr == sorted(tpr, reverse=True) and tpr[-1] < tpr[0], (path, name, tpr)
+
+
+@pytest.mark.slow
+def test_prompts_count_planted_damage_and_report_and_figures(demo):
+    counts = json.loads((demo / "results/watermark/demo/prompts/demo.counts.json").read_text())
+    assert counts == {"documents": 50, "too_short": 2, "kept": 48, "bad_lines": 1}
+    skipped = (demo / "results/watermark/demo/prompts/demo.skipped.tsv").read_text()
+    assert "not valid JSON" in skipped
+    model = demo / "data/demo/watermark/models/demo"
+    assert (model / "config.json").is_file() and (model / "tokenizer.json").is_file()
+    summary = pd.read_csv(demo / "results/report/summary.csv")
+    rows = summary[summary.track == "watermark"]
+    assert set(rows.experiment) == {"kgw_lefthash", "kgw_selfhash"}
+    assert set(rows.metric) >= {"tpr", "fpr_human", "auc", "tpr_at_1pct_fpr", "ppl_marked"}
+    for name in ("detection", "z_vs_length", "attacks"):
+        assert (demo / f"results/watermark/demo/figures/{name}.png").stat().st_size > 10_000
+    assert "Nothing to be done" in smk(demo, "-n", "--cores", "1").stdout
