@@ -54,7 +54,7 @@ rule watermark_lm:
         "benchmarks/watermark_lm/{model}.tsv"
     conda:
         WATERMARK_ENV
-    threads: 2
+    threads: 1  # on 2 cores one thread each for two jobs beats two threads for one
     resources:
         **resource_class("GPU_1"),
     shell:
