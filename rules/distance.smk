@@ -146,7 +146,7 @@ rule distance_evaluate:
         "benchmarks/distance_evaluate/{dataset}_{experiment}_seed{seed}.tsv"
     conda:
         DIST_ENV
-    threads: 2
+    threads: 1  # mostly start-up: a second thread saves 1 s of 10 and holds a core
     resources:
         **resource_class("CPU_SMALL"),
     shell:

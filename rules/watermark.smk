@@ -67,7 +67,9 @@ rule watermark_prompts:
         data=lambda wc: dataset_inputs("watermark", wc.dataset),
         model=lambda wc: model_inputs(WM, wc.model),
     output:
-        PROMPTS,
+        prompts=PROMPTS,
+        counts=PROMPTS.replace(".jsonl", ".counts.json"),
+        skipped=PROMPTS.replace(".jsonl", ".skipped.tsv"),
     params:
         documents=lambda wc: documents(WM, wc.dataset),
         model=lambda wc: model_folder(WM, wc.model),
@@ -83,7 +85,8 @@ rule watermark_prompts:
         **resource_class("CPU_SMALL"),
     shell:
         "python scripts/watermark.py prompts --documents {params.documents} "
-        "--model {params.model} --settings {params.settings:q} --out {output} "
+        "--model {params.model} --settings {params.settings:q} --out {output.prompts} "
+        "--counts {output.counts} --skipped {output.skipped} "
         "--on-bad-sample {params.policy} > {log} 2>&1"
 
 

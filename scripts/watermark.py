@@ -65,9 +65,8 @@ def cmd_prompts(args: argparse.Namespace) -> None:
     if len(prompts) < int(args.settings["n"]):
         log.warning("only %d prompts of the %d asked for", len(prompts), args.settings["n"])
     write_text(args.out, prompts_jsonl(prompts))
-    write_json(args.out.with_suffix(".counts.json"), counts.as_dict())
-    if len(counts.skipped):
-        write_text(args.out.with_suffix(".skipped.tsv"), counts.skipped.to_tsv())
+    write_json(args.counts or args.out.with_suffix(".counts.json"), counts.as_dict())
+    write_text(args.skipped or args.out.with_suffix(".skipped.tsv"), counts.skipped.to_tsv())
     log.info("prompts: %s -> %s", counts.as_dict(), args.out)
 
 
@@ -265,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_model(p, "its tokenizer cuts the documents")
     add_settings(p, "watermark_prompts", "the config's watermark.prompts section")
     p.add_argument("--out", type=Path, required=True, help="prompts .jsonl to write")
+    p.add_argument(
+        "--counts", type=Path, help="counts .json to write (default: beside --out, .counts.json)"
+    )
+    p.add_argument(
+        "--skipped",
+        type=Path,
+        help="skipped lines .tsv to write (default: beside --out, .skipped.tsv)",
+    )
     p.add_argument(
         "--on-bad-sample", choices=["skip", "fail"], default="skip",
         help="what to do with a malformed line (default: skip and count it)",
