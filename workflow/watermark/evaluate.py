@@ -17,6 +17,8 @@ import torch
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from workflow.watermark.scoring import whole_texts
+
 HIGHER_IS_BETTER = {
     "tpr": True, "fpr_human": False, "fpr_plain": False, "auc": True, "tpr_at_1pct_fpr": True,
     "ppl_marked": False, "ppl_plain": False, "ppl_human": False,
@@ -91,8 +93,7 @@ def _z(table: pd.DataFrame, text: str) -> list[float | None]:
 def run_metrics(table: pd.DataFrame, threshold: float) -> tuple[dict[str, float], dict[str, Any]]:
     """Clean detection metrics of a run's score table (``scoring.score_table``), and the curves
     the figures and report show: z vs T and every attack's TPR and mean z per epsilon."""
-    whole = table[table.attack == "none"]
-    whole = whole[whole.length == whole.groupby(["id", "text"]).length.transform("max")]
+    whole = whole_texts(table)
     metrics = detection_metrics(
         _z(whole, "marked"), _z(whole, "plain"), _z(whole, "human"), threshold
     )

@@ -17,13 +17,9 @@ import torch
 from torchmetrics.functional.classification import binary_roc
 
 from workflow.common.plotting import plt, save_figure
+from workflow.watermark.scoring import whole_texts
 
 COLOURS = {"marked": "tab:green", "plain": "tab:blue", "human": "tab:grey"}
-
-
-def _whole(table: pd.DataFrame) -> pd.DataFrame:
-    clean = table[table.attack == "none"]
-    return clean[clean.length == clean.groupby(["id", "text"]).length.transform("max")]
 
 
 def detection_figure(tables: Mapping[str, pd.DataFrame], threshold: float, path: Path) -> None:
@@ -33,7 +29,7 @@ def detection_figure(tables: Mapping[str, pd.DataFrame], threshold: float, path:
     axes = np.atleast_1d(axes)
     roc = axes[-1]
     for ax, (name, table) in zip(axes, tables.items(), strict=False):
-        whole = _whole(table)
+        whole = whole_texts(table)
         finite = whole.z.dropna()
         bins = np.linspace(min(finite.min(), -4), max(finite.max(), threshold + 1), 40)
         for text, colour in COLOURS.items():

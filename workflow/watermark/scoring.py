@@ -79,3 +79,9 @@ def _window_z(
         ).z  # fmt: skip
     except TooShort:
         return math.nan
+
+
+def whole_texts(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of unattacked texts scored whole (not cut to a shorter length)."""
+    clean = table[table.attack == "none"]
+    return clean[clean.length == clean.groupby(["id", "text"]).length.transform("max")]
