@@ -169,18 +169,15 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import pandas as pd
 
     from workflow.common.metrics import evaluated_run, write_metrics
     from workflow.watermark.evaluate import HIGHER_IS_BETTER, perplexities, run_metrics
     from workflow.watermark.hf import load_lm
     from workflow.watermark.records import read_generations
+    from workflow.watermark.scoring import read_scores
 
     started = time.monotonic()
-    try:
-        table = pd.read_parquet(args.scores)
-    except (OSError, ValueError) as err:
-        raise InputError(args.scores, f"not a score table: {err}") from None
+    table = read_scores(args.scores)
     threshold = float(parse_settings(args.detect, "watermark_detect", "--detect")["z_threshold"])
     metrics, curves = run_metrics(table, threshold)
     generations = read_generations(args.generations)
@@ -208,16 +205,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    import pandas as pd
 
     from workflow.common.metrics import read_metrics
     from workflow.watermark.plots import attack_figure, detection_figure, length_figure
+    from workflow.watermark.scoring import read_scores
 
     if len(args.metrics) != len(args.scores):
         raise InputError("--scores", "give one score table per metrics.json, in the same order")
     records = [read_metrics(path) for path in args.metrics]
     names = [f"{r['experiment']}" for r in records]
-    tables = {n: pd.read_parquet(p) for n, p in zip(names, args.scores, strict=True)}
+    tables = {n: read_scores(p) for n, p in zip(names, args.scores, strict=True)}
     curves = {n: r["extra"]["curves"] for n, r in zip(names, records, strict=True)}
     threshold = float(records[0]["extra"]["z_threshold"])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -186,3 +186,10 @@ def test_missing_model_folder(chain, tmp_path):
                 "--model", tmp_path / "nope", "--settings", json.dumps(GENERATE),
                 "--out", tmp_path / "s.parquet")  # fmt: skip
     assert_input_error(result, str(tmp_path / "nope"), "model folder not found")
+
+
+def test_damaged_score_table(chain, tmp_path):
+    bad = tmp_path / "scores.parquet"
+    bad.write_bytes(chain["scores"].read_bytes()[:100])
+    result = wm("figures", "--metrics", chain["metrics"], "--scores", bad, "--out", tmp_path)
+    assert_input_error(result, str(bad), "not a score table")

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from workflow.common.errors import InputError
 from workflow.watermark.detect import TooShort, score_many, windowed_z
 from workflow.watermark.greenlist import DEFAULT_KEY
 
@@ -85,3 +87,11 @@ def whole_texts(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of unattacked texts scored whole (not cut to a shorter length)."""
     clean = table[table.attack == "none"]
     return clean[clean.length == clean.groupby(["id", "text"]).length.transform("max")]
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """A score table written by the detect stage; anything else is an InputError."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"not a score table: {err}") from None
