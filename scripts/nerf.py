@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""NeRF with camera pose refinement (BARF protocol): one subcommand per stage.
+
+Each subcommand also runs by hand, e.g. ``python scripts/nerf.py prepare --help``. Scenes are
+nerfstudio ``transforms.json`` folders, DTU scans (``cameras_sphere.npz`` + ``image/``) or
+Replica sequences in NICE-SLAM's layout (``traj.txt`` + ``results/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
+
+from workflow.common.cli import (
+    add_evaluate_args,
+    add_run_args,
+    add_settings,
+    log,
+    run_cli,
+    stage_parser,
+)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from workflow.nerf.demo import write_demo
+
+    manifest = write_demo(args.root, args.settings)
+    log.info("demo: %d views in %s layout -> %s", manifest["views"], manifest["format"], args.root)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from workflow.nerf.prepare import prepare
+
+    summary = prepare(args.format, args.root, args.out, args.settings)
+    log.info(
+        "%d views: %d training (poses perturbed), %d held out -> %s",
+        summary["views"], summary["train"], summary["test"], args.out,
+    )  # fmt: skip
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from workflow.nerf.builtin import train_builtin
+    from workflow.nerf.transforms import read_transforms
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scene = read_transforms(args.scene)
+    train_builtin(scene, args.settings, args.run_dir, args.out, args.seed, gpus=args.devices)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from workflow.common.atomic import atomic_path
+    from workflow.common.metrics import evaluated_run, write_metrics
+    from workflow.common.training import checkpoint_run_info
+    from workflow.nerf.evaluate import HIGHER_IS_BETTER, evaluate_run
+    from workflow.nerf.plots import renders_figure
+    from workflow.nerf.transforms import read_transforms
+
+    started = time.monotonic()
+    scene = read_transforms(args.scene)
+    result = evaluate_run(args.checkpoint, scene, args.seed)
+    with atomic_path(args.predictions) as tmp:
+        pd.DataFrame(result["rows"]).to_parquet(tmp)
+    renders_figure(result["renders"], args.renders, f"{args.experiment} seed {args.seed}")
+    run_info = checkpoint_run_info(args.checkpoint)
+    record = evaluated_run(
+        "nerf", args.dataset, args.experiment, args.seed, result["metrics"], HIGHER_IS_BETTER,
+        args.settings, run_info, time.monotonic() - started, **result["extra"],
+    )  # fmt: skip
+    write_metrics(args.metrics, record)
+    m, extra = result["metrics"], result["extra"]
+    log.info(
+        "PSNR %.2f SSIM %.3f; rotation error %.2f deg (from %.2f), translation %.4f (from %.4f)",
+        m["psnr"], m["ssim"], m["rotation_error_deg"], extra["initial_rotation_error_deg"],
+        m["translation_error"], extra["initial_translation_error"],
+    )  # fmt: skip
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    from workflow.common.metrics import read_metrics
+    from workflow.nerf.plots import pose_error_figure
+
+    histories = {}
+    for path in args.metrics:
+        record = read_metrics(path)
+        histories[f"{record['experiment']} s{record['seed']}"] = record.get("extra", {}).get(
+            "history", []
+        )
+    pose_error_figure(histories, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser, stage = stage_parser(__doc__)
+
+    p = stage("demo", cmd_demo, "render the demo scene from known poses into a dataset layout")
+    p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
+    add_settings(p, "nerf_demo", "the config's nerf.demo section")
+
+    p = stage("prepare", cmd_prepare, "a dataset -> prepared transforms.json: held-out views, "
+              "seeded pose noise on the training views")  # fmt: skip
+    p.add_argument("--format", choices=["nerfstudio", "dtu", "replica"], required=True)
+    p.add_argument("--root", type=Path, required=True, help="the dataset's folder")
+    p.add_argument("--out", type=Path, required=True, help="transforms.json to write")
+    add_settings(p, "nerf_prepare", "the config's nerf.prepare section")
+
+    p = stage("train", cmd_train, "fit the builtin engine's radiance field (and the poses)")
+    p.add_argument("--scene", type=Path, required=True, help="prepared transforms.json")
+    add_settings(p, "nerf_train", "the experiment's settings (nerf.train + overrides)")
+    add_run_args(p)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+
+    p = stage("evaluate", cmd_evaluate, "pose errors after Sim(3) alignment; held-out PSNR and "
+              "SSIM after test-time pose alignment; renders")  # fmt: skip
+    p.add_argument("--scene", type=Path, required=True, help="prepared transforms.json")
+    add_evaluate_args(p)
+    p.add_argument("--renders", type=Path, required=True, help="renders figure (.png) to write")
+    add_settings(p, "nerf_train", "the experiment's settings (recorded in metrics.json)")
+
+    p = stage("figures", cmd_figures, "pose error against training step, every run")
+    p.add_argument("--metrics", type=Path, nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True, help="figure (.png) to write")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(build_parser))

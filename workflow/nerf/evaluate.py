@@ -1,0 +1,175 @@
+"""Evaluation of a builtin-engine run, BARF's protocol: pose errors of the refined training
+views after Sim(3) alignment to the ground truth, and held-out PSNR/SSIM after test-time pose
+alignment (the held-out cameras are mapped into the run's frame by that Sim(3), then their
+poses alone are optimised against their images with the field frozen, so a run is not judged
+on the frame it happened to converge to)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+
+from workflow.common.errors import InputError
+from workflow.common.training import read_checkpoint
+from workflow.nerf.builtin import FIELD_KEYS, as_4x4, from_box, scene_arrays, to_box
+from workflow.nerf.field import PoseCorrection, RadianceField, camera_rays, render_rays
+from workflow.nerf.geometry import align_poses, pose_errors
+from workflow.nerf.transforms import Scene
+
+log = logging.getLogger("lsai.nerf.evaluate")
+
+
+def load_run(path: Path) -> tuple[RadianceField, dict[str, torch.Tensor], dict[str, Any]]:
+    """The field, the run's pose tensors (box coordinates) and its ``nerf`` record."""
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint.get("nerf")
+    state = checkpoint.get("state_dict", {})
+    if not meta or "poses" not in state:
+        raise InputError(path, "not a builtin NeRF checkpoint (no 'nerf' record)")
+    field = RadianceField(**{k: meta["settings"][k] for k in FIELD_KEYS})
+    field.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("field.")})
+    field.eval().requires_grad_(False)
+    corrections = PoseCorrection(len(state["poses"]))
+    corrections.load_state_dict({"delta": state["corrections.delta"]})
+    with torch.no_grad():
+        refined = corrections(state["poses"], torch.arange(len(state["poses"])))
+    tensors = {
+        "initial": state["poses"].double(),
+        "refined": refined.double(),
+        "gt": state.get("gt_poses"),
+        "intrinsics": state["intrinsics"],
+    }
+    return field, tensors, meta
+
+
+def render_image(
+    field: RadianceField, c2w: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int],
+    settings: Mapping[str, Any], chunk: int = 8192,
+) -> torch.Tensor:  # fmt: skip
+    """A full (H, W, 3) image of one camera (3x4 or 4x4 pose, box coordinates)."""
+    height, width = size
+    y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    pixels = torch.stack([x.flatten(), y.flatten()], -1).float() + 0.5
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), chunk):
+            p = pixels[start : start + chunk]
+            origins, dirs = camera_rays(
+                c2w[None, :3].float().expand(len(p), 3, 4), p, intrinsics[None].expand(len(p), 4)
+            )
+            out.append(
+                render_rays(field, origins, dirs, settings["samples"], settings["background"])
+            )
+    return torch.cat(out).reshape(height, width, 3).clamp(0, 1)
+
+
+def align_test_poses(
+    field: RadianceField, poses: torch.Tensor, images: torch.Tensor, intrinsics: torch.Tensor,
+    settings: Mapping[str, Any], seed: int,
+) -> torch.Tensor:  # fmt: skip
+    """Held-out poses optimised photometrically against their images, the field frozen."""
+    steps, rays, lr = (settings["test_time"][k] for k in ("steps", "rays", "lr"))
+    corrections = PoseCorrection(len(poses))
+    if steps == 0:
+        return poses
+    optimizer = torch.optim.Adam(corrections.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    n, h, w, _ = images.shape
+    for _step in range(steps):
+        view = torch.randint(0, n, (rays,), generator=generator)
+        x = torch.randint(0, w, (rays,), generator=generator)
+        y = torch.randint(0, h, (rays,), generator=generator)
+        pose = corrections(poses[view], view)
+        pixels = torch.stack([x, y], -1).float() + 0.5
+        origins, dirs = camera_rays(pose, pixels, intrinsics[view])
+        rgb = render_rays(field, origins, dirs, settings["samples"], settings["background"])
+        loss = torch.mean((rgb - images[view, y, x]) ** 2)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return corrections(poses, torch.arange(n))
+
+
+def image_scores(rendered: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    pred, target = rendered.permute(2, 0, 1)[None], truth.permute(2, 0, 1)[None]
+    return (
+        float(peak_signal_noise_ratio(pred, target, data_range=1.0)),
+        float(structural_similarity_index_measure(pred, target, data_range=1.0)),
+    )
+
+
+def evaluate_run(checkpoint: Path, scene: Scene, seed: int) -> dict[str, Any]:
+    """Metrics, per-view rows, the pose-error history and the held-out renders of a run."""
+    field, poses, meta = load_run(checkpoint)
+    settings = meta["settings"]
+    center, bound = np.asarray(meta["box"][0]), float(meta["box"][1])
+    scene_poses = {k: from_box(as_4x4(poses[k]), center, bound) for k in ("initial", "refined")}
+    if poses["gt"] is None:
+        raise InputError(
+            checkpoint, "the run's scene has no ground-truth poses to evaluate against"
+        )
+    truth = from_box(as_4x4(poses["gt"]), center, bound)
+    rot0, trans0 = pose_errors(scene_poses["initial"], truth)
+    rot, trans = pose_errors(scene_poses["refined"], truth)
+    # Held-out cameras into the run's frame: the inverse of the run -> truth similarity.
+    _, (s, r, t) = align_poses(scene_poses["refined"], truth)
+    test = scene_arrays(scene, "test", settings)
+    held_out = test["gt_poses"] if test["gt_poses"] is not None else test["poses"]
+    gt_test = from_box(as_4x4(held_out), center, bound)
+    mapped = np.array(gt_test)
+    mapped[:, :3, :3] = r.T @ gt_test[:, :3, :3]
+    mapped[:, :3, 3] = ((r.T @ (gt_test[:, :3, 3] - t).T) / s).T
+    start = torch.from_numpy(to_box(mapped, center, bound)).float()
+    images, intrinsics = test["images"], test["intrinsics"].float()
+    aligned = align_test_poses(field, start, images, intrinsics, settings, seed)
+    rows, renders = [], []
+    for i, view in enumerate(test["views"]):
+        size = tuple(images[i].shape[:2])
+        before = render_image(field, start[i], intrinsics[i], size, settings)
+        after = render_image(field, aligned[i], intrinsics[i], size, settings)
+        psnr_before, _ = image_scores(before, images[i])
+        psnr, ssim = image_scores(after, images[i])
+        rows.append({"view": view.file_path, "split": "test", "psnr": psnr, "ssim": ssim,
+                     "psnr_before_alignment": psnr_before})  # fmt: skip
+        renders.append((images[i].numpy(), after.numpy()))
+    for i, view in enumerate(scene.split("train")):
+        rows.append({
+            "view": view.file_path, "split": "train",
+            "rotation_error_deg": float(rot[i]), "translation_error": float(trans[i]),
+            "initial_rotation_error_deg": float(rot0[i]),
+            "initial_translation_error": float(trans0[i]),
+        })  # fmt: skip
+    test_rows = [row for row in rows if row["split"] == "test"]
+    metrics = {
+        "psnr": float(np.mean([row["psnr"] for row in test_rows])),
+        "ssim": float(np.mean([row["ssim"] for row in test_rows])),
+        "rotation_error_deg": float(rot.mean()),
+        "translation_error": float(trans.mean()),
+    }
+    extra = {
+        "initial_rotation_error_deg": float(rot0.mean()),
+        "initial_translation_error": float(trans0.mean()),
+        "psnr_before_alignment": float(
+            np.mean([row["psnr_before_alignment"] for row in test_rows])
+        ),
+        "history": meta.get("history", []),
+    }
+    return {"metrics": metrics, "extra": extra, "rows": rows, "renders": renders}
+
+
+HIGHER_IS_BETTER = {
+    "psnr": True,
+    "ssim": True,
+    "rotation_error_deg": False,
+    "translation_error": False,
+}
