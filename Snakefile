@@ -13,7 +13,7 @@ min_version("9.0")
 
 configfile: "config/config.yaml"
 
-TRACKS = ("distance", "wsi", "sequence", "flip", "watermark")  # every track's rules are included, enabled or not
+TRACKS = ("distance", "wsi", "sequence", "flip", "watermark", "nerf")  # every track's rules are included, enabled or not
 
 
 try:
@@ -33,6 +33,7 @@ include: "rules/wsi.smk"
 include: "rules/sequence.smk"
 include: "rules/flip.smk"
 include: "rules/watermark.smk"
+include: "rules/nerf.smk"
 include: "rules/report.smk"
 
 

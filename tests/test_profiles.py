@@ -205,3 +205,14 @@ def test_leonardo_watermark_generates_on_gpus_and_scores_on_cpus(leonardo):
     prompts = rules_of(leonardo, "watermark_prompts")  # c4 x opt-1.3b's tokenizer
     assert len(prompts) == 1 and prompts[0]["slurm_partition"] == "lrd_all_serial"
     assert not rules_of(leonardo, "watermark_demo", "watermark_lm")  # real data and models
+
+
+def test_leonardo_nerf_trains_on_gpus_and_evaluates_on_cpus(leonardo):
+    train = rules_of(leonardo, "nerf_train")
+    assert len(train) == 3 * 2 * 3  # 3 DTU scans x (barf, no_refine) x 3 seeds
+    assert all(r["slurm_partition"] == "boost_usr_prod" and r["gpu"] == "1" for r in train)
+    for rule in ("nerf_prepare", "nerf_evaluate", "nerf_figures"):
+        jobs = rules_of(leonardo, rule)
+        assert jobs and all(r["slurm_partition"] == "lrd_all_serial" for r in jobs), rule
+    assert len(rules_of(leonardo, "nerf_prepare")) == 3
+    assert not rules_of(leonardo, "nerf_demo")  # real scans

@@ -1,0 +1,139 @@
+# NeRF with camera pose refinement: demo scene -> prepare (hold-out, pose noise) -> train ->
+# evaluate -> figures. Every rule calls `python scripts/nerf.py <stage>`; the logic lives in
+# workflow/nerf.
+
+NERF_ENV = "../envs/nerf.yaml"
+NERF = config["nerf"]
+NERF_SCENE = "results/nerf/{dataset}/prep/transforms.json"
+NERF_RUN = "results/nerf/{dataset}/{experiment}/seed{seed}"
+
+nerf_format = lambda wc: (  # noqa: E731  the demo's layout, or the dataset's own
+    NERF["demo"]["format"] if NERF["datasets"][wc.dataset].get("demo") else NERF["datasets"][wc.dataset]["format"]
+)
+
+
+rule nerf_demo:
+    output:
+        "data/demo/nerf/{dataset}/manifest.json",
+    params:
+        settings=as_json(NERF["demo"]),
+    log:
+        "logs/nerf_demo/{dataset}.log",
+    benchmark:
+        "benchmarks/nerf_demo/{dataset}.tsv"
+    conda:
+        NERF_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/nerf.py demo --root $(dirname {output}) "
+        "--settings {params.settings:q} > {log} 2>&1"
+
+
+rule nerf_prepare:
+    input:
+        lambda wc: dataset_inputs("nerf", wc.dataset),
+    output:
+        NERF_SCENE,
+    params:
+        root=lambda wc: dataset_root("nerf", wc.dataset),
+        fmt=nerf_format,
+        settings=as_json(NERF["prepare"]),
+    log:
+        "logs/nerf_prepare/{dataset}.log",
+    benchmark:
+        "benchmarks/nerf_prepare/{dataset}.tsv"
+    conda:
+        NERF_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/nerf.py prepare --format {params.fmt} --root {params.root:q} "
+        "--out {output} --settings {params.settings:q} > {log} 2>&1"
+
+
+rule nerf_train:
+    input:
+        NERF_SCENE,
+    output:
+        f"{NERF_RUN}/final.ckpt",
+    params:
+        settings=lambda wc: settings_of("nerf", wc.experiment),
+        run_dir=f"{NERF_RUN}/run",  # undeclared: resumable checkpoints survive a rerun
+        devices=devices_per_node,
+    log:
+        "logs/nerf_train/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/nerf_train/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        NERF_ENV
+    threads: 1  # small batches: on 2 cores one thread each for two runs beats two for one
+    resources:
+        **resource_class("GPU_1"),
+    shell:
+        "python scripts/nerf.py train --scene {input} --settings {params.settings:q} "
+        "--run-dir {params.run_dir} --out {output} --seed {wildcards.seed} "
+        "--devices {params.devices} --threads {threads} > {log} 2>&1"
+
+
+rule nerf_evaluate:
+    input:
+        checkpoint=f"{NERF_RUN}/final.ckpt",
+        scene=NERF_SCENE,
+    output:
+        metrics=f"{NERF_RUN}/metrics.json",
+        predictions=f"{NERF_RUN}/predictions.parquet",
+        renders=report(
+            f"{NERF_RUN}/renders.png",
+            category="nerf",
+            subcategory="{dataset}",
+            caption="../report/nerf_renders.rst",
+        ),
+    params:
+        settings=lambda wc: settings_of("nerf", wc.experiment),
+    log:
+        "logs/nerf_evaluate/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/nerf_evaluate/{dataset}_{experiment}_seed{seed}.tsv"
+    conda:
+        NERF_ENV
+    threads: 1
+    resources:
+        **resource_class("CPU_SMALL"),  # renders a few held-out views: seconds on a CPU
+    shell:
+        "python scripts/nerf.py evaluate --scene {input.scene} "
+        "--checkpoint {input.checkpoint} --metrics {output.metrics} "
+        "--predictions {output.predictions} --renders {output.renders} "
+        "--dataset {wildcards.dataset} --experiment {wildcards.experiment} "
+        "--seed {wildcards.seed} --settings {params.settings:q} > {log} 2>&1"
+
+
+rule nerf_figures:
+    input:
+        lambda wc: [f"{run.folder}/metrics.json" for run in dataset_runs("nerf", wc.dataset)],
+    output:
+        report(
+            "results/nerf/{dataset}/figures/pose_error.png",
+            category="nerf",
+            subcategory="{dataset}",
+            caption="../report/nerf_pose_error.rst",
+        ),
+    log:
+        "logs/nerf_figures/{dataset}.log",
+    conda:
+        NERF_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/nerf.py figures --metrics {input} --out {output} > {log} 2>&1"
+
+
+rule nerf:
+    """All runs and figures of the NeRF track."""
+    input:
+        [f"{run.folder}/metrics.json" for run in track_runs("nerf")],
+        expand(
+            "results/nerf/{dataset}/figures/pose_error.png",
+            dataset=enabled_datasets("nerf", NERF),
+        ),
+    default_target: False

@@ -1,0 +1,61 @@
+"""The NeRF track's real Snakemake DAG end to end on the demo, in a copy of the repository:
+the issue's must-show numbers on the demo's own settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import copy_repo, snakemake_in
+
+
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return snakemake_in(workdir, "tests/nerf/e2e.yaml", *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = copy_repo(tmp_path_factory.mktemp("repo"), "tests/nerf/e2e.yaml")
+    smk(workdir, "--cores", "2")
+    return workdir
+
+
+def records(workdir: Path) -> dict[str, dict]:
+    runs = workdir / "results/nerf/demo"
+    return {
+        p.parent.parent.name: json.loads(p.read_text()) for p in runs.glob("*/seed0/metrics.json")
+    }
+
+
+@pytest.mark.slow
+def test_refinement_cuts_rotation_error_by_half_and_raises_psnr(demo):
+    runs = records(demo)
+    assert set(runs) == {"barf", "no_refine"}
+    barf, fixed = runs["barf"], runs["no_refine"]
+    initial = barf["extra"]["initial_rotation_error_deg"]
+    assert initial > 4  # 8 degrees of noise (std of the angle) on the training poses
+    assert fixed["metrics"]["rotation_error_deg"] == pytest.approx(initial)  # nothing moved
+    assert barf["metrics"]["rotation_error_deg"] <= 0.5 * initial
+    assert barf["metrics"]["psnr"] > fixed["metrics"]["psnr"] + 3  # dB
+    assert barf["metrics"]["ssim"] > fixed["metrics"]["ssim"]
+    history = [h["rotation_error_deg"] for h in barf["extra"]["history"]]
+    assert len(history) == 8 and history[-1] < history[0]
+
+
+@pytest.mark.slow
+def test_prepared_scene_rows_figures_and_report(demo):
+    scene = json.loads((demo / "results/nerf/demo/prep/transforms.json").read_text())
+    assert len(scene["frames"]) == 24 and len(scene["test_filenames"]) == 3
+    rows = pd.read_parquet(demo / "results/nerf/demo/barf/seed0/predictions.parquet")
+    assert (rows.split == "test").sum() == 3 and (rows.split == "train").sum() == 21
+    for png in ("figures/pose_error.png", "barf/seed0/renders.png", "no_refine/seed0/renders.png"):
+        assert (demo / "results/nerf/demo" / png).stat().st_size > 10_000, png
+    summary = pd.read_csv(demo / "results/report/summary.csv")
+    nerf = summary[summary.track == "nerf"]
+    assert set(nerf.experiment) == {"barf", "no_refine"}
+    assert {"psnr", "ssim", "rotation_error_deg", "translation_error"} <= set(nerf.metric)
+    assert "Nothing to be done" in smk(demo, "-n", "--cores", "1").stdout
