@@ -221,6 +221,7 @@ def train_builtin(
         TrainSettings(
             run_dir=run_dir, max_epochs=int(settings["max_epochs"]), seed=seed, gpus=gpus,
             monitor="train_loss", mode="min", log_every_n_steps=max(1, min(50, steps)),
+            precision="32-true",  # pose gradients are small: no bf16 on the GPU either
             trainer_overrides={"limit_val_batches": 0, "num_sanity_val_steps": 0},
         ),
     )  # fmt: skip
