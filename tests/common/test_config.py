@@ -41,7 +41,7 @@ def test_leonardo_experiments_do_not_inherit_the_demos_shortcuts():
     under the same name would silently shrink the real run unless Leonardo spells it out."""
     leonardo = yaml.safe_load((ROOT / "config/leonardo.yaml").read_text())
     config = validate_config(deep_merge(default_config(), leonardo), SCHEMA)
-    for track in ("distance", "wsi", "sequence"):
+    for track in ("distance", "wsi", "sequence", "nerf"):
         epochs = config[track]["train"].get("max_epochs")
         for name, own in leonardo[track]["experiments"].items():
             settings = experiment_settings(config[track], name)
