@@ -9,7 +9,6 @@ poses: evaluation needs nothing else from training.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -234,7 +233,3 @@ def train_builtin(
                 "pose error after training: %.3f deg, %.4f box units",
                 module.history[-1]["rotation_error_deg"], module.history[-1]["translation_error"],
             )  # fmt: skip
-
-
-def psnr(mse: float) -> float:
-    return -10 * math.log10(max(mse, 1e-12))

@@ -18,6 +18,7 @@ from workflow.nerf.replica import read_replica
 from workflow.nerf.transforms import (
     Intrinsics,
     Scene,
+    check_size,
     read_transforms,
     with_ground_truth,
     write_transforms,
@@ -74,12 +75,7 @@ def check_images(scene: Scene) -> None:
                 size = image.size
         except OSError as err:
             raise InputError(path, f"not a readable image: {err}") from None
-        if size != (view.camera.width, view.camera.height):
-            raise InputError(
-                path,
-                f"image is {size[0]}x{size[1]} but its camera says "
-                f"{view.camera.width}x{view.camera.height}",
-            )
+        check_size(path, size, view.camera)
 
 
 def prepare(fmt: str, root: Path, out: Path, settings: Mapping[str, Any]) -> dict[str, Any]:

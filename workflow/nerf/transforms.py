@@ -197,6 +197,14 @@ def _relative(target: Path, start: Path) -> str:
     return Path(os.path.relpath(target.resolve(), start.resolve())).as_posix()
 
 
+def check_size(path: Path, size: tuple[int, int], camera: Intrinsics) -> None:
+    """An image of another size than its camera is an InputError naming it."""
+    if size != (camera.width, camera.height):
+        raise InputError(
+            path, f"image is {size[0]}x{size[1]} but its camera says {camera.width}x{camera.height}"
+        )
+
+
 def load_image(path: Path, camera: Intrinsics, factor: float = 1.0) -> np.ndarray:
     """An RGB image as float32 (H, W, 3) in [0, 1], resized by ``factor``; a missing or
     unreadable file, or one whose size is not the camera's, is an InputError."""
@@ -208,12 +216,7 @@ def load_image(path: Path, camera: Intrinsics, factor: float = 1.0) -> np.ndarra
             rgb = image.convert("RGB")
     except (UnidentifiedImageError, OSError) as err:
         raise InputError(path, f"not a readable image: {err}") from None
-    if rgb.size != (camera.width, camera.height):
-        raise InputError(
-            path,
-            f"image is {rgb.size[0]}x{rgb.size[1]} but its camera says "
-            f"{camera.width}x{camera.height}",
-        )
+    check_size(path, rgb.size, camera)
     if factor != 1.0:
         size = camera.scaled(factor)
         rgb = rgb.resize((size.width, size.height), Image.Resampling.BOX)
