@@ -6,7 +6,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= all
 
-.PHONY: setup demo test lint dryrun pytest slurm-packages clean
+.PHONY: setup demo test lint dryrun pytest slurm-packages nerfstudio clean
 
 setup: $(VENV)/.installed
 
@@ -16,6 +16,22 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	touch $@
+
+# The NeRF track's nerfstudio engine (experiments with `engine: nerfstudio`) in its own venv:
+# torch first and by version, then envs/nerfstudio.txt. LPIPS's AlexNet weights are fetched
+# now, where the network is, into the TORCH_HOME the runs use (compute nodes fetch nothing).
+NS_VENV := .venv-nerfstudio
+nerfstudio: $(NS_VENV)/.installed
+
+$(NS_VENV)/.installed: envs/nerfstudio.txt
+	python3 -m venv $(NS_VENV)
+	$(NS_VENV)/bin/pip install --quiet --upgrade pip
+	$(NS_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(NS_VENV)/bin/pip install --quiet -r envs/nerfstudio.txt
+	TORCH_HOME=$(NS_VENV)/torch $(NS_VENV)/bin/python -c "import torchvision; \
+		torchvision.models.alexnet(weights='IMAGENET1K_V1')" || echo "note: no network: put \
+		alexnet-owt-7be5be79.pth in $(NS_VENV)/torch/hub/checkpoints/ before a run (LPIPS)"
 	touch $@
 
 demo: setup

@@ -2,10 +2,23 @@
 # evaluate -> figures. Every rule calls `python scripts/nerf.py <stage>`; the logic lives in
 # workflow/nerf.
 
+from workflow.nerf.nerfstudio import check_settings
+
 NERF_ENV = "../envs/nerf.yaml"
 NERF = config["nerf"]
 NERF_SCENE = "results/nerf/{dataset}/prep/transforms.json"
 NERF_RUN = "results/nerf/{dataset}/{experiment}/seed{seed}"
+
+try:
+    for name in NERF["experiments"]:
+        check_settings(experiment_settings_of("nerf", name), f"nerf.experiments.{name}")
+except ConfigError as err:
+    sys.exit(f"error: {err}")
+
+nerf_engine = lambda engine: experiments_matching("nerf", lambda s: s["engine"] == engine)  # noqa: E731
+# What a training run publishes: the builtin engine's checkpoint, or a nerfstudio run's manifest.
+NERF_TRAINED = {"builtin": f"{NERF_RUN}/final.ckpt", "nerfstudio": f"{NERF_RUN}/nerfstudio.json"}
+nerf_trained = lambda wc: NERF_TRAINED[experiment_settings_of("nerf", wc.experiment)["engine"]]  # noqa: E731
 
 nerf_format = lambda wc: (  # noqa: E731  the demo's layout, or the dataset's own
     NERF["demo"]["format"] if NERF["datasets"][wc.dataset].get("demo") else NERF["datasets"][wc.dataset]["format"]
@@ -65,6 +78,8 @@ rule nerf_train:
         "logs/nerf_train/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
         "benchmarks/nerf_train/{dataset}_{experiment}_seed{seed}.tsv"
+    wildcard_constraints:
+        experiment=nerf_engine("builtin"),
     conda:
         NERF_ENV
     threads: 1  # small batches: on 2 cores one thread each for two runs beats two for one
@@ -76,9 +91,40 @@ rule nerf_train:
         "--devices {params.devices} --threads {threads} > {log} 2>&1"
 
 
+# The nerfstudio engine: ns-train, ns-export cameras and ns-eval from nerfstudio's own
+# environment (`make nerfstudio`, or this conda env); the run folder keeps its checkpoints.
+rule nerf_train_nerfstudio:
+    input:
+        NERF_SCENE,
+    output:
+        NERF_TRAINED["nerfstudio"],
+    params:
+        settings=lambda wc: settings_of("nerf", wc.experiment),
+        run_dir=f"{NERF_RUN}/nerfstudio",  # undeclared: resumable checkpoints survive a rerun
+        devices=devices_per_node,
+        bin=NERF["nerfstudio"]["bin"],
+        torch_home=NERF["nerfstudio"]["torch_home"],
+    log:
+        "logs/nerf_train/{dataset}_{experiment}_seed{seed}.log",
+    benchmark:
+        "benchmarks/nerf_train/{dataset}_{experiment}_seed{seed}.tsv"
+    wildcard_constraints:
+        experiment=nerf_engine("nerfstudio"),
+    conda:
+        "../envs/nerfstudio.yaml"
+    threads: 4  # nerfstudio's image loading and caching
+    resources:
+        **resource_class("GPU_1"),
+    shell:
+        "python scripts/nerf.py train --scene {input} --settings {params.settings:q} "
+        "--run-dir {params.run_dir} --out {output} --seed {wildcards.seed} "
+        "--devices {params.devices} --ns-bin {params.bin:q} --torch-home {params.torch_home:q} "
+        "> {log} 2>&1"
+
+
 rule nerf_evaluate:
     input:
-        checkpoint=f"{NERF_RUN}/final.ckpt",
+        checkpoint=nerf_trained,
         scene=NERF_SCENE,
     output:
         metrics=f"{NERF_RUN}/metrics.json",

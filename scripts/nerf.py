@@ -43,6 +43,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    if args.settings["engine"] == "nerfstudio":  # its own environment: no torch imported here
+        from workflow.nerf.nerfstudio import train_nerfstudio
+
+        train_nerfstudio(
+            args.scene, args.settings, args.run_dir, args.out, args.seed, args.devices,
+            args.ns_bin, args.torch_home,
+        )  # fmt: skip
+        return
     import torch
 
     from workflow.nerf.builtin import train_builtin
@@ -60,17 +68,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.common.atomic import atomic_path
     from workflow.common.metrics import evaluated_run, write_metrics
     from workflow.common.training import checkpoint_run_info
-    from workflow.nerf.evaluate import HIGHER_IS_BETTER, evaluate_run
+    from workflow.nerf.evaluate import HIGHER_IS_BETTER, evaluate_nerfstudio, evaluate_run
     from workflow.nerf.plots import renders_figure
     from workflow.nerf.transforms import read_transforms
 
     started = time.monotonic()
-    scene = read_transforms(args.scene)
-    result = evaluate_run(args.checkpoint, scene, args.seed)
+    if args.settings["engine"] == "nerfstudio":
+        result = evaluate_nerfstudio(args.checkpoint)
+        run_info = result["run_info"]
+    else:
+        result = evaluate_run(args.checkpoint, read_transforms(args.scene), args.seed)
+        run_info = checkpoint_run_info(args.checkpoint)
     with atomic_path(args.predictions) as tmp:
         pd.DataFrame(result["rows"]).to_parquet(tmp)
     renders_figure(result["renders"], args.renders, f"{args.experiment} seed {args.seed}")
-    run_info = checkpoint_run_info(args.checkpoint)
     record = evaluated_run(
         "nerf", args.dataset, args.experiment, args.seed, result["metrics"], HIGHER_IS_BETTER,
         args.settings, run_info, time.monotonic() - started, **result["extra"],
@@ -111,16 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="transforms.json to write")
     add_settings(p, "nerf_prepare", "the config's nerf.prepare section")
 
-    p = stage("train", cmd_train, "fit the builtin engine's radiance field (and the poses)")
+    p = stage("train", cmd_train, "fit a radiance field (and the poses) with the experiment's "
+              "engine: builtin, or nerfstudio in its own environment")  # fmt: skip
     p.add_argument("--scene", type=Path, required=True, help="prepared transforms.json")
     add_settings(p, "nerf_train", "the experiment's settings (nerf.train + overrides)")
     add_run_args(p)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    p.add_argument("--ns-bin", type=Path, help="nerfstudio engine: folder of ns-train (else PATH)")
+    p.add_argument("--torch-home", type=Path, help="nerfstudio engine: TORCH_HOME of the tools")
 
     p = stage("evaluate", cmd_evaluate, "pose errors after Sim(3) alignment; held-out PSNR and "
               "SSIM after test-time pose alignment; renders")  # fmt: skip
     p.add_argument("--scene", type=Path, required=True, help="prepared transforms.json")
-    add_evaluate_args(p)
+    add_evaluate_args(p)  # --checkpoint: final.ckpt, or a nerfstudio run's manifest
     p.add_argument("--renders", type=Path, required=True, help="renders figure (.png) to write")
     add_settings(p, "nerf_train", "the experiment's settings (recorded in metrics.json)")
 

@@ -210,7 +210,12 @@ def test_leonardo_watermark_generates_on_gpus_and_scores_on_cpus(leonardo):
 def test_leonardo_nerf_trains_on_gpus_and_evaluates_on_cpus(leonardo):
     train = rules_of(leonardo, "nerf_train")
     assert len(train) == 3 * 2 * 3  # 3 DTU scans x (barf, no_refine) x 3 seeds
-    assert all(r["slurm_partition"] == "boost_usr_prod" and r["gpu"] == "1" for r in train)
+    # the nerfstudio engine: nerfacto with and without SO3xR3, instant-ngp
+    nerfstudio = rules_of(leonardo, "nerf_train_nerfstudio")
+    assert len(nerfstudio) == 3 * 3 * 3
+    for rule in train + nerfstudio:
+        assert rule["slurm_partition"] == "boost_usr_prod" and rule["gpu"] == "1"
+    assert len(rules_of(leonardo, "nerf_evaluate")) == 3 * 5 * 3
     for rule in ("nerf_prepare", "nerf_evaluate", "nerf_figures"):
         jobs = rules_of(leonardo, rule)
         assert jobs and all(r["slurm_partition"] == "lrd_all_serial" for r in jobs), rule

@@ -136,8 +136,9 @@ class NerfModule(L.LightningModule):
             with torch.no_grad():
                 current = as_4x4(self.refined_poses().cpu())
             rot, trans = pose_errors(current, as_4x4(self.gt_poses.cpu()))
-            record.update(
-                rotation_error_deg=float(rot.mean()), translation_error=float(trans.mean())
+            record.update(  # translation in scene units, as the evaluation reports it
+                rotation_error_deg=float(rot.mean()),
+                translation_error=float(trans.mean()) * self.box_bound,
             )
             self.log("rotation_error_deg", record["rotation_error_deg"])
             self.log("translation_error", record["translation_error"])
@@ -230,6 +231,6 @@ def train_builtin(
         publish_run(result, final, seed, history=module.history, engine="builtin")
         if module.history and "rotation_error_deg" in module.history[-1]:
             log.info(
-                "pose error after training: %.3f deg, %.4f box units",
+                "pose error after training: %.3f deg, %.4f scene units",
                 module.history[-1]["rotation_error_deg"], module.history[-1]["translation_error"],
             )  # fmt: skip

@@ -7,7 +7,7 @@ on the frame it happened to converge to)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,13 @@ from workflow.common.training import read_checkpoint
 from workflow.nerf.builtin import FIELD_KEYS, as_4x4, from_box, scene_arrays, to_box
 from workflow.nerf.field import PoseCorrection, RadianceField, camera_rays, render_rays
 from workflow.nerf.geometry import align_poses, pose_errors
-from workflow.nerf.transforms import Scene
+from workflow.nerf.nerfstudio import (
+    read_eval,
+    read_exported_poses,
+    read_manifest,
+    read_renders,
+)
+from workflow.nerf.transforms import Scene, View, read_transforms
 
 log = logging.getLogger("lsai.nerf.evaluate")
 
@@ -108,6 +114,20 @@ def image_scores(rendered: torch.Tensor, truth: torch.Tensor) -> tuple[float, fl
     )
 
 
+def _train_rows(
+    views: Sequence[View], rot: np.ndarray, trans: np.ndarray, rot0: np.ndarray, trans0: np.ndarray
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "view": view.file_path, "split": "train",
+            "rotation_error_deg": float(rot[i]), "translation_error": float(trans[i]),
+            "initial_rotation_error_deg": float(rot0[i]),
+            "initial_translation_error": float(trans0[i]),
+        }
+        for i, view in enumerate(views)
+    ]  # fmt: skip
+
+
 def evaluate_run(checkpoint: Path, scene: Scene, seed: int) -> dict[str, Any]:
     """Metrics, per-view rows, the pose-error history and the held-out renders of a run."""
     field, poses, meta = load_run(checkpoint)
@@ -142,13 +162,7 @@ def evaluate_run(checkpoint: Path, scene: Scene, seed: int) -> dict[str, Any]:
         rows.append({"view": view.file_path, "split": "test", "psnr": psnr, "ssim": ssim,
                      "psnr_before_alignment": psnr_before})  # fmt: skip
         renders.append((images[i].numpy(), after.numpy()))
-    for i, view in enumerate(scene.split("train")):
-        rows.append({
-            "view": view.file_path, "split": "train",
-            "rotation_error_deg": float(rot[i]), "translation_error": float(trans[i]),
-            "initial_rotation_error_deg": float(rot0[i]),
-            "initial_translation_error": float(trans0[i]),
-        })  # fmt: skip
+    rows += _train_rows(scene.split("train"), rot, trans, rot0, trans0)
     test_rows = [row for row in rows if row["split"] == "test"]
     metrics = {
         "psnr": float(np.mean([row["psnr"] for row in test_rows])),
@@ -165,6 +179,62 @@ def evaluate_run(checkpoint: Path, scene: Scene, seed: int) -> dict[str, Any]:
         "history": meta.get("history", []),
     }
     return {"metrics": metrics, "extra": extra, "rows": rows, "renders": renders}
+
+
+def evaluate_nerfstudio(manifest: Path) -> dict[str, Any]:
+    """The same metrics for a nerfstudio run: pose errors of ``ns-export``'s refined training
+    poses after Sim(3) alignment, and PSNR/SSIM of ``ns-eval``'s held-out renders scored by
+    :func:`image_scores` (ns-eval renders the held-out views at their given poses: nerfstudio
+    has no test-time alignment). ns-eval's own averages, LPIPS among them, go to ``extra``."""
+    record = read_manifest(manifest)
+    scene = read_transforms(record["data"])
+    exported = read_exported_poses(record["cameras"])
+    train = scene.split("train")
+    missing = [v.file_path for v in train if Path(v.file_path).name not in exported]
+    if missing:
+        raise InputError(record["cameras"], f"no pose for training view {missing[0]}")
+    refined = np.stack([exported[Path(v.file_path).name] for v in train])
+    initial = np.stack([v.c2w for v in train])
+    truth = np.stack([v.gt_c2w if v.gt_c2w is not None else v.c2w for v in train])
+    rot0, trans0 = pose_errors(initial, truth)
+    rot, trans = pose_errors(refined, truth)
+    test = sorted(scene.split("test"), key=lambda v: v.file_path)  # nerfstudio's order
+    pairs = read_renders(record["renders"], len(test))
+    rows = []
+    for view, (image, render) in zip(test, pairs, strict=True):
+        psnr, ssim = image_scores(torch.from_numpy(render), torch.from_numpy(image))
+        rows.append({"view": view.file_path, "split": "test", "psnr": psnr, "ssim": ssim})
+    rows += _train_rows(train, rot, trans, rot0, trans0)
+    steps = float(record["run_info"]["steps"])
+    ns_eval = read_eval(record["eval"])
+    return {
+        "metrics": {
+            "psnr": float(np.mean([row["psnr"] for row in rows[: len(test)]])),
+            "ssim": float(np.mean([row["ssim"] for row in rows[: len(test)]])),
+            "rotation_error_deg": float(rot.mean()),
+            "translation_error": float(trans.mean()),
+        },
+        "extra": {
+            "initial_rotation_error_deg": float(rot0.mean()),
+            "initial_translation_error": float(trans0.mean()),
+            "nerfstudio": {k: ns_eval[k] for k in sorted(ns_eval)},
+            "history": [
+                {
+                    "step": 0.0,
+                    "rotation_error_deg": float(rot0.mean()),
+                    "translation_error": float(trans0.mean()),
+                },
+                {
+                    "step": steps,
+                    "rotation_error_deg": float(rot.mean()),
+                    "translation_error": float(trans.mean()),
+                },
+            ],  # fmt: skip
+        },
+        "rows": rows,
+        "renders": pairs,
+        "run_info": record["run_info"],
+    }
 
 
 HIGHER_IS_BETTER = {

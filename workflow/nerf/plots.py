@@ -20,7 +20,7 @@ def pose_error_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], out:
         axes[0].plot(steps, [h["rotation_error_deg"] for h in rows], marker="o", ms=3, label=name)
         axes[1].plot(steps, [h["translation_error"] for h in rows], marker="o", ms=3, label=name)
     axes[0].set(xlabel="step", ylabel="rotation error (deg)", title="training poses")
-    axes[1].set(xlabel="step", ylabel="translation error (box units)", title="training poses")
+    axes[1].set(xlabel="step", ylabel="translation error (scene units)", title="training poses")
     axes[0].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)

@@ -194,7 +194,8 @@ def write_transforms(path: str | PathLike[str], scene: Scene) -> None:
 
 
 def _relative(target: Path, start: Path) -> str:
-    return Path(os.path.relpath(target.resolve(), start.resolve())).as_posix()
+    # abspath, not resolve: a linked image keeps its own name (nerfstudio's images_N/ use it)
+    return Path(os.path.relpath(os.path.abspath(target), os.path.abspath(start))).as_posix()
 
 
 def check_size(path: Path, size: tuple[int, int], camera: Intrinsics) -> None:
