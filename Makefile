@@ -52,7 +52,7 @@ dryrun: setup
 # One worker per core (at most 4): each test module runs whole on one worker, so the SLURM
 # cluster and the module-scoped demo runs start once; the end-to-end DAGs overlap.
 pytest: setup
-	pytest -ra --numprocesses auto --maxprocesses 4 --dist loadfile
+	pytest -ra --durations 15 --numprocesses auto --maxprocesses 4 --dist loadfile
 
 # tests/slurm starts a one-node SLURM cluster: it needs Debian's slurm-wlm and munge (root).
 # Without them (or without root and apt-get) those tests skip and say what to install.
