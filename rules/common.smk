@@ -67,6 +67,18 @@ def settings_of(track, experiment):
     return as_json(experiment_settings_of(track, experiment))
 
 
+def settings_with_dataset(track, *keys):
+    """A params function: the experiment's settings, with the dataset's own values of `keys`
+    where the dataset sets them (e.g. a scene's box)."""
+
+    def settings(wc):
+        dataset = config[track]["datasets"][wc.dataset]
+        own = {key: dataset[key] for key in keys if dataset.get(key) is not None}
+        return as_json({**experiment_settings_of(track, wc.experiment), **own})
+
+    return settings
+
+
 def demo_manifest(track, dataset):
     return f"data/demo/{track}/{dataset}/manifest.json"
 

@@ -15,6 +15,8 @@ try:
 except ConfigError as err:
     sys.exit(f"error: {err}")
 
+
+nerf_settings = settings_with_dataset("nerf", "box")  # a scene's own box (a Replica room)
 nerf_engine = lambda engine: experiments_matching("nerf", lambda s: s["engine"] == engine)  # noqa: E731
 # What a training run publishes: the builtin engine's checkpoint, or a nerfstudio run's manifest.
 NERF_TRAINED = {"builtin": f"{NERF_RUN}/final.ckpt", "nerfstudio": f"{NERF_RUN}/nerfstudio.json"}
@@ -71,7 +73,7 @@ rule nerf_train:
     output:
         f"{NERF_RUN}/final.ckpt",
     params:
-        settings=lambda wc: settings_of("nerf", wc.experiment),
+        settings=nerf_settings,
         run_dir=f"{NERF_RUN}/run",  # undeclared: resumable checkpoints survive a rerun
         devices=devices_per_node,
     log:
@@ -99,7 +101,7 @@ rule nerf_train_nerfstudio:
     output:
         NERF_TRAINED["nerfstudio"],
     params:
-        settings=lambda wc: settings_of("nerf", wc.experiment),
+        settings=nerf_settings,
         run_dir=f"{NERF_RUN}/nerfstudio",  # undeclared: resumable checkpoints survive a rerun
         devices=devices_per_node,
         bin=NERF["nerfstudio"]["bin"],
@@ -136,7 +138,7 @@ rule nerf_evaluate:
             caption="../report/nerf_renders.rst",
         ),
     params:
-        settings=lambda wc: settings_of("nerf", wc.experiment),
+        settings=nerf_settings,
     log:
         "logs/nerf_evaluate/{dataset}_{experiment}_seed{seed}.log",
     benchmark:

@@ -59,3 +59,42 @@ def test_prepared_scene_rows_figures_and_report(demo):
     assert set(nerf.experiment) == {"barf", "no_refine"}
     assert {"psnr", "ssim", "rotation_error_deg", "translation_error"} <= set(nerf.metric)
     assert "Nothing to be done" in smk(demo, "-n", "--cores", "1").stdout
+
+
+def test_dry_run_routes_engines_and_a_scene_box(tmp_path):
+    """Enabled nerfstudio experiments get their own training rule (the same evaluation reads
+    their manifest), and a dataset's own box reaches its builtin jobs' settings."""
+    workdir = copy_repo(tmp_path, "tests/nerf/e2e.yaml")
+    (workdir / "overlay.yaml").write_text(
+        "nerf:\n"
+        "  datasets:\n"
+        "    demo: {box: {center: [0.0, 0.0, 0.5], bound: 3.0}}\n"
+        "  experiments:\n"
+        "    nerfacto: {enabled: true}\n"
+        "    instant_ngp: {enabled: true}\n"
+    )
+    plan = smk(workdir, "overlay.yaml", "-n", "-p", "--cores", "1", "nerf").stdout
+    jobs = [block for block in plan.split("\n\n") if "rule nerf_" in block]
+    train = [job for job in jobs if "rule nerf_train:" in job]
+    nerfstudio = [job for job in jobs if "rule nerf_train_nerfstudio:" in job]
+    assert len(train) == 2 and len(nerfstudio) == 2  # barf, no_refine | nerfacto, instant_ngp
+    for job in train:
+        assert '"box": {"bound": 3.0, "center": [0.0, 0.0, 0.5]}' in job, job
+    for job in nerfstudio:
+        assert "--ns-bin .venv-nerfstudio/bin" in job and "nerfstudio.json" in job, job
+    evaluations = [job for job in jobs if "rule nerf_evaluate:" in job]
+    assert sum("/nerfstudio.json" in job for job in evaluations) == 2
+    assert sum("/final.ckpt" in job for job in evaluations) == 2
+
+
+def test_instant_ngp_with_pose_refinement_stops_the_dry_run(tmp_path):
+    workdir = copy_repo(tmp_path, "tests/nerf/e2e.yaml")
+    (workdir / "overlay.yaml").write_text(
+        "nerf:\n  experiments:\n    instant_ngp: {enabled: true, refine_poses: true}\n"
+    )
+    result = smk(workdir, "overlay.yaml", "-n", "--cores", "1", check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert (
+        "error: nerf.experiments.instant_ngp: nerfstudio's instant-ngp has no camera optimizer"
+        in result.stderr
+    )
