@@ -107,3 +107,23 @@ def test_dataset_without_root_is_rejected():
 def test_config_hash_is_stable_and_sensitive():
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_schema_descriptions_are_whole_strings():
+    """A comma in an unquoted description of a YAML flow mapping splits it into a stray key
+    that maps to null: the description is cut and the key looks like a schema keyword."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    stray = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if value is None and key != "default":
+                    stray.append(".".join(map(str, [*path, key])))
+                walk(value, [*path, key])
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, [*path, index])
+
+    walk(schema, [])
+    assert not stray

@@ -103,16 +103,21 @@ def stage_settings(
         raise ConfigError(f"{schema_path}: no $defs/{definition}")
     if not isinstance(settings, dict):
         raise ConfigError(f"expected a JSON object, got {type(settings).__name__}")
-    problems = _problems(settings, schema["$defs"][definition], schema)
+    # By reference into the whole schema, so the definition's own $refs resolve there too.
+    problems = _problems(settings, {"$ref": f"{ROOT_URI}#/$defs/{definition}"}, schema)
     if problems:
         raise ConfigError("; ".join(problems))
     return settings
 
 
+ROOT_URI = "urn:lsai:config"
+
+
 def _root_registry(schema: Mapping[str, Any]) -> Registry:
-    """A registry in which ``#/$defs/...`` references resolve against ``schema``."""
+    """A registry in which ``#/$defs/...`` references (and ``ROOT_URI#/$defs/...`` ones, from
+    a definition validated alone) resolve against ``schema``."""
     resource = Resource.from_contents(schema, default_specification=DRAFT202012)
-    return Registry().with_resource("", resource)
+    return Registry().with_resources([("", resource), (ROOT_URI, resource)])
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
