@@ -128,6 +128,25 @@ def _train_rows(
     ]  # fmt: skip
 
 
+def _summary(
+    rows: Sequence[Mapping[str, Any]], rot: np.ndarray, trans: np.ndarray, rot0: np.ndarray,
+    trans0: np.ndarray,
+) -> tuple[dict[str, float], dict[str, Any]]:  # fmt: skip
+    """Both engines' metrics: held-out PSNR/SSIM means, mean pose errors before and after."""
+    test_rows = [row for row in rows if row["split"] == "test"]
+    metrics = {
+        "psnr": float(np.mean([row["psnr"] for row in test_rows])),
+        "ssim": float(np.mean([row["ssim"] for row in test_rows])),
+        "rotation_error_deg": float(rot.mean()),
+        "translation_error": float(trans.mean()),
+    }
+    extra = {
+        "initial_rotation_error_deg": float(rot0.mean()),
+        "initial_translation_error": float(trans0.mean()),
+    }
+    return metrics, extra
+
+
 def evaluate_run(checkpoint: Path, scene: Scene, seed: int) -> dict[str, Any]:
     """Metrics, per-view rows, the pose-error history and the held-out renders of a run."""
     field, poses, meta = load_run(checkpoint)
@@ -163,21 +182,12 @@ def evaluate_run(checkpoint: Path, scene: Scene, seed: int) -> dict[str, Any]:
                      "psnr_before_alignment": psnr_before})  # fmt: skip
         renders.append((images[i].numpy(), after.numpy()))
     rows += _train_rows(scene.split("train"), rot, trans, rot0, trans0)
+    metrics, extra = _summary(rows, rot, trans, rot0, trans0)
     test_rows = [row for row in rows if row["split"] == "test"]
-    metrics = {
-        "psnr": float(np.mean([row["psnr"] for row in test_rows])),
-        "ssim": float(np.mean([row["ssim"] for row in test_rows])),
-        "rotation_error_deg": float(rot.mean()),
-        "translation_error": float(trans.mean()),
-    }
-    extra = {
-        "initial_rotation_error_deg": float(rot0.mean()),
-        "initial_translation_error": float(trans0.mean()),
-        "psnr_before_alignment": float(
-            np.mean([row["psnr_before_alignment"] for row in test_rows])
-        ),
-        "history": meta.get("history", []),
-    }
+    extra["psnr_before_alignment"] = float(
+        np.mean([row["psnr_before_alignment"] for row in test_rows])
+    )
+    extra["history"] = meta.get("history", [])
     return {"metrics": metrics, "extra": extra, "rows": rows, "renders": renders}
 
 
@@ -205,32 +215,20 @@ def evaluate_nerfstudio(manifest: Path) -> dict[str, Any]:
         psnr, ssim = image_scores(torch.from_numpy(render), torch.from_numpy(image))
         rows.append({"view": view.file_path, "split": "test", "psnr": psnr, "ssim": ssim})
     rows += _train_rows(train, rot, trans, rot0, trans0)
-    steps = float(record["run_info"]["steps"])
-    ns_eval = read_eval(record["eval"])
+    metrics, extra = _summary(rows, rot, trans, rot0, trans0)
+    start, end = (
+        {"rotation_error_deg": extra["initial_rotation_error_deg"],
+         "translation_error": extra["initial_translation_error"]},
+        {k: metrics[k] for k in ("rotation_error_deg", "translation_error")},
+    )  # fmt: skip
+    extra["nerfstudio"] = dict(sorted(read_eval(record["eval"]).items()))
+    extra["history"] = [  # the two ends: nerfstudio keeps no per-step poses
+        {"step": 0.0, **start},
+        {"step": float(record["run_info"]["steps"]), **end},
+    ]
     return {
-        "metrics": {
-            "psnr": float(np.mean([row["psnr"] for row in rows[: len(test)]])),
-            "ssim": float(np.mean([row["ssim"] for row in rows[: len(test)]])),
-            "rotation_error_deg": float(rot.mean()),
-            "translation_error": float(trans.mean()),
-        },
-        "extra": {
-            "initial_rotation_error_deg": float(rot0.mean()),
-            "initial_translation_error": float(trans0.mean()),
-            "nerfstudio": {k: ns_eval[k] for k in sorted(ns_eval)},
-            "history": [
-                {
-                    "step": 0.0,
-                    "rotation_error_deg": float(rot0.mean()),
-                    "translation_error": float(trans0.mean()),
-                },
-                {
-                    "step": steps,
-                    "rotation_error_deg": float(rot.mean()),
-                    "translation_error": float(trans.mean()),
-                },
-            ],  # fmt: skip
-        },
+        "metrics": metrics,
+        "extra": extra,
         "rows": rows,
         "renders": pairs,
         "run_info": record["run_info"],

@@ -104,17 +104,17 @@ def write_data(scene: Scene, data: Path, downscale: int) -> Path:
     views, renamed = [], {}
     for number, view in enumerate(scene.views):
         source = scene.image_path(view)
+        if not source.is_file():  # sizes were checked by nerf_prepare, from the headers
+            raise InputError(source, "image not found")
         name = f"{number:05d}{source.suffix.lower()}"
-        image = load_image(source, view.camera)  # checks the file and its size
         _link(data / "images" / name, source.resolve())
-        if downscale > 1:
+        target = data / f"images_{downscale}" / name
+        if downscale > 1 and not target.is_file():  # decoded only to resize, once
             small = (math.floor(view.camera.width / downscale),
                      math.floor(view.camera.height / downscale))  # fmt: skip
-            target = data / f"images_{downscale}" / name
-            if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                rgb = Image.fromarray(np.round(image * 255).astype(np.uint8))
-                _save_atomic(rgb.resize(small, Image.Resampling.BOX), target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            rgb = Image.fromarray(np.round(load_image(source, view.camera) * 255).astype(np.uint8))
+            _save_atomic(rgb.resize(small, Image.Resampling.BOX), target)
         renamed[view.file_path] = f"images/{name}"
         views.append(replace(view, file_path=f"images/{name}", mask_path=None))
     converted = Scene(
