@@ -122,6 +122,27 @@ def run_script(*args: str | Path, check: bool = True, **kwargs) -> subprocess.Co
     return result
 
 
+class _Payload:
+    """Unpickling this calls ``os.system``: what a crafted checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def malicious_checkpoint(path: Path, marker: Path) -> Path:
+    """A Lightning-shaped checkpoint with the payload where hyper-parameters go."""
+    import torch
+
+    torch.save(
+        {"epoch": 3, "state_dict": {"w": torch.zeros(2)}, "hyper_parameters": _Payload(marker)},
+        path,
+    )
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from workflow.distance.demo import DemoSettings, write_demo

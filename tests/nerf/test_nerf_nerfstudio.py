@@ -9,13 +9,14 @@ import shutil
 import stat
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from tests.conftest import malicious_checkpoint
 from workflow.common.config import ConfigError, stage_settings
 from workflow.common.errors import InputError
 from workflow.nerf.demo import write_demo
@@ -142,12 +143,24 @@ def test_resume_takes_the_newest_complete_checkpoint(tmp_path):
     models.mkdir()
     assert latest_checkpoint(models) is None
     for step in (1999, 3999):
-        with zipfile.ZipFile(models / f"step-{step:09d}.ckpt", "w") as z:
-            z.writestr("data.pkl", b"state")
+        torch.save(
+            {"step": step, "pipeline": {"w": torch.zeros(3)}}, models / f"step-{step:09d}.ckpt"
+        )
     full = (models / "step-000003999.ckpt").read_bytes()
     (models / "step-000005999.ckpt").write_bytes(full[: len(full) // 2])  # killed mid-save
     assert latest_checkpoint(models) == (models / "step-000003999.ckpt", 3999)
     assert not (models / "step-000005999.ckpt").exists()
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path):
+    """nerfstudio unpickles its checkpoints fully: one left in the run folder is checked first."""
+    models = tmp_path / "nerfstudio_models"
+    models.mkdir()
+    path = malicious_checkpoint(models / "step-000000099.ckpt", tmp_path / "RAN")
+    with pytest.raises(InputError, match="refused") as err:
+        latest_checkpoint(models)
+    assert err.value.path == str(path)
+    assert not (tmp_path / "RAN").exists()
 
 
 def test_tools_come_from_the_bin_folder_else_a_clear_error(tmp_path, monkeypatch):

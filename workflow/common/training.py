@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from workflow.common.atomic import atomic_path
+from workflow.common.checkpoint import load_checkpoint
 from workflow.common.errors import InputError
 
 log = logging.getLogger("lsai.training")
@@ -70,11 +70,15 @@ class FitResult:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file and renamed: a SIGKILL during a save never
-    leaves a truncated ``last.ckpt`` that the next attempt would fail to resume from."""
+    leaves a truncated ``last.ckpt`` that the next attempt would fail to resume from. A resume
+    reads them back through :func:`load_checkpoint`: tensors and plain values, never code."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options=None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: Any = None):
+        return load_checkpoint(path)
 
 
 class EpochLog(Callback):
@@ -200,7 +204,7 @@ def fit(
     resume = settings.last_checkpoint if settings.last_checkpoint.exists() else None
     resumed_from = None
     if resume is not None:
-        resumed_from = int(torch.load(resume, map_location="cpu", weights_only=False)["epoch"])
+        resumed_from = int(load_checkpoint(resume)["epoch"])
         log.info("resuming from %s (epoch %d done)", resume, resumed_from + 1)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
@@ -217,30 +221,24 @@ def fit(
 def publish_checkpoint(source: Path, final: Path, run_info: dict[str, Any]) -> None:
     """Copy the selected checkpoint to the rule's declared output, atomically, with how it
     was trained (world size, wall time, resume) under ``run_info`` for the evaluation."""
-    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(source)
     checkpoint["run_info"] = run_info
     with atomic_path(final) as tmp:
         torch.save(checkpoint, tmp)
 
 
 def read_checkpoint(path: str | os.PathLike[str], kind: str = "checkpoint") -> dict[str, Any]:
-    """A saved checkpoint's dict on the CPU, for every track's loaders; a missing, unreadable
-    or non-dict file is an InputError naming it (``kind``: what the caller expected)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, f"{kind} not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise InputError(path, f"not a readable {kind}: {err}") from None
-    if not isinstance(checkpoint, dict):
-        raise InputError(path, f"not a {kind} (no dict inside)")
-    return checkpoint
+    """A saved checkpoint's dict on the CPU, for every track's loaders (the one safe path:
+    :func:`workflow.common.checkpoint.load_checkpoint`)."""
+    return load_checkpoint(path, kind)
 
 
 def checkpoint_run_info(path: str | Path) -> dict[str, Any]:
     """The ``run_info`` that :func:`publish_checkpoint` stored in a published checkpoint."""
-    return read_checkpoint(path).get("run_info", {})
+    info = read_checkpoint(path).get("run_info", {})
+    if not isinstance(info, dict):
+        raise InputError(path, "run_info of the checkpoint is not a mapping")
+    return info
 
 
 def publish_run(result: FitResult, final: Path, seed: int, **extra: Any) -> None:

@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import RoIAlign
 
+from workflow.common.checkpoint import load_weights
 from workflow.common.errors import InputError
 
 GEOMETRY_DIM = 6
@@ -115,13 +116,8 @@ def resnet_trunk(name: str, pretrained: str | None, layer: str) -> tuple[nn.Modu
     net = getattr(torchvision.models, name)(weights=None)
     if pretrained:
         path = Path(pretrained)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise InputError(path, "pretrained weights not found") from None
-        except Exception as err:
-            raise InputError(path, f"not a readable state dict: {err}") from None
-        missing, _ = net.load_state_dict(state.get("state_dict", state), strict=False)
+        state = load_weights(path, "pretrained weights")
+        missing, _ = net.load_state_dict(state, strict=False)
         if [k for k in missing if not k.startswith("fc.")]:
             raise InputError(path, f"not {name} weights: missing {missing[:3]}...")
     layers = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]

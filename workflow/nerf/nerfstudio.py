@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from workflow.common.atomic import write_json
+from workflow.common.checkpoint import load_checkpoint
 from workflow.common.config import ConfigError
 from workflow.common.errors import InputError
 from workflow.nerf.transforms import Scene, load_image, read_transforms, write_transforms
@@ -147,7 +148,9 @@ def _save_atomic(image: Image.Image, target: Path) -> None:
 
 def latest_checkpoint(models: Path) -> tuple[Path, int] | None:
     """The newest readable ``step-*.ckpt`` and its step. A file cut short by a kill (torch
-    writes a zip, whose directory comes last) is removed: it holds nothing to resume."""
+    writes a zip, whose directory comes last) is removed: it holds nothing to resume. The one
+    kept must pass the safe loader (nerfstudio's tools unpickle it fully): a checkpoint that
+    asks to run code is an InputError."""
     found = []
     for path in models.glob("step-*.ckpt"):
         try:
@@ -156,6 +159,7 @@ def latest_checkpoint(models: Path) -> tuple[Path, int] | None:
             continue
     for step, path in sorted(found, reverse=True):
         if zipfile.is_zipfile(path):
+            load_checkpoint(path, "nerfstudio checkpoint")
             return path, step
         log.warning("%s: incomplete checkpoint (killed while saving?), removed", path)
         path.unlink()

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path
+from workflow.common.checkpoint import load_weights
 from workflow.common.errors import InputError
 from workflow.wsi.slide import Slide, open_slide
 from workflow.wsi.tiling import TileScale, read_tiling
@@ -67,13 +68,7 @@ def build_encoder(settings: Mapping[str, Any]) -> torch.nn.Module:
     weights = settings.get("weights")
     if weights:
         path = Path(weights)
-        if not path.is_file():
-            raise InputError(path, "encoder weights not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise InputError(path, f"not a readable state dict: {err}") from None
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        state = load_weights(path, "encoder weights")
         missing, _ = model.load_state_dict(state, strict=False)
         if missing:
             raise InputError(path, f"weights lack {len(missing)} encoder tensors: {missing[:3]}")

@@ -27,6 +27,7 @@ from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import GlobalStorage
 
 from workflow.common.atomic import atomic_path
+from workflow.common.checkpoint import safe_load
 from workflow.common.errors import InputError
 
 log = logging.getLogger("lsai.wsi.graph")
@@ -218,18 +219,13 @@ def save_graph(graph: Data, path: str | PathLike[str]) -> None:
         torch.save(graph, tmp)
 
 
-def _safe_load(path: Path) -> Any:
-    with torch.serialization.safe_globals(SAFE_GLOBALS):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_graph(path: str | PathLike[str]) -> Data:
     """A graph written by :func:`save_graph`, checked; InputError when missing or damaged."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "graph file not found")
     try:
-        graph = _safe_load(path)
+        graph = safe_load(path, SAFE_GLOBALS)
     except Exception as err:  # truncated zip, foreign pickle, ...
         raise InputError(path, f"not a readable graph file: {str(err).splitlines()[0]}") from None
     if not isinstance(graph, Data):
@@ -274,7 +270,7 @@ def load_mil4wsi(
     if not path.is_file():
         raise InputError(path, "mil4wsi graph file not found")
     try:
-        raw = _safe_load(path)
+        raw = safe_load(path, SAFE_GLOBALS)
     except Exception as err:
         if not trusted:
             raise InputError(
