@@ -1,4 +1,6 @@
 import argparse
+import os
+import stat
 
 import pytest
 
@@ -39,6 +41,32 @@ def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert [p.name for p in target.iterdir()] == ["new.bin"]
     assert oct(target.stat().st_mode & 0o777) == "0o755"
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_atomic_outputs_get_the_mode_of_a_plain_write(tmp_path, mask):
+    """mkstemp's 0600 must not survive the rename: a group on a shared $WORK reads results."""
+    import torch
+
+    from workflow.common.training import AtomicCheckpointIO
+
+    old = os.umask(mask)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        write_json(tmp_path / "metrics.json", {"a": 1})
+        AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(1)}, tmp_path / "final.ckpt")
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "config.json").write_text("{}")
+        (tmp_path / "folder").mkdir()
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    assert expected == 0o666 & ~mask
+    for name in ("metrics.json", "final.ckpt", "model/config.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+    folder = stat.S_IMODE((tmp_path / "folder").stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == folder == 0o777 & ~mask
 
 
 def test_cli_turns_input_error_into_one_line(capsys):

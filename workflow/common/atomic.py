@@ -1,5 +1,6 @@
 """Atomic outputs: write to a temporary sibling, then rename, so a killed job never leaves
-a file that looks finished."""
+a file that looks finished. The result gets the mode a plain write would give (the user's
+umask), not ``mkstemp``'s private 0600: a group sharing ``$WORK`` must read the results."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~umask())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -42,12 +44,26 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would survive the rename
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would survive the rename
         _replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (``/proc``; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _replace(source: Path, target: Path) -> None:
