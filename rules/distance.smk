@@ -25,8 +25,8 @@ rule distance_demo:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/distance.py demo --root $(dirname {output}) "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "python scripts/distance.py demo --root \"$(dirname {output:q})\" "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule distance_index:
@@ -50,9 +50,9 @@ rule distance_index:
     resources:
         **resource_class("CPU_PREP"),
     shell:
-        "python scripts/distance.py index --root {params.root:q} --train {output.train} "
-        "--val {output.val} --test {output.test} --skipped {output.skipped} "
-        "--settings {params.settings:q} --on-bad-sample {params.policy} > {log} 2>&1"
+        "python scripts/distance.py index --root {params.root:q} --train {output.train:q} "
+        "--val {output.val:q} --test {output.test:q} --skipped {output.skipped:q} "
+        "--settings {params.settings:q} --on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
 rule distance_extract:
@@ -63,8 +63,8 @@ rule distance_extract:
         skipped="results/distance/{dataset}/prep/store/{split}.skipped.tsv",
     params:
         root=lambda wc: dataset_root("distance", wc.dataset),
-        frame=lambda wc: " ".join(map(str, config["distance"]["extract"]["frame_size"])),
-        crop=lambda wc: " ".join(map(str, config["distance"]["extract"]["crop_size"])),
+        frame=config["distance"]["extract"]["frame_size"],
+        crop=config["distance"]["extract"]["crop_size"],
         policy=config["distance"]["on_bad_sample"],
     log:
         "logs/distance_extract/{dataset}_{split}.log",
@@ -75,9 +75,9 @@ rule distance_extract:
     resources:
         **resource_class("CPU_PREP"),
     shell:
-        "python scripts/distance.py extract --index {input} --root {params.root:q} "
-        "--out {output.store} --skipped {output.skipped} --frame-size {params.frame} "
-        "--crop-size {params.crop} --on-bad-sample {params.policy} > {log} 2>&1"
+        "python scripts/distance.py extract --index {input:q} --root {params.root:q} "
+        "--out {output.store:q} --skipped {output.skipped:q} --frame-size {params.frame:q} "
+        "--crop-size {params.crop:q} --on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
 rule distance_train:
@@ -108,9 +108,9 @@ rule distance_train:
     shell:
         "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
         "{params.launch} python scripts/distance.py train --settings {params.settings:q} "
-        "--train-store {input.train} --val-store {input.val} --run-dir {params.run_dir} "
-        "--out {output} --seed {wildcards.seed} --devices {params.devices} "
-        "--num-nodes {params.nodes} > {log} 2>&1"
+        "--train-store {input.train:q} --val-store {input.val:q} --run-dir {params.run_dir:q} "
+        "--out {output:q} --seed {wildcards.seed:q} --devices {params.devices:q} "
+        "--num-nodes {params.nodes:q} > {log:q} 2>&1"
 
 
 use rule distance_train as distance_train_ddp with:
@@ -150,11 +150,11 @@ rule distance_evaluate:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/distance.py evaluate --checkpoint {input.checkpoint} "
-        "--test-store {input.test} --metrics {output.metrics} "
-        "--predictions {output.predictions} --dataset {wildcards.dataset} "
-        "--experiment {wildcards.experiment} --seed {wildcards.seed} "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "python scripts/distance.py evaluate --checkpoint {input.checkpoint:q} "
+        "--test-store {input.test:q} --metrics {output.metrics:q} "
+        "--predictions {output.predictions:q} --dataset {wildcards.dataset:q} "
+        "--experiment {wildcards.experiment:q} --seed {wildcards.seed:q} "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule distance_figures:
@@ -176,7 +176,7 @@ rule distance_figures:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/distance.py figures --predictions {input} --out {output} > {log} 2>&1"
+        "python scripts/distance.py figures --predictions {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule distance:

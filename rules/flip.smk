@@ -36,8 +36,8 @@ rule flip_demo:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/flip.py demo --root $(dirname {output}) "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "python scripts/flip.py demo --root \"$(dirname {output:q})\" "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule flip_hash:
@@ -57,8 +57,8 @@ rule flip_hash:
     resources:
         **resource_class("CPU_PREP"),
     shell:
-        "python scripts/flip.py hash --shards {params.shards} --out {output} "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "python scripts/flip.py hash --shards {params.shards:q} --out {output:q} "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule flip_dedup:
@@ -75,7 +75,7 @@ rule flip_dedup:
     resources:
         **resource_class("CPU_PREP"),
     shell:
-        "python scripts/flip.py dedup --hashes {input} --out {output} > {log} 2>&1"
+        "python scripts/flip.py dedup --hashes {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule flip_filter:
@@ -97,9 +97,9 @@ rule flip_filter:
     resources:
         **resource_class("CPU_PREP"),
     shell:
-        "python scripts/flip.py filter --shards {params.shards} --out {output} "
-        "--duplicates {input.duplicates} --settings {params.settings:q} "
-        "--on-bad-sample {params.policy} > {log} 2>&1"
+        "python scripts/flip.py filter --shards {params.shards:q} --out {output:q} "
+        "--duplicates {input.duplicates:q} --settings {params.settings:q} "
+        "--on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
 rule flip_pretrain:
@@ -127,9 +127,9 @@ rule flip_pretrain:
     shell:
         "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
         "{params.launch} python scripts/flip.py train --settings {params.settings:q} "
-        "--filtered {input} --run-dir {params.run_dir} --out {output} "
-        "--seed {wildcards.seed} --devices {params.devices} --num-nodes {params.nodes} "
-        "> {log} 2>&1"
+        "--filtered {input:q} --run-dir {params.run_dir:q} --out {output:q} "
+        "--seed {wildcards.seed:q} --devices {params.devices:q} --num-nodes {params.nodes:q} "
+        "> {log:q} 2>&1"
 
 
 use rule flip_pretrain as flip_pretrain_ddp with:
@@ -166,9 +166,9 @@ rule flip_tune:
     shell:
         "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
         "{params.launch} python scripts/flip.py train --settings {params.settings:q} "
-        "--filtered {input.filtered} --init {input.pretrained} --tune {params.tune:q} "
-        "--run-dir {params.run_dir} --out {output} --seed {wildcards.seed} "
-        "--devices {params.devices} --num-nodes {params.nodes} > {log} 2>&1"
+        "--filtered {input.filtered:q} --init {input.pretrained:q} --tune {params.tune:q} "
+        "--run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "
+        "--devices {params.devices:q} --num-nodes {params.nodes:q} > {log:q} 2>&1"
 
 
 use rule flip_tune as flip_tune_ddp with:
@@ -197,11 +197,11 @@ rule flip_evaluate:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/flip.py evaluate --checkpoint {input.checkpoint} "
-        "--pretrained {input.pretrained} --val {params.val} --metrics {output.metrics} "
-        "--predictions {output.predictions} --dataset {wildcards.dataset} "
-        "--experiment {wildcards.experiment} --seed {wildcards.seed} "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "python scripts/flip.py evaluate --checkpoint {input.checkpoint:q} "
+        "--pretrained {input.pretrained:q} --val {params.val:q} --metrics {output.metrics:q} "
+        "--predictions {output.predictions:q} --dataset {wildcards.dataset:q} "
+        "--experiment {wildcards.experiment:q} --seed {wildcards.seed:q} "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule flip_figures:
@@ -223,8 +223,8 @@ rule flip_figures:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/flip.py figures --metrics {input.metrics} --val {params.val} "
-        "--out {output} > {log} 2>&1"
+        "python scripts/flip.py figures --metrics {input.metrics:q} --val {params.val:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule flip:

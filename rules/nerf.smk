@@ -41,8 +41,8 @@ rule nerf_demo:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/nerf.py demo --root $(dirname {output}) "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "python scripts/nerf.py demo --root \"$(dirname {output:q})\" "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule nerf_prepare:
@@ -63,8 +63,8 @@ rule nerf_prepare:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/nerf.py prepare --format {params.fmt} --root {params.root:q} "
-        "--out {output} --settings {params.settings:q} > {log} 2>&1"
+        "python scripts/nerf.py prepare --format {params.fmt:q} --root {params.root:q} "
+        "--out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule nerf_train:
@@ -88,9 +88,9 @@ rule nerf_train:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "python scripts/nerf.py train --scene {input} --settings {params.settings:q} "
-        "--run-dir {params.run_dir} --out {output} --seed {wildcards.seed} "
-        "--devices {params.devices} --threads {threads} > {log} 2>&1"
+        "python scripts/nerf.py train --scene {input:q} --settings {params.settings:q} "
+        "--run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "
+        "--devices {params.devices:q} --threads {threads} > {log:q} 2>&1"
 
 
 # The nerfstudio engine: ns-train, ns-export cameras and ns-eval from nerfstudio's own
@@ -118,10 +118,10 @@ rule nerf_train_nerfstudio:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "python scripts/nerf.py train --scene {input} --settings {params.settings:q} "
-        "--run-dir {params.run_dir} --out {output} --seed {wildcards.seed} "
-        "--devices {params.devices} --ns-bin {params.bin:q} --torch-home {params.torch_home:q} "
-        "> {log} 2>&1"
+        "python scripts/nerf.py train --scene {input:q} --settings {params.settings:q} "
+        "--run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "
+        "--devices {params.devices:q} --ns-bin {params.bin:q} --torch-home {params.torch_home:q} "
+        "> {log:q} 2>&1"
 
 
 rule nerf_evaluate:
@@ -149,11 +149,11 @@ rule nerf_evaluate:
     resources:
         **resource_class("CPU_SMALL"),  # renders a few held-out views: seconds on a CPU
     shell:
-        "python scripts/nerf.py evaluate --scene {input.scene} "
-        "--checkpoint {input.checkpoint} --metrics {output.metrics} "
-        "--predictions {output.predictions} --renders {output.renders} "
-        "--dataset {wildcards.dataset} --experiment {wildcards.experiment} "
-        "--seed {wildcards.seed} --settings {params.settings:q} > {log} 2>&1"
+        "python scripts/nerf.py evaluate --scene {input.scene:q} "
+        "--checkpoint {input.checkpoint:q} --metrics {output.metrics:q} "
+        "--predictions {output.predictions:q} --renders {output.renders:q} "
+        "--dataset {wildcards.dataset:q} --experiment {wildcards.experiment:q} "
+        "--seed {wildcards.seed:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule nerf_figures:
@@ -173,7 +173,7 @@ rule nerf_figures:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/nerf.py figures --metrics {input} --out {output} > {log} 2>&1"
+        "python scripts/nerf.py figures --metrics {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule nerf:

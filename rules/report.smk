@@ -18,5 +18,5 @@ rule report:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/report.py --metrics {input} --csv {output.csv} --md {output.md} "
-        "> {log} 2>&1"
+        "python scripts/report.py --metrics {input:q} --csv {output.csv:q} --md {output.md:q} "
+        "> {log:q} 2>&1"

@@ -22,8 +22,8 @@ rule sequence_demo:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/sequence.py demo --root $(dirname {output}) "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "python scripts/sequence.py demo --root \"$(dirname {output:q})\" "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule sequence_encode:
@@ -47,9 +47,9 @@ rule sequence_encode:
     resources:
         **resource_class("CPU_PREP"),
     shell:
-        "python scripts/sequence.py encode {params.sources} --out $(dirname {output.train}) "
-        "--skipped {output.skipped} --settings {params.settings:q} "
-        "--on-bad-sample {params.policy} > {log} 2>&1"
+        "python scripts/sequence.py encode {params.sources:q} --out \"$(dirname {output.train:q})\" "
+        "--skipped {output.skipped:q} --settings {params.settings:q} "
+        "--on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
 rule sequence_train:
@@ -81,9 +81,9 @@ rule sequence_train:
     shell:
         "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
         "{params.launch} python scripts/sequence.py train --settings {params.settings:q} "
-        "--encoded {params.encoded} --run-dir {params.run_dir} --out {output} "
-        "--seed {wildcards.seed} --devices {params.devices} --num-nodes {params.nodes} "
-        "> {log} 2>&1"
+        "--encoded {params.encoded:q} --run-dir {params.run_dir:q} --out {output:q} "
+        "--seed {wildcards.seed:q} --devices {params.devices:q} --num-nodes {params.nodes:q} "
+        "> {log:q} 2>&1"
 
 
 use rule sequence_train as sequence_train_ddp with:
@@ -112,11 +112,11 @@ rule sequence_evaluate:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/sequence.py evaluate --checkpoint {input.checkpoint} "
-        "--encoded {params.encoded} --metrics {output.metrics} "
-        "--predictions {output.predictions} --dataset {wildcards.dataset} "
-        "--experiment {wildcards.experiment} --seed {wildcards.seed} "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "python scripts/sequence.py evaluate --checkpoint {input.checkpoint:q} "
+        "--encoded {params.encoded:q} --metrics {output.metrics:q} "
+        "--predictions {output.predictions:q} --dataset {wildcards.dataset:q} "
+        "--experiment {wildcards.experiment:q} --seed {wildcards.seed:q} "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule sequence_figures:
@@ -133,7 +133,7 @@ rule sequence_figures:
             caption="../report/sequence_scatter.rst",
         ),
     params:
-        manifest=lambda wc, input: f"--manifest {input.manifest}" if input.manifest else "",
+        manifest=lambda wc, input: ["--manifest", input.manifest] if input.manifest else [],
     log:
         "logs/sequence_figures/{dataset}.log",
     conda:
@@ -141,8 +141,8 @@ rule sequence_figures:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/sequence.py figures --predictions {input.predictions} "
-        "{params.manifest} --scatter {output} > {log} 2>&1"
+        "python scripts/sequence.py figures --predictions {input.predictions:q} "
+        "{params.manifest:q} --scatter {output:q} > {log:q} 2>&1"
 
 
 rule sequence:

@@ -38,8 +38,8 @@ rule watermark_demo:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/watermark.py demo --root $(dirname {output}) "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "python scripts/watermark.py demo --root \"$(dirname {output:q})\" "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule watermark_lm:
@@ -59,7 +59,7 @@ rule watermark_lm:
         **resource_class("GPU_1"),
     shell:
         "python scripts/watermark.py lm --settings {params.settings:q} "
-        "--run-dir {params.run_dir} --out {output} --threads {threads} > {log} 2>&1"
+        "--run-dir {params.run_dir:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule watermark_prompts:
@@ -84,10 +84,10 @@ rule watermark_prompts:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/watermark.py prompts --documents {params.documents} "
-        "--model {params.model} --settings {params.settings:q} --out {output.prompts} "
-        "--counts {output.counts} --skipped {output.skipped} "
-        "--on-bad-sample {params.policy} > {log} 2>&1"
+        "python scripts/watermark.py prompts --documents {params.documents:q} "
+        "--model {params.model:q} --settings {params.settings:q} --out {output.prompts:q} "
+        "--counts {output.counts:q} --skipped {output.skipped:q} "
+        "--on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
 rule watermark_generate:
@@ -110,9 +110,9 @@ rule watermark_generate:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "python scripts/watermark.py generate --prompts {input.prompts} --model {params.model} "
-        "--settings {params.settings:q} --out {output.generations} --info {output.info} "
-        "--seed {wildcards.seed} > {log} 2>&1"
+        "python scripts/watermark.py generate --prompts {input.prompts:q} --model {params.model:q} "
+        "--settings {params.settings:q} --out {output.generations:q} --info {output.info:q} "
+        "--seed {wildcards.seed:q} > {log:q} 2>&1"
 
 
 rule watermark_attack:
@@ -133,9 +133,9 @@ rule watermark_attack:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/watermark.py attack --generations {input.generations} "
-        "--model {params.model} --attacks {params.attacks:q} --out {output} "
-        "--seed {wildcards.seed} > {log} 2>&1"
+        "python scripts/watermark.py attack --generations {input.generations:q} "
+        "--model {params.model:q} --attacks {params.attacks:q} --out {output:q} "
+        "--seed {wildcards.seed:q} > {log:q} 2>&1"
 
 
 PARAPHRASER = WM["paraphrase"]["model"]
@@ -162,9 +162,9 @@ rule watermark_paraphrase:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "python scripts/watermark.py paraphrase --generations {input.generations} "
-        "--model {params.model} --paraphraser {params.paraphraser} "
-        "--settings {params.settings:q} --out {output} --seed {wildcards.seed} > {log} 2>&1"
+        "python scripts/watermark.py paraphrase --generations {input.generations:q} "
+        "--model {params.model:q} --paraphraser {params.paraphraser:q} "
+        "--settings {params.settings:q} --out {output:q} --seed {wildcards.seed:q} > {log:q} 2>&1"
 
 
 rule watermark_detect:
@@ -188,9 +188,9 @@ rule watermark_detect:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/watermark.py detect --generations {input.generations} "
-        "--attacked {input.attacked} --model {params.model} --settings {params.settings:q} "
-        "--detect {params.detect:q} --out {output} > {log} 2>&1"
+        "python scripts/watermark.py detect --generations {input.generations:q} "
+        "--attacked {input.attacked:q} --model {params.model:q} --settings {params.settings:q} "
+        "--detect {params.detect:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule watermark_evaluate:
@@ -202,7 +202,7 @@ rule watermark_evaluate:
     output:
         f"{WM_RUN}/metrics.json",
     params:
-        oracle=f"--oracle {model_folder(WM, WM['oracle'])}" if WM["oracle"] else "",
+        oracle=["--oracle", model_folder(WM, WM["oracle"])] if WM["oracle"] else [],
         settings=lambda wc: settings_of("watermark", wc.experiment),
         detect=as_json(WM["detect"]),
     log:
@@ -214,11 +214,11 @@ rule watermark_evaluate:
     resources:
         **resource_class("GPU_1" if WM["oracle"] else "CPU_SMALL"),
     shell:
-        "python scripts/watermark.py evaluate --scores {input.scores} "
-        "--generations {input.generations} --info {input.info} {params.oracle} "
-        "--settings {params.settings:q} --detect {params.detect:q} --metrics {output} "
-        "--dataset {wildcards.dataset} --experiment {wildcards.experiment} "
-        "--seed {wildcards.seed} > {log} 2>&1"
+        "python scripts/watermark.py evaluate --scores {input.scores:q} "
+        "--generations {input.generations:q} --info {input.info:q} {params.oracle:q} "
+        "--settings {params.settings:q} --detect {params.detect:q} --metrics {output:q} "
+        "--dataset {wildcards.dataset:q} --experiment {wildcards.experiment:q} "
+        "--seed {wildcards.seed:q} > {log:q} 2>&1"
 
 
 WM_FIGURES = ("detection", "z_vs_length", "attacks")
@@ -245,8 +245,8 @@ rule watermark_figures:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/watermark.py figures --metrics {input.metrics} "
-        "--scores {input.scores} --out $(dirname {output.detection}) > {log} 2>&1"
+        "python scripts/watermark.py figures --metrics {input.metrics:q} "
+        "--scores {input.scores:q} --out \"$(dirname {output.detection:q})\" > {log:q} 2>&1"
 
 
 rule watermark:

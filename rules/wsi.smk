@@ -33,9 +33,9 @@ rule wsi_labels:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/wsi.py labels --slides {params.slides:q} {params.manifests} "
-        "--positive {params.positive:q} --labels {output.labels} --skipped {output.skipped} "
-        "--settings {params.settings:q} --on-bad-sample {params.policy} > {log} 2>&1"
+        "python scripts/wsi.py labels --slides {params.slides:q} {params.manifests:q} "
+        "--positive {params.positive:q} --labels {output.labels:q} --skipped {output.skipped:q} "
+        "--settings {params.settings:q} --on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
 rule wsi_mil4wsi:
@@ -49,7 +49,7 @@ rule wsi_mil4wsi:
     params:
         graphs=lambda wc: WSI["datasets"][wc.dataset]["mil4wsi"],
         labels=lambda wc: WSI["datasets"][wc.dataset]["labels"],
-        trusted=lambda wc: "--trusted" if WSI["datasets"][wc.dataset].get("trusted_pickles") else "",
+        trusted=lambda wc: ["--trusted"] if WSI["datasets"][wc.dataset].get("trusted_pickles") else [],
         policy=WSI["on_bad_sample"],
     log:
         "logs/wsi_mil4wsi/{dataset}.log",
@@ -59,8 +59,8 @@ rule wsi_mil4wsi:
         **resource_class("CPU_SMALL"),
     shell:
         "python scripts/wsi.py mil4wsi --graphs-dir {params.graphs:q} --labels {params.labels:q} "
-        "{params.trusted} --index {output.index} --skipped {output.skipped} "
-        "--on-bad-sample {params.policy} > {log} 2>&1"
+        "{params.trusted:q} --index {output.index:q} --skipped {output.skipped:q} "
+        "--on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
 rule wsi_demo:
@@ -77,8 +77,8 @@ rule wsi_demo:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/wsi.py demo --root $(dirname {output}) "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "python scripts/wsi.py demo --root \"$(dirname {output:q})\" "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule wsi_segment:
@@ -95,7 +95,7 @@ rule wsi_segment:
             or dataset_path("wsi", wc.dataset, "labels", "labels.csv")
         ),
         mpp=lambda wc: (
-            f"--mpp {mpp}" if (mpp := WSI["datasets"][wc.dataset].get("mpp")) else ""
+            ["--mpp", mpp] if (mpp := WSI["datasets"][wc.dataset].get("mpp")) else []
         ),
         settings=lambda wc: as_json(WSI["segment"]),
         policy=WSI["on_bad_sample"],
@@ -109,8 +109,8 @@ rule wsi_segment:
         **resource_class("CPU_PREP"),
     shell:
         "python scripts/wsi.py segment --slides {params.slides:q} --labels {params.labels:q} "
-        "{params.mpp} --index {output.index} --skipped {output.skipped} "
-        "--settings {params.settings:q} --on-bad-sample {params.policy} > {log} 2>&1"
+        "{params.mpp:q} --index {output.index:q} --skipped {output.skipped:q} "
+        "--settings {params.settings:q} --on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
 rule wsi_tile:
@@ -131,9 +131,9 @@ rule wsi_tile:
     resources:
         **resource_class("CPU_PREP"),
     shell:
-        "python scripts/wsi.py tile --segments {input} --index {output.index} "
-        "--skipped {output.skipped} --settings {params.settings:q} "
-        "--on-bad-sample {params.policy} > {log} 2>&1"
+        "python scripts/wsi.py tile --segments {input:q} --index {output.index:q} "
+        "--skipped {output.skipped:q} --settings {params.settings:q} "
+        "--on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
 rule wsi_features:
@@ -155,10 +155,10 @@ rule wsi_features:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "python scripts/wsi.py features --tiles {input} --index {output.index} "
-        "--skipped {output.skipped} --settings {params.settings:q} "
-        "--on-bad-sample {params.policy} --devices {resources.gpu} "
-        "--workers {resources.cpus_per_task} > {log} 2>&1"
+        "python scripts/wsi.py features --tiles {input:q} --index {output.index:q} "
+        "--skipped {output.skipped:q} --settings {params.settings:q} "
+        "--on-bad-sample {params.policy:q} --devices {resources.gpu} "
+        "--workers {resources.cpus_per_task} > {log:q} 2>&1"
 
 
 rule wsi_graph:
@@ -175,7 +175,7 @@ rule wsi_graph:
     resources:
         **resource_class("CPU_PREP"),
     shell:
-        "python scripts/wsi.py graph --features {input} --index {output} > {log} 2>&1"
+        "python scripts/wsi.py graph --features {input:q} --index {output:q} > {log:q} 2>&1"
 
 
 rule wsi_train:
@@ -205,8 +205,8 @@ rule wsi_train:
     shell:
         "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
         "{params.launch} python scripts/wsi.py train --settings {params.settings:q} "
-        "--graphs {input} --run-dir {params.run_dir} --out {output} --seed {wildcards.seed} "
-        "--devices {params.devices} --num-nodes {params.nodes} > {log} 2>&1"
+        "--graphs {input:q} --run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "
+        "--devices {params.devices:q} --num-nodes {params.nodes:q} > {log:q} 2>&1"
 
 
 use rule wsi_train as wsi_train_ddp with:
@@ -235,11 +235,11 @@ rule wsi_evaluate:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/wsi.py evaluate --checkpoint {input.checkpoint} "
-        "--graphs {input.graphs} --metrics {output.metrics} "
-        "--predictions {output.predictions} --attention {output.attention} "
-        "--dataset {wildcards.dataset} --experiment {wildcards.experiment} "
-        "--seed {wildcards.seed} --settings {params.settings:q} > {log} 2>&1"
+        "python scripts/wsi.py evaluate --checkpoint {input.checkpoint:q} "
+        "--graphs {input.graphs:q} --metrics {output.metrics:q} "
+        "--predictions {output.predictions:q} --attention {output.attention:q} "
+        "--dataset {wildcards.dataset:q} --experiment {wildcards.experiment:q} "
+        "--seed {wildcards.seed:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule wsi_figures:
@@ -266,7 +266,7 @@ rule wsi_figures:
             caption="../report/wsi_heatmap.rst",
         ),
     params:
-        segments=lambda wc, input: f"--segments {input.segments}" if input.segments else "",
+        segments=lambda wc, input: ["--segments", input.segments] if input.segments else [],
     log:
         "logs/wsi_figures/{dataset}.log",
     conda:
@@ -274,9 +274,9 @@ rule wsi_figures:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/wsi.py figures --predictions {input.predictions} "
-        "--attention {input.attention} {params.segments} "
-        "--roc {output.roc} --heatmaps {output.heatmaps} > {log} 2>&1"
+        "python scripts/wsi.py figures --predictions {input.predictions:q} "
+        "--attention {input.attention:q} {params.segments:q} "
+        "--roc {output.roc:q} --heatmaps {output.heatmaps:q} > {log:q} 2>&1"
 
 
 rule wsi:

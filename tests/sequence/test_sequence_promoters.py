@@ -278,9 +278,9 @@ def test_config_accepts_a_promoter_dataset():
     dataset = {"promoters": "/data/promoters.fa", "expression": "/data/expression.tsv"}
     track = {"datasets": {"fa": dataset, "demo": {"demo": True}}}
     assert enabled_datasets("sequence", track) == ["fa", "demo"]
-    assert encode_args(track, "fa") == (
-        "--promoters /data/promoters.fa --expression /data/expression.tsv"
-    )
+    assert encode_args(track, "fa") == [
+        "--promoters", "/data/promoters.fa", "--expression", "/data/expression.tsv"
+    ]  # fmt: skip
     with pytest.raises(ConfigError, match="`promoters` and `expression`"):
         enabled_datasets("sequence", {"datasets": {"fa": {"promoters": "/data/promoters.fa"}}})
 

@@ -4,15 +4,14 @@ of the published Xpresso HDF5 files."""
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
 from workflow.sequence.layout import DEMO_FILES
 
 
-def encode_args(track_config: Mapping[str, Any], dataset: str) -> str:
-    """The encode stage's input flags, quoted for the shell."""
+def encode_args(track_config: Mapping[str, Any], dataset: str) -> list[str]:
+    """The encode stage's input flags as arguments (the rule quotes each with ``:q``)."""
     entry = track_config["datasets"][dataset]
     if entry.get("demo"):
         paths = {k: f"data/demo/sequence/{dataset}/{name}" for k, name in DEMO_FILES.items()}
@@ -20,4 +19,4 @@ def encode_args(track_config: Mapping[str, Any], dataset: str) -> str:
         paths = {"xpresso": entry["xpresso"]}
     else:
         paths = {k: entry[k] for k in ("promoters", *DEMO_FILES) if entry.get(k)}
-    return " ".join(f"--{key} {shlex.quote(str(path))}" for key, path in paths.items())
+    return [arg for key, path in paths.items() for arg in (f"--{key}", str(path))]

@@ -3,7 +3,6 @@ sources (slides + labels CSV, slides + GDC manifests, released mil4wsi graphs) o
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,9 +25,6 @@ def converted_labels(track_config: Mapping[str, Any], dataset: str) -> str | Non
     return None
 
 
-def manifest_args(entry: Mapping[str, Any]) -> str:
-    """``--manifest CLASS TSV`` per class, quoted for the shell."""
-    return " ".join(
-        f"--manifest {shlex.quote(name)} {shlex.quote(path)}"
-        for name, path in entry["manifests"].items()
-    )
+def manifest_args(entry: Mapping[str, Any]) -> list[str]:
+    """``--manifest CLASS TSV`` per class, as arguments (the rule quotes each with ``:q``)."""
+    return [arg for name, path in entry["manifests"].items() for arg in ("--manifest", name, path)]
