@@ -66,6 +66,7 @@ rule distance_extract:
         frame=config["distance"]["extract"]["frame_size"],
         crop=config["distance"]["extract"]["crop_size"],
         policy=config["distance"]["on_bad_sample"],
+        max_pixels=config["max_image_pixels"],
     log:
         "logs/distance_extract/{dataset}_{split}.log",
     benchmark:
@@ -77,7 +78,8 @@ rule distance_extract:
     shell:
         "python scripts/distance.py extract --index {input:q} --root {params.root:q} "
         "--out {output.store:q} --skipped {output.skipped:q} --frame-size {params.frame:q} "
-        "--crop-size {params.crop:q} --on-bad-sample {params.policy:q} > {log:q} 2>&1"
+        "--crop-size {params.crop:q} --on-bad-sample {params.policy:q} "
+        "--max-pixels {params.max_pixels:q} > {log:q} 2>&1"
 
 
 rule distance_train:

@@ -185,9 +185,12 @@ rule flip_evaluate:
     output:
         metrics=f"{FLIP_RUN}/metrics.json",
         predictions=f"{FLIP_RUN}/predictions.parquet",
+        skipped=f"{FLIP_RUN}/val.skipped.tsv",
     params:
         settings=lambda wc: settings_of("flip", wc.experiment),
         val=lambda wc: val_folder(FLIP, wc.dataset),
+        policy=FLIP["on_bad_sample"],
+        max_pixels=config["max_image_pixels"],
     log:
         "logs/flip_evaluate/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -201,7 +204,8 @@ rule flip_evaluate:
         "--pretrained {input.pretrained:q} --val {params.val:q} --metrics {output.metrics:q} "
         "--predictions {output.predictions:q} --dataset {wildcards.dataset:q} "
         "--experiment {wildcards.experiment:q} --seed {wildcards.seed:q} "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} --on-bad-sample {params.policy:q} "
+        "--skipped {output.skipped:q} --max-pixels {params.max_pixels:q} > {log:q} 2>&1"
 
 
 rule flip_figures:

@@ -54,6 +54,7 @@ rule nerf_prepare:
         root=lambda wc: dataset_root("nerf", wc.dataset),
         fmt=nerf_format,
         settings=as_json(NERF["prepare"]),
+        max_pixels=config["max_image_pixels"],
     log:
         "logs/nerf_prepare/{dataset}.log",
     benchmark:
@@ -64,7 +65,8 @@ rule nerf_prepare:
         **resource_class("CPU_SMALL"),
     shell:
         "python scripts/nerf.py prepare --format {params.fmt:q} --root {params.root:q} "
-        "--out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "--out {output:q} --settings {params.settings:q} --max-pixels {params.max_pixels:q} "
+        "> {log:q} 2>&1"
 
 
 rule nerf_train:
@@ -76,6 +78,7 @@ rule nerf_train:
         settings=nerf_settings,
         run_dir=f"{NERF_RUN}/run",  # undeclared: resumable checkpoints survive a rerun
         devices=devices_per_node,
+        max_pixels=config["max_image_pixels"],
     log:
         "logs/nerf_train/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -90,7 +93,8 @@ rule nerf_train:
     shell:
         "python scripts/nerf.py train --scene {input:q} --settings {params.settings:q} "
         "--run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "
-        "--devices {params.devices:q} --threads {threads} > {log:q} 2>&1"
+        "--devices {params.devices:q} --threads {threads} --max-pixels {params.max_pixels:q} "
+        "> {log:q} 2>&1"
 
 
 # The nerfstudio engine: ns-train, ns-export cameras and ns-eval from nerfstudio's own
@@ -106,6 +110,7 @@ rule nerf_train_nerfstudio:
         devices=devices_per_node,
         bin=NERF["nerfstudio"]["bin"],
         torch_home=NERF["nerfstudio"]["torch_home"],
+        max_pixels=config["max_image_pixels"],
     log:
         "logs/nerf_train/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -121,7 +126,7 @@ rule nerf_train_nerfstudio:
         "python scripts/nerf.py train --scene {input:q} --settings {params.settings:q} "
         "--run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "
         "--devices {params.devices:q} --ns-bin {params.bin:q} --torch-home {params.torch_home:q} "
-        "> {log:q} 2>&1"
+        "--max-pixels {params.max_pixels:q} > {log:q} 2>&1"
 
 
 rule nerf_evaluate:
@@ -139,6 +144,7 @@ rule nerf_evaluate:
         ),
     params:
         settings=nerf_settings,
+        max_pixels=config["max_image_pixels"],
     log:
         "logs/nerf_evaluate/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -153,7 +159,8 @@ rule nerf_evaluate:
         "--checkpoint {input.checkpoint:q} --metrics {output.metrics:q} "
         "--predictions {output.predictions:q} --renders {output.renders:q} "
         "--dataset {wildcards.dataset:q} --experiment {wildcards.experiment:q} "
-        "--seed {wildcards.seed:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "--seed {wildcards.seed:q} --settings {params.settings:q} "
+        "--max-pixels {params.max_pixels:q} > {log:q} 2>&1"
 
 
 rule nerf_figures:

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack 
 from workflow.common.atomic import atomic_path
 from workflow.common.cli import (
     add_evaluate_args,
+    add_image_args,
     add_run_args,
     add_settings,
     log,
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-size", type=int, nargs=2, required=True, metavar=("H", "W"))
     p.add_argument("--crop-size", type=int, nargs=2, required=True, metavar=("H", "W"))
     p.add_argument("--on-bad-sample", **policy)
+    add_image_args(p)
 
     p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")
     add_settings(p, "distance_train", "the experiment's settings (train section + overrides)")

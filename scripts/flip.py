@@ -18,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack 
 
 
 from workflow.common.cli import (
+    add_bad_sample_args,
     add_evaluate_args,
+    add_image_args,
     add_run_args,
     add_settings,
     log,
@@ -103,15 +105,21 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from workflow.common.atomic import atomic_path
+    from workflow.common.atomic import atomic_path, write_text
+    from workflow.common.errors import Skips
     from workflow.common.metrics import evaluated_run, write_metrics
     from workflow.common.training import checkpoint_run_info
     from workflow.flip.evaluate import HIGHER_IS_BETTER, evaluate_checkpoint
 
     started = time.monotonic()
-    metrics, predictions, _ = evaluate_checkpoint(args.checkpoint, args.val)
+    skips = Skips()
+    metrics, predictions, _ = evaluate_checkpoint(
+        args.checkpoint, args.val, args.on_bad_sample, skips
+    )
     with atomic_path(args.predictions) as tmp:
         predictions.to_parquet(tmp, index=False)
+    if args.skipped:
+        write_text(args.skipped, skips.to_tsv())
     pretrain, tune = checkpoint_run_info(args.pretrained), checkpoint_run_info(args.checkpoint)
     wall = sum(float(info.get("train_wall_time_s", 0.0)) for info in (pretrain, tune))
     run_info = {**tune, "train_wall_time_s": wall}  # both phases' training time
@@ -122,7 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             "flip", args.dataset, args.experiment, args.seed, metrics, HIGHER_IS_BETTER,
             args.settings, run_info, time.monotonic() - started,
             mask_ratio=float(args.settings.get("mask_ratio", 0.0)), images_per_s=images_per_s,
-            val_images=len(predictions), model=args.settings.get("model"),
+            val_images=len(predictions), val_skipped=len(skips), model=args.settings.get("model"),
         ),
     )  # fmt: skip
     log.info(
@@ -222,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", type=Path, required=True,
                    help="the masked phase's checkpoint (its training images/s)")  # fmt: skip
     add_evaluate_args(p)
+    add_bad_sample_args(p, "damaged val images")
+    add_image_args(p)
 
     p = stage("figures", cmd_figures, "accuracy and training images/s vs mask ratio")
     p.add_argument("--metrics", type=Path, nargs="+", required=True)

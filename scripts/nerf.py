@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack 
 
 from workflow.common.cli import (
     add_evaluate_args,
+    add_image_args,
     add_run_args,
     add_settings,
     log,
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, required=True, help="the dataset's folder")
     p.add_argument("--out", type=Path, required=True, help="transforms.json to write")
     add_settings(p, "nerf_prepare", "the config's nerf.prepare section")
+    add_image_args(p)
 
     p = stage("train", cmd_train, "fit a radiance field (and the poses) with the experiment's "
               "engine: builtin, or nerfstudio in its own environment")  # fmt: skip
@@ -130,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     p.add_argument("--ns-bin", type=Path, help="nerfstudio engine: folder of ns-train (else PATH)")
     p.add_argument("--torch-home", type=Path, help="nerfstudio engine: TORCH_HOME of the tools")
+    add_image_args(p)
 
     p = stage("evaluate", cmd_evaluate, "pose errors after Sim(3) alignment; held-out PSNR and "
               "SSIM after test-time pose alignment; renders")  # fmt: skip
@@ -137,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_args(p)  # --checkpoint: final.ckpt, or a nerfstudio run's manifest
     p.add_argument("--renders", type=Path, required=True, help="renders figure (.png) to write")
     add_settings(p, "nerf_train", "the experiment's settings (recorded in metrics.json)")
+    add_image_args(p)
 
     p = stage("figures", cmd_figures, "pose error against training step, every run")
     p.add_argument("--metrics", type=Path, nargs="+", required=True)

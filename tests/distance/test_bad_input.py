@@ -158,7 +158,7 @@ def test_corrupt_jpeg_at_extract(prepared, tmp_path):
         )
 
     out = tmp_path / "fail"
-    assert_clean_failure(extract(out, "fail"), out, str(victim), "undecodable image")
+    assert_clean_failure(extract(out, "fail"), out, str(victim), "not a readable image")
     out = tmp_path / "skip"
     result = extract(out, "skip")
     assert result.returncode == 0, result.stderr
@@ -166,7 +166,7 @@ def test_corrupt_jpeg_at_extract(prepared, tmp_path):
 
     with h5py.File(out / "train.h5") as h5:
         assert h5["frames"].shape[0] == n_frames - 1
-    assert "undecodable image" in (out / "train.skipped.tsv").read_text()
+    assert "not a readable image" in (out / "train.skipped.tsv").read_text()
 
 
 def test_index_by_hand_fills_the_schema_defaults(data, tmp_path):

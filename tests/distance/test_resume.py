@@ -62,3 +62,34 @@ def test_sigkill_then_rerun_resumes(prepared, tmp_path):
     assert max(done_before) < min(done_after) <= max(done_before) + 2
     assert max(done_after) == SETTINGS["max_epochs"] - 1
     assert final.exists()
+
+
+def test_a_checkpoint_resumes_only_the_run_that_wrote_it(prepared, tmp_path, caplog):
+    """More epochs continue a run; other settings or other data start it again."""
+    import shutil
+
+    from workflow.common.config import stage_settings
+    from workflow.distance.train import train_experiment
+
+    run_dir, final = tmp_path / "run", tmp_path / "final.ckpt"
+    settings = stage_settings({**SETTINGS, "max_epochs": 2}, "distance_train")
+
+    def train(settings, train_store=prepared["train"]):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="lsai.training"):
+            train_experiment(settings, train_store, prepared["val"], run_dir, final, 0)
+        return caplog.text
+
+    assert "resuming" not in train(settings)
+    assert "resuming from" in train({**settings, "max_epochs": 3})
+    assert [h["epoch"] for h in history(run_dir)] == [0, 1, 2]
+
+    text = train({**settings, "max_epochs": 4, "lr": 0.01})
+    assert "other settings or inputs" in text and "resuming" not in text
+    assert [h["epoch"] for h in history(run_dir)] == [0, 1, 2, 3]  # all redone
+    assert (run_dir / "history.stale.jsonl").exists()
+
+    moved = tmp_path / "train.h5"
+    shutil.copy(prepared["train"], moved)  # same content, another file: inputs changed
+    text = train({**settings, "max_epochs": 4, "lr": 0.01}, moved)
+    assert "other settings or inputs" in text and "resuming" not in text

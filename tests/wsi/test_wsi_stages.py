@@ -147,6 +147,44 @@ def test_features_resume_per_slide_and_redo_on_new_settings(dataset, tmp_path, c
     assert all(f.stat().st_mtime_ns != stamps[f] for f in files[1:])
 
 
+def test_features_are_recomputed_when_the_tiling_changes(dataset, tmp_path, caplog):
+    """Same feature settings, stricter tiling: no slide keeps its stale feature vectors."""
+    from workflow.wsi.graph import read_feature_file
+    from workflow.wsi.prepare import features_dataset, segment_dataset, tile_dataset
+
+    prep = tmp_path / "prep"
+    segment_dataset(
+        dataset / "slides", dataset / "labels.csv", prep / "s/index.tsv", prep / "s/x.tsv",
+        SEGMENT, "fail",
+    )  # fmt: skip
+    tiling = {"magnifications": [5, 10, 20], "patch_size": 256, "keep_ancestors": True}
+    settings = {"encoder": "mobilenetv3_small_050", "weights": None, "batch_size": 32, "seed": 0}
+    tiles, features = prep / "t/index.tsv", prep / "f/index.tsv"
+
+    def counts(path: Path) -> dict[str, int]:
+        return {scale.name: len(scale.features) for scale in read_feature_file(path)[0]}
+
+    tile_dataset(prep / "s/index.tsv", tiles, prep / "t/x.tsv", {**tiling, "min_tissue": 0.1},
+                 "fail")  # fmt: skip
+    features_dataset(tiles, features, prep / "f/x.tsv", settings, "fail")
+    files = sorted((prep / "f").glob("*.h5"))
+    before = {f: counts(f) for f in files}
+
+    tile_dataset(prep / "s/index.tsv", tiles, prep / "t/x.tsv", {**tiling, "min_tissue": 0.9},
+                 "skip")  # fmt: skip
+    kept = pd.read_csv(tiles, sep="\t", dtype={"slide_id": str})
+    with caplog.at_level("INFO", logger="lsai.wsi.prepare"):
+        features_dataset(tiles, features, prep / "f/x.tsv", settings, "fail")
+    assert "already computed" not in caplog.text
+    changed = 0
+    for row in kept.itertuples():
+        path = prep / "f" / f"{row.slide_id}.h5"
+        now = counts(path)
+        assert now["x20"] == row.n_x20, row.slide_id  # the features of the tiles now there
+        changed += now != before[path]
+    assert changed > 0  # the stricter tiling did drop tiles
+
+
 def test_every_stage_has_help():
     result = run_script("scripts/wsi.py", "--help")
     stages = ("demo", "segment", "tile", "features")

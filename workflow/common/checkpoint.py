@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from workflow.common.errors import InputError
+from workflow.common.errors import InputError, first_line
 
 #: Types a checkpoint of this project may hold besides tensors, containers and numbers:
 #: the paths that hyper-parameters and ``run_info`` carry.
@@ -72,11 +72,6 @@ def refusal(err: BaseException, kind: str) -> str:
             f"(opcode {found.group(1)})"
         )
     return f"not a readable {kind}: {first_line(err)}"
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_weights(path: str | os.PathLike[str], kind: str = "weights") -> dict[str, torch.Tensor]:

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from workflow.common.config import ConfigError, stage_settings
+from workflow.common.config import ConfigError, schema_default, stage_settings
 from workflow.common.errors import InputError
+from workflow.common.images import set_max_pixels
 
 log = logging.getLogger("lsai")
 
@@ -68,6 +69,27 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def add_bad_sample_args(parser: argparse.ArgumentParser, skipped: str | None = None) -> None:
+    """``--on-bad-sample`` (skip or fail) and, with ``skipped`` (what is listed), the
+    ``--skipped`` TSV where the dropped samples go."""
+    parser.add_argument(
+        "--on-bad-sample", choices=["skip", "fail"], default="skip",
+        help="what to do with a damaged sample (default: skip, count and list it)",
+    )  # fmt: skip
+    if skipped:
+        parser.add_argument("--skipped", type=Path, help=f"TSV listing the {skipped} skipped")
+
+
+def add_image_args(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels``: the limit of the shared image decoder (workflow/common/images.py);
+    its default is the config's ``max_image_pixels`` default."""
+    parser.add_argument(
+        "--max-pixels", type=int, default=schema_default("max_image_pixels"), metavar="N",
+        help="images whose header claims more pixels are refused undecoded "
+        "(decompression bombs; default %(default)s)",
+    )  # fmt: skip
+
+
 def stage_parser(
     doc: str | None,
 ) -> tuple[argparse.ArgumentParser, Callable[..., argparse.ArgumentParser]]:
@@ -111,6 +133,8 @@ def run_cli(
         parser.print_help()
         return 2
     setup_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    if getattr(args, "max_pixels", None) is not None:
+        set_max_pixels(args.max_pixels)
     try:
         if definition := getattr(args, "settings_definition", None):
             args.settings = parse_settings(args.settings, definition)

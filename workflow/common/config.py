@@ -113,6 +113,12 @@ def stage_settings(
 ROOT_URI = "urn:lsai:config"
 
 
+def schema_default(key: str, schema_path: str | Path = SCHEMA) -> Any:
+    """The default of a top-level config key: a script's option that mirrors it takes this
+    as its own default, so the value lives in the schema only."""
+    return copy.deepcopy(load_yaml(schema_path)["properties"][key]["default"])
+
+
 def _root_registry(schema: Mapping[str, Any]) -> Registry:
     """A registry in which ``#/$defs/...`` references (and ``ROOT_URI#/$defs/...`` ones, from
     a definition validated alone) resolve against ``schema``."""

@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 from os import PathLike
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's first line (library messages run to paragraphs), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class InputError(Exception):
     """A missing, truncated, corrupt or malformed input.
 

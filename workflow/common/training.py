@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from workflow.common.atomic import atomic_path
 from workflow.common.checkpoint import load_checkpoint
+from workflow.common.config import config_hash
 from workflow.common.errors import InputError
 
 log = logging.getLogger("lsai.training")
@@ -45,6 +47,7 @@ class TrainSettings:
     log_every_n_steps: int = 10
     progress_refresh: int = 10
     trainer_overrides: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None  # run_key(...): a last.ckpt written under another key is not resumed
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -57,6 +60,60 @@ class TrainSettings:
     @property
     def history_file(self) -> Path:
         return Path(self.run_dir) / "history.jsonl"
+
+
+#: Settings an attempt may change and still continue the run: more epochs, other hardware.
+UNKEYED = frozenset({"max_epochs", "seeds", "enabled", "resources", "num_workers"})
+
+
+def run_key(
+    settings: Mapping[str, Any], inputs: Iterable[str | os.PathLike[str]] = (), **data: Any
+) -> str:
+    """What a run's checkpoints depend on: its settings (but ``UNKEYED``), its input files
+    (size and modification time; a folder: every file in it) and any other ``data``. A
+    checkpoint left by a run with other settings or inputs is then never resumed."""
+    files = []
+    for path in map(Path, inputs):
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            try:
+                info = file.stat()
+            except OSError:
+                files.append([str(file), None])  # reported by the loader that reads it
+                continue
+            if not file.is_dir():
+                files.append([str(file), info.st_size, info.st_mtime_ns])
+    kept = {k: v for k, v in settings.items() if k not in UNKEYED}
+    return config_hash({"settings": kept, "inputs": files, **data})
+
+
+class RunKey(Callback):
+    """Writes the run's key into every checkpoint, where :func:`resumable` reads it."""
+
+    def __init__(self, key: str | None) -> None:
+        self.key = key
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self.key is not None:
+            checkpoint["run_key"] = self.key
+
+
+def resumable(settings: TrainSettings) -> dict[str, Any] | None:
+    """The ``last.ckpt`` this run may resume from: there, and written under the same key
+    (every rank decides alike, from the file). A stale one stays until overwritten."""
+    path = settings.last_checkpoint
+    if not path.exists():
+        return None
+    checkpoint = load_checkpoint(path)
+    if settings.key is not None and checkpoint.get("run_key") != settings.key:
+        log.warning(
+            "%s was written by a run with other settings or inputs (key %s, now %s): "
+            "not resumed, training from the start",
+            path, checkpoint.get("run_key"), settings.key,
+        )  # fmt: skip
+        return None
+    return checkpoint
 
 
 @dataclass
@@ -183,6 +240,7 @@ def build_trainer(settings: TrainSettings) -> L.Trainer:
             best,
             last,
             EpochLog(),
+            RunKey(settings.key),
             TQDMProgressBar(refresh_rate=settings.progress_refresh),
         ],
         "logger": loggers,
@@ -201,11 +259,13 @@ def fit(
     started = time.monotonic()
     L.seed_everything(settings.seed, workers=True, verbose=False)
     trainer = build_trainer(settings)
-    resume = settings.last_checkpoint if settings.last_checkpoint.exists() else None
-    resumed_from = None
-    if resume is not None:
-        resumed_from = int(load_checkpoint(resume)["epoch"])
+    previous = resumable(settings)
+    resume, resumed_from = None, None
+    if previous is not None:
+        resume, resumed_from = settings.last_checkpoint, int(previous["epoch"])
         log.info("resuming from %s (epoch %d done)", resume, resumed_from + 1)
+    elif settings.history_file.exists() and trainer.is_global_zero:
+        settings.history_file.replace(settings.history_file.with_suffix(".stale.jsonl"))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
     best = (

@@ -11,12 +11,13 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path, write_text
 from workflow.common.errors import BadSample, InputError, Skips
+from workflow.common.images import BadImage, decode_image
 
 log = logging.getLogger("lsai.distance.store")
 
@@ -35,13 +36,11 @@ def read_index(path: Path) -> pd.DataFrame:
 def decode_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Decode a JPEG and resize it to ``size`` = (height, width); damage -> ``BadSample``."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except FileNotFoundError:
-        raise BadSample(path, "frame file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise BadSample(path, f"undecodable image: {err}") from None
+        rgb = decode_image(path)
+    except BadImage as err:
+        if err.reason == "missing":
+            raise BadSample(path, "frame file not found") from None
+        raise
     return np.asarray(rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 

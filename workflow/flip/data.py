@@ -44,8 +44,10 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
+from tqdm import tqdm
 
-from workflow.common.errors import InputError
+from workflow.common.errors import InputError, Skips
+from workflow.common.images import BadImage, decode_image
 
 log = logging.getLogger("lsai.flip.data")
 
@@ -73,6 +75,12 @@ def distributed() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def _image(data: bytes) -> Any:
+    """A shard's image through the shared decoder (a damaged one is skipped by the handler;
+    the filter stage has already dropped and counted them)."""
+    return decode_image(data, "shard sample")
 
 
 def _caption(tokenize: Callable[..., torch.Tensor]) -> Callable[[str], torch.Tensor]:
@@ -137,7 +145,7 @@ def shard_pipeline(
     if shuffle > 0:
         dataset = dataset.shuffle(shuffle, initial=min(shuffle, 100), seed=seed)
     dataset = (
-        dataset.decode("pil", handler=wds.warn_and_continue)
+        dataset.decode(wds.handle_extension("jpg", _image), handler=wds.warn_and_continue)
         .to_tuple("jpg", "txt", handler=wds.warn_and_continue)
         .map_tuple(transform, _caption(tokenize), handler=wds.warn_and_continue)
         .batched(batch_size, partial=False)
@@ -244,17 +252,34 @@ def read_classnames(root: str | PathLike[str]) -> list[str]:
 
 
 def image_folder(
-    root: str | PathLike[str], transform: Callable, folder: str = "val"
+    root: str | PathLike[str],
+    transform: Callable,
+    folder: str = "val",
+    policy: str = "fail",
+    skips: Skips | None = None,
 ) -> tuple[ImageFolder, list[str]]:
     """The ``root/val/<class_dir>/*.jpg`` set and its class names (``root/classnames.txt``),
-    checked to name as many classes as there are folders."""
+    checked to name as many classes as there are folders. Every image is decoded once by the
+    shared decoder first: a damaged one follows ``policy`` (``skip``: left out, in ``skips``)."""
     directory = Path(root) / folder
     if not directory.is_dir():
         raise InputError(directory, "image folder not found")
     try:
-        dataset = ImageFolder(str(directory), transform=transform)
+        dataset = ImageFolder(str(directory), transform=transform, loader=decode_image)
     except (FileNotFoundError, OSError) as err:
         raise InputError(directory, f"not an ImageFolder: {err}") from None
+    skips = Skips() if skips is None else skips
+    good = []
+    for path, label in tqdm(dataset.samples, desc="check val images", mininterval=5):
+        try:
+            decode_image(path)
+            good.append((path, label))
+        except BadImage as err:
+            skips.handle(err, Path(path).name, policy, log)
+    if not good:
+        raise InputError(directory, f"no readable image ({len(skips)} skipped)")
+    dataset.samples = dataset.imgs = good
+    dataset.targets = [label for _, label in good]
     names = read_classnames(root)
     if len(names) != len(dataset.classes):
         raise InputError(

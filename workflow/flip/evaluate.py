@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from workflow.common.errors import Skips
 from workflow.flip.data import image_folder, image_loader
 from workflow.flip.model import image_transforms, tokenizer
 from workflow.flip.train import load_module
@@ -29,13 +30,16 @@ PROBE_FRACTION = 0.5
 
 
 def evaluate_checkpoint(
-    checkpoint: str | PathLike[str], val_root: str | PathLike[str]
+    checkpoint: str | PathLike[str],
+    val_root: str | PathLike[str],
+    policy: str = "fail",
+    skips: Skips | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame, dict[str, Any]]:
     """(metrics, per-image predictions, the model's settings) of ``final.ckpt`` on the val
-    set under ``val_root``."""
+    set under ``val_root``; a damaged val image follows ``policy`` (listed in ``skips``)."""
     module = load_module(checkpoint)
     _, transform = image_transforms(module.model)
-    dataset, names = image_folder(val_root, transform)
+    dataset, names = image_folder(val_root, transform, policy=policy, skips=skips)
     classifier = zero_shot_classifier(module.model, tokenizer(module.settings), names)
     features, labels = image_features(module.model, image_loader(dataset))
     logits = features @ classifier.float().cpu()

@@ -33,24 +33,23 @@ under temporary names and renamed only when every input was read: a failed run l
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import tarfile
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import webdataset as wds
-from PIL import Image
 from tqdm import tqdm
 
 from workflow.common.atomic import write_json
 from workflow.common.errors import BadSample, InputError
+from workflow.common.images import BadImage, decode_image
+from workflow.common.images import image_size as header_size
 from workflow.flip.layout import (
     CAPTION_EXT,
     IMAGE_EXT,
@@ -130,31 +129,20 @@ def require_shards(shards: Sequence[str | PathLike[str]]) -> None:
 
 
 def image_size(data: bytes, max_pixels: int) -> tuple[int, int]:
-    """Width and height from the image header alone; a header claiming more than
-    ``max_pixels`` is a decompression bomb, found before anything is decoded."""
+    """Width and height from the image header alone (the shared decoder's check); a header
+    claiming more than ``max_pixels`` is a decompression bomb, found before any decoding."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise Drop("decompression_bomb", str(err)) from None
-    except Exception as err:  # PIL raises many types for a bad header
-        raise Drop("undecodable", f"unreadable image header: {err}") from None
-    if w * h > max_pixels:
-        raise Drop("decompression_bomb", f"{w}x{h} px > max_pixels {max_pixels}")
-    return w, h
+        return header_size(data, limit=max_pixels)
+    except BadImage as err:
+        raise Drop(err.reason, err.problem) from None
 
 
-def decodes(data: bytes) -> None:
-    """verify() checks the structure, load() the pixels (a truncated JPEG passes verify)."""
+def decodes(data: bytes, max_pixels: int) -> None:
+    """The whole image decodes (a truncated JPEG passes the header check)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-    except Exception as err:
-        raise Drop("undecodable", f"{type(err).__name__}: {err}") from None
+        decode_image(data, mode=None, limit=max_pixels)
+    except BadImage as err:
+        raise Drop(err.reason, err.problem) from None
 
 
 def check_text(sample: dict[str, bytes], s: dict[str, Any]) -> tuple[dict, str]:
@@ -195,7 +183,7 @@ def check_image(data: bytes | None, s: dict[str, Any]) -> None:
         raise Drop("too_small", f"{w}x{h} px, min side < {s['min_size']}")
     if max(w, h) / min(w, h) > s["max_aspect"]:
         raise Drop("extreme_aspect", f"{w}x{h} px, aspect > {s['max_aspect']}")
-    decodes(data)
+    decodes(data, s["max_pixels"])
 
 
 def check_sample(
@@ -302,8 +290,6 @@ def filter_shards(
     total = {r: 0 for r in REASONS}
     per_shard: dict[str, dict] = {}
     out = _Output(out_dir, int(s["shard_size"]))
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = int(s["max_pixels"])
     try:
         for path in map(Path, shards):
             counts = {"samples": 0, "kept": 0, **{r: 0 for r in REASONS}}
@@ -342,6 +328,4 @@ def filter_shards(
     except BaseException:
         out.discard()
         raise
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
     return result

@@ -28,7 +28,14 @@ from open_clip.loss import ClipLoss
 
 from workflow.common.errors import InputError
 from workflow.common.optim import adamw_warmup_cosine
-from workflow.common.training import FitResult, TrainSettings, fit, publish_run, read_checkpoint
+from workflow.common.training import (
+    FitResult,
+    TrainSettings,
+    fit,
+    publish_run,
+    read_checkpoint,
+    run_key,
+)
 from workflow.flip.data import ShardDataModule
 from workflow.flip.model import build_clip, image_transforms, model_settings, tokenizer
 
@@ -225,6 +232,7 @@ def train_experiment(
             mode="min",
             precision=s.get("precision"),
             trainer_overrides=overrides,
+            key=run_key(s, [*shards, *(val_shards or []), *filter(None, [init_checkpoint])]),
         ),
     )
     if final is not None and result.is_global_zero:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from workflow.common.training import TrainSettings, fit, publish_run
+from workflow.common.training import TrainSettings, fit, publish_run, run_key
 from workflow.nerf.field import PoseCorrection, RadianceField, camera_rays, render_rays
 from workflow.nerf.geometry import pose_errors
 from workflow.nerf.transforms import Scene, load_views
@@ -223,6 +223,8 @@ def train_builtin(
             monitor="train_loss", mode="min", log_every_n_steps=max(1, min(50, steps)),
             precision="32-true",  # pose gradients are small: no bf16 on the GPU either
             trainer_overrides={"limit_val_batches": 0, "num_sanity_val_steps": 0},
+            key=run_key(settings, [scene.root / "transforms.json",
+                                   *(scene.image_path(v) for v in scene.views)]),
         ),
     )  # fmt: skip
     if result.is_global_zero:

@@ -16,6 +16,7 @@ import scipy.linalg
 from PIL import Image
 
 from workflow.common.errors import InputError
+from workflow.common.images import image_size
 from workflow.nerf.geometry import opencv_to_opengl
 from workflow.nerf.transforms import Intrinsics, View
 
@@ -68,7 +69,7 @@ def read_dtu(root: Path) -> list[View]:
             raise InputError(
                 cameras_file, f"world_mat_{index} @ scale_mat_{index}: {err}"
             ) from None
-        width, height = _image_size(image)
+        width, height = image_size(image)
         mask = root / "mask" / image.name
         views.append(
             View(
@@ -79,14 +80,6 @@ def read_dtu(root: Path) -> list[View]:
             )
         )
     return views
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except OSError as err:
-        raise InputError(path, f"not a readable image: {err}") from None
 
 
 def write_dtu(

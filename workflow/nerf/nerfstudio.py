@@ -29,6 +29,7 @@ from workflow.common.atomic import write_json
 from workflow.common.checkpoint import load_checkpoint
 from workflow.common.config import ConfigError
 from workflow.common.errors import InputError
+from workflow.common.images import decode_image
 from workflow.nerf.transforms import Scene, load_image, read_transforms, write_transforms
 
 log = logging.getLogger("lsai.nerf.nerfstudio")
@@ -288,8 +289,7 @@ def read_renders(renders: Path, count: int) -> list[tuple[np.ndarray, np.ndarray
         path = renders / f"eval_img_{index:04d}.png"
         if not path.is_file():
             raise InputError(path, f"not found: ns-eval saved fewer than {count} renders")
-        with Image.open(path) as image:
-            both = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        both = np.asarray(decode_image(path), dtype=np.float32) / 255.0
         if both.shape[1] % 2:
             raise InputError(path, "not a [truth | render] pair (odd width)")
         half = both.shape[1] // 2

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from workflow.common.atomic import write_json
 from workflow.common.errors import InputError
+from workflow.common.images import decode_image
 
 CAMERA_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 
@@ -209,14 +210,7 @@ def check_size(path: Path, size: tuple[int, int], camera: Intrinsics) -> None:
 def load_image(path: Path, camera: Intrinsics, factor: float = 1.0) -> np.ndarray:
     """An RGB image as float32 (H, W, 3) in [0, 1], resized by ``factor``; a missing or
     unreadable file, or one whose size is not the camera's, is an InputError."""
-    if not path.is_file():
-        raise InputError(path, "image not found")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(path, f"not a readable image: {err}") from None
+    rgb = decode_image(path)
     check_size(path, rgb.size, camera)
     if factor != 1.0:
         size = camera.scaled(factor)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torchmetrics import PearsonCorrCoef
 
 from workflow.common.errors import InputError
-from workflow.common.training import TrainSettings, fit, publish_run, read_checkpoint
+from workflow.common.training import TrainSettings, fit, publish_run, read_checkpoint, run_key
 from workflow.sequence.data import GeneDataModule, split_file
 from workflow.sequence.models import build_model
 
@@ -168,6 +168,7 @@ def train_experiment(
             mode="max",
             precision=settings.get("precision"),
             trainer_overrides=dict(trainer_overrides or {}),
+            key=run_key(settings, [folder]),
         ),
     )
     if final is not None and result.is_global_zero:

@@ -10,6 +10,7 @@ are exported, and the folder is renamed into place only when complete.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -35,7 +36,7 @@ from transformers import (
 
 from workflow.common.atomic import atomic_dir
 from workflow.common.optim import adamw_warmup_cosine
-from workflow.common.training import TrainSettings, fit, read_checkpoint
+from workflow.common.training import TrainSettings, fit, read_checkpoint, resumable, run_key
 
 log = logging.getLogger("lsai.watermark.lm")
 
@@ -249,8 +250,10 @@ def train_lm(
         monitor="val_loss",
         mode="min",
         trainer_overrides={"gradient_clip_val": float(s["grad_clip"]) or None},
+        key=run_key(s, texts=hashlib.sha256("\x00".join(texts).encode()).hexdigest()),
     )
-    tokenizer = run_tokenizer(texts, s, run_dir, resuming=train_settings.last_checkpoint.exists())
+    resuming = resumable(train_settings) is not None
+    tokenizer = run_tokenizer(texts, s, run_dir, resuming=resuming)
     data = BlockDataModule(texts, tokenizer, s["block_size"], s["batch_size"],
                            s["val_fraction"], seed)  # fmt: skip
     L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on it

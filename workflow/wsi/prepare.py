@@ -4,7 +4,8 @@ Each stage reads the previous stage's ``index.tsv`` (one row per slide), does it
 slide, writes one file per slide into its own folder and then its ``index.tsv`` (the rule's
 declared output) with the columns it adds. A damaged slide follows ``on_bad_sample``: with
 ``skip`` it is dropped, counted and listed in ``skipped.tsv``; with ``fail`` the stage stops.
-Feature files carry a hash of their settings, so a rerun after a kill skips the slides done.
+Feature files carry a key of what made them (the settings, the tiles' content and the slide
+file's size and time), so a rerun after a kill skips the slides done and nothing else.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from typing import Any
 import h5py
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path, write_text
 from workflow.common.config import config_hash
 from workflow.common.errors import InputError, Skips
+from workflow.common.images import decode_image
 from workflow.wsi.labels import read_labels
 from workflow.wsi.segment import TissueMask, segment_tissue, write_pngs
 from workflow.wsi.slide import open_slide
-from workflow.wsi.tiling import tile_slide, write_tiling
+from workflow.wsi.tiling import read_tiling, tile_slide, tiling_digest, write_tiling
 
 log = logging.getLogger("lsai.wsi.prepare")
 
@@ -110,11 +111,7 @@ def segment_dataset(
 
 
 def _png(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image)
-    except (OSError, ValueError) as err:
-        raise InputError(path, f"unreadable PNG: {err}") from None
+    return np.asarray(decode_image(path, mode=None))
 
 
 def load_mask(row: Mapping[str, Any]) -> TissueMask:
@@ -174,10 +171,10 @@ def features_dataset(
     out = index.parent
     rows = read_index(tiles).to_dict("records")
     encoder = build_encoder(settings)
-    stamp = config_hash(dict(settings))
 
     def work(row: dict[str, Any]) -> dict[str, Any]:
         path = out / f"{row['slide_id']}.h5"
+        stamp = features_key(settings, Path(row["tiles"]))
         if _stamp(path) != stamp:
             encode_slide(
                 Path(row["tiles"]),
@@ -190,15 +187,29 @@ def features_dataset(
                 input_size=settings.get("input_size"),
             )
         else:
-            log.info("%s: features already computed with these settings", row["slide_id"])
+            log.info("%s: features already computed from these tiles and settings", row["slide_id"])
         return {"features": str(path)}
 
     skips = Skips()
     _write_index(per_slide(rows, work, policy, skips, "features"), index, skips, skipped)
 
 
+def features_key(settings: Mapping[str, Any], tiles: Path) -> str:
+    """What a slide's features depend on: the stage's settings, the tiling's content (not
+    its file: a rerun of tile rewrites it) and the slide file's size and modification time."""
+    tiling = read_tiling(tiles)
+    try:
+        slide = Path(tiling.slide_path).stat()
+    except OSError:
+        raise InputError(tiling.slide_path, "slide named by the tiling file not found") from None
+    return config_hash(
+        {"settings": dict(settings), "tiles": tiling_digest(tiling),
+         "slide": [slide.st_size, slide.st_mtime_ns]}
+    )  # fmt: skip
+
+
 def _stamp(path: Path) -> str | None:
-    """The settings hash of a finished feature file, None when there is none."""
+    """The key a finished feature file was made with, None when there is none."""
     if not path.is_file():
         return None
     try:

@@ -11,6 +11,7 @@ reference that this replaces, kept for the benchmark.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -210,6 +211,17 @@ def tile_slide(
     tiling = Tiling(attrs["slide_id"], attrs["slide_path"], slide.mpp, scales, attrs)
     log.info("%s: tiles %s", attrs["slide_id"], tiling.counts)
     return tiling
+
+
+def tiling_digest(tiling: Tiling) -> str:
+    """sha256 of what the features stage reads from a tiling: the slide, its resolution and
+    every scale's tiles and parents (a rerun of tile with other settings changes it)."""
+    digest = hashlib.sha256(f"{tiling.slide_path}|{tiling.mpp}".encode())
+    for s in tiling.scales:
+        digest.update(f"|{s.name}|{s.level}|{s.downsample}|{s.read_size}|{s.patch_size}".encode())
+        digest.update(np.ascontiguousarray(s.coords, np.int64).tobytes())
+        digest.update(np.ascontiguousarray(s.parent, np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def write_tiling(tiling: Tiling, path: str | PathLike[str]) -> None:

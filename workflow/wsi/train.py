@@ -25,7 +25,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
 from workflow.common.errors import InputError
-from workflow.common.training import TrainSettings, fit, publish_run, read_checkpoint
+from workflow.common.training import TrainSettings, fit, publish_run, read_checkpoint, run_key
 from workflow.wsi.graph import load_graph
 from workflow.wsi.models import build_model, probability
 
@@ -266,6 +266,7 @@ def train_experiment(
             monitor="val_select" if monitor == "val_auc" else monitor,
             mode="max" if monitor == "val_auc" else "min",
             trainer_overrides=dict(trainer_overrides or {}),
+            key=run_key(settings, [*train_files, *val_files]),
         ),
     )
     if final is not None and result.is_global_zero:
