@@ -7,6 +7,7 @@ from workflow.flip.sources import (
     DUPLICATES,
     FILTERED,
     HASHES,
+    check_models,
     filtered_folders,
     hash_tables,
     input_groups,
@@ -16,6 +17,12 @@ from workflow.flip.sources import (
 FLIP_ENV = "../envs/flip.yaml"
 FLIP = config["flip"]
 FLIP_RUN = "results/flip/{dataset}/{experiment}/seed{seed}"
+
+if workflow.is_main_process:  # once per run, not again in every job (open_clip takes seconds)
+    try:
+        check_models(FLIP)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
 
 
 wildcard_constraints:

@@ -5,12 +5,18 @@
 
 import re
 
-from workflow.wsi.sources import converted_labels, manifest_args, mil4wsi_datasets
+from workflow.wsi.sources import check_encoder, converted_labels, manifest_args, mil4wsi_datasets
 
 WSI_ENV = "../envs/wsi.yaml"
 WSI = config["wsi"]
 HEATMAP_EXPERIMENT = WSI["heatmap_experiment"]  # its first seed's attention is drawn
 MIL4WSI = mil4wsi_datasets(WSI)
+
+if workflow.is_main_process:  # once per run, not again in every job (timm takes seconds)
+    try:
+        check_encoder(WSI)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
 
 
 ruleorder: wsi_mil4wsi > wsi_graph

@@ -57,9 +57,10 @@ def cmd_dedup(args: argparse.Namespace) -> None:
 
     counts = find_later_copies(args.hashes, args.out)
     log.info(
-        "dedup: %d candidates, %d distinct images, %d later copies (%d across groups) -> %s",
+        "dedup: %d candidates, %d distinct images, %d later copies (%d across groups), "
+        "%d keys repeated from an earlier group -> %s",
         counts["candidates"], counts["images"], counts["later_copies"],
-        counts["across_groups"], args.out,
+        counts["across_groups"], counts["repeated_keys"], args.out,
     )  # fmt: skip
 
 
@@ -175,14 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage(
         "hash", cmd_hash,
-        "list the sha256 of every sample whose metadata and caption pass (one filter group)",
+        "list every key with the sha256 of every sample whose metadata and caption pass (one "
+        "filter group)",
     )  # fmt: skip
     add_shards(p)
     p.add_argument("--out", type=Path, required=True, help="hash table (.parquet) to write")
 
     p = stage(
         "dedup", cmd_dedup,
-        "find the samples whose image an earlier shard already has, over every filter group",
+        "find the samples whose image or key an earlier shard already has, over every filter "
+        "group",
     )  # fmt: skip
     p.add_argument(
         "--hashes", type=Path, nargs="+", required=True,
@@ -193,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage(
         "filter", cmd_filter,
         "drop NSFW, low-similarity, tiny, extreme-aspect, captionless, duplicate and damaged "
-        "samples; write new shards, dropped.parquet and counts.json",
+        "samples (repeated keys included); write new shards, dropped.parquet and counts.json",
     )  # fmt: skip
     add_shards(p)
     p.add_argument("--out", type=Path, required=True, help="folder of the filtered shards")

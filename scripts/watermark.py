@@ -10,7 +10,6 @@ downloaded); documents are C4 ``realnewslike`` JSONL files (``.json.gz`` or plai
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -112,8 +111,8 @@ def cmd_attack(args: argparse.Namespace) -> None:
     from workflow.watermark.hf import load_tokenizer, vocabulary_size
     from workflow.watermark.records import read_generations, write_records
 
-    generations = read_generations(args.generations)
     vocab = vocabulary_size(load_tokenizer(args.model))
+    generations = read_generations(args.generations, vocab)
     chosen = parse_settings(args.attacks, "watermark_attacks", "--attacks")
     attacks = {name: eps for name, eps in chosen.items() if eps}
     records = attack_records(generations, attacks, vocab, args.seed)
@@ -146,16 +145,13 @@ def cmd_paraphrase(args: argparse.Namespace) -> None:
 def cmd_detect(args: argparse.Namespace) -> None:
     from workflow.common.atomic import atomic_path
     from workflow.watermark.hf import load_tokenizer, vocabulary_size
-    from workflow.watermark.records import read_generations, read_records
+    from workflow.watermark.records import read_attacked, read_generations
     from workflow.watermark.scoring import score_table
 
     settings = args.settings
-    generations = read_generations(args.generations)
-    attacked = [
-        record for path in args.attacked
-        for record in read_records(path, ("id", "attack", "epsilon", "ids"), "attacked text")
-    ]  # fmt: skip
-    vocab = vocabulary_size(load_tokenizer(args.model))
+    vocab = vocabulary_size(load_tokenizer(args.model))  # ids outside it are damage
+    generations = read_generations(args.generations, vocab)
+    attacked = read_attacked(args.attacked, {g["id"] for g in generations}, vocab)
     started = time.monotonic()
     detect = parse_settings(args.detect, "watermark_detect", "--detect")
     table = score_table(generations, attacked, settings, detect, vocab)
@@ -173,14 +169,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.common.metrics import evaluated_run, write_metrics
     from workflow.watermark.evaluate import HIGHER_IS_BETTER, perplexities, run_metrics
     from workflow.watermark.hf import load_lm
-    from workflow.watermark.records import read_generations
+    from workflow.watermark.records import read_generations, read_speed_record
     from workflow.watermark.scoring import read_scores
 
     started = time.monotonic()
     table = read_scores(args.scores)
+    generations = read_generations(args.generations)
+    info = read_speed_record(args.info) if args.info else {}
     threshold = float(parse_settings(args.detect, "watermark_detect", "--detect")["z_threshold"])
     metrics, curves = run_metrics(table, threshold)
-    generations = read_generations(args.generations)
     if args.oracle:
         oracle, tokenizer = load_lm(args.oracle)
         prompts = [g["prompt"] for g in generations]
@@ -188,7 +185,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             ppl = perplexities(oracle, tokenizer, prompts, [g[text] for g in generations])
             finite = [p for p in ppl if math.isfinite(p)]
             metrics[f"ppl_{text}"] = float(sum(finite) / len(finite)) if finite else math.nan
-    info = json.loads(Path(args.info).read_text()) if args.info else {}
     write_metrics(
         args.metrics,
         evaluated_run(
@@ -213,6 +209,14 @@ def cmd_figures(args: argparse.Namespace) -> None:
     if len(args.metrics) != len(args.scores):
         raise InputError("--scores", "give one score table per metrics.json, in the same order")
     records = [read_metrics(path) for path in args.metrics]
+    for path, record in zip(args.metrics, records, strict=True):
+        extra = record.get("extra")
+        if (
+            record.get("track") != "watermark"
+            or not isinstance(extra, dict)
+            or not all(key in extra for key in ("curves", "z_threshold"))
+        ):
+            raise InputError(path, "not a watermark run's metrics.json (no extra.curves)")
     names = [f"{r['experiment']}" for r in records]
     tables = {n: read_scores(p) for n, p in zip(names, args.scores, strict=True)}
     curves = {n: r["extra"]["curves"] for n, r in zip(names, records, strict=True)}

@@ -85,6 +85,27 @@ def test_cli_turns_input_error_into_one_line(capsys):
     assert "Traceback" not in err
 
 
+def test_the_error_line_starts_a_line_after_a_progress_bar(capsys):
+    """A failure inside a tqdm loop: the bar's last redraw ends with \\r, not a newline."""
+    from tqdm import tqdm
+
+    def parser() -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser()
+
+        def fail(_):
+            for i in tqdm(range(10), desc="samples", leave=False, mininterval=0):
+                if i == 5:
+                    raise InputError("shard.tar", "sample 5: damaged")
+
+        p.set_defaults(func=fail)
+        return p
+
+    assert run_cli(parser, []) == 2
+    err = capsys.readouterr().err
+    assert "\r" in err  # the bar did draw
+    assert err.split("\n")[-2] == "error: shard.tar: sample 5: damaged"
+
+
 def test_run_info_of_a_missing_or_damaged_checkpoint_is_an_input_error(tmp_path):
     import torch
 

@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ROOT
 from tests.flip.conftest import FILTER, sample, tar_samples, write_tar
 from workflow.common.errors import InputError
-from workflow.flip.dedup import find_later_copies, hash_group, read_later_copies
+from workflow.flip.dedup import FORMAT_META, find_later_copies, hash_group, read_later_copies
 from workflow.flip.filter import filter_shards
 from workflow.flip.layout import list_shards
 
@@ -117,3 +118,38 @@ def test_cli_hash_dedup_filter(copies, tmp_path):
                    "--duplicates", str(tmp_path / "h0.parquet"))  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'h0.parquet'}: ")
+
+
+def test_repeated_keys_across_groups_drop_what_one_filter_drops(tmp_path):
+    """Keys repeated within a shard, across shards of a group and across groups: the groups
+    with the dedup index keep and drop exactly what one filter over every shard does, and no
+    hash table lists a key twice."""
+    bad_first = sample("000000001", json=b"{not json")  # its key still counts as read
+    a = [bad_first, sample("000000002"), sample("000000003")]
+    reused = sample("000000001")  # group 1: a key group 0 had; its image is new
+    copy = sample("000000009", jpg=reused[1]["jpg"])  # the same image under a new key
+    b = [reused, sample("000000002"), copy, sample("000000004"), sample("000000004")]
+    c = [sample("000000004"), sample("000000003"), sample("000000005")]
+    shards = [write_tar(tmp_path / "in" / f"0000{i}.tar", s) for i, s in enumerate([a, b, c])]
+    whole = filter_shards(shards, tmp_path / "whole", FILTER)
+    kept, counts = by_groups([shards[:1], shards[1:]], tmp_path / "groups")
+    assert kept == kept_keys(tmp_path / "whole")
+    assert kept == ["000000002", "000000003", "000000009", "000000004", "000000005"]
+    assert counts["dropped"] == whole["dropped"]
+    assert {r: n for r, n in whole["dropped"].items() if n} == {
+        "duplicate_key": 5, "bad_metadata": 1,
+    }  # fmt: skip
+    assert counts["repeated_keys"] == 3  # 000000001, 000000002 in b; 000000003 in c
+    for g in range(2):
+        keys = pq.read_table(tmp_path / "groups" / f"hash{g}.parquet")["key"].to_pylist()
+        assert len(keys) == len(set(keys))
+
+
+def test_a_hash_table_of_an_older_format_is_an_input_error(tmp_path):
+    shard = write_tar(tmp_path / "00000.tar", [sample()])
+    hash_group([shard], FILTER, tmp_path / "h.parquet")
+    table = pq.read_table(tmp_path / "h.parquet")
+    meta = {k: v for k, v in table.schema.metadata.items() if k != FORMAT_META}
+    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "old.parquet")
+    with pytest.raises(InputError, match="older format"):
+        find_later_copies([tmp_path / "old.parquet"], tmp_path / "d.parquet")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
+from tests.conftest import ROOT
+from workflow.common.config import ConfigError, deep_merge, validate_config
+from workflow.flip import sources
 from workflow.flip.layout import expand_shards, shard_groups
 from workflow.flip.plots import mask_ratio_figure, runs_table
-from workflow.flip.sources import filtered_folders, input_groups, val_folder
+from workflow.flip.sources import check_models, filtered_folders, input_groups, val_folder
 
 
 def test_brace_patterns_expand_in_shard_order():
@@ -58,3 +62,35 @@ def test_mask_ratio_figure_draws_every_run(tmp_path):
     assert list(table.groupby("mask_ratio")["images_per_s"].mean()) == [105.0, 290.0]
     mask_ratio_figure(records, tmp_path / "fig.png", chance=1 / 16)
     assert (tmp_path / "fig.png").stat().st_size > 10_000
+
+
+def flip_track(**experiments: dict) -> dict:
+    return {"train": {"model": "flip-tiny"}, "experiments": experiments}
+
+
+def test_an_unknown_model_is_a_config_error_naming_the_experiment():
+    check_models(flip_track(a={}, b={"model": "ViT-B-16"}))
+    with pytest.raises(ConfigError) as err:
+        check_models(flip_track(a={}, b={"model": "ViT-B-61"}, c={"model": "nope"}))
+    message = str(err.value)
+    assert message.startswith("flip: experiment 'b' names model 'ViT-B-61', which open_clip")
+    assert "ViT-B-16" in message.split("known names include ")[1]  # the close names
+    with pytest.raises(ConfigError, match=r"experiment 'a' .*\(known names include flip-tiny, "):
+        check_models({"train": {"model": "flip-huge-nonsense"}, "experiments": {"a": {}}})
+
+
+def test_the_projects_own_models_are_checked_without_open_clip(monkeypatch):
+    def refuse():
+        raise AssertionError("open_clip asked for the project's own model")
+
+    monkeypatch.setattr(sources, "known_models", refuse)
+    check_models(flip_track(a={}, b={"model": "flip-tiny"}, c={"mask_ratio": 0.5}))
+
+
+@pytest.mark.parametrize("overlay", [None, "config/leonardo.yaml"])
+def test_the_shipped_configs_name_known_models(overlay):
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    if overlay:
+        config = deep_merge(config, yaml.safe_load((ROOT / overlay).read_text()))
+    config = validate_config(config, ROOT / "config/schema.yaml")
+    check_models(config["flip"])

@@ -506,6 +506,14 @@ BROKEN_XPRESSO = {
         lambda p: _rewrite(p, "promoter", np.full((3, 20000, 4), 2, np.uint8)),
         "values other than 0 and 1",
     ),
+    "a train gene in val": (
+        lambda p: _rewrite(p, "geneName", np.array([b"ENSGval00000", b"ENSGtrain00004", b"x"])),
+        "gene 'ENSGtrain00004' is also in train.h5",
+    ),
+    "a gene twice": (
+        lambda p: _rewrite(p, "geneName", np.array([b"ENSGval00000", b"x", b"x"])),
+        "gene 'x' is also in valid.h5",
+    ),
 }  # fmt: skip
 
 

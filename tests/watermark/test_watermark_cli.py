@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_script
+from workflow.common.errors import InputError
 from workflow.watermark.corpus import c4_records, documents
 from workflow.watermark.records import RawLine, write_records
 
@@ -193,3 +194,104 @@ def test_damaged_score_table(chain, tmp_path):
     bad.write_bytes(chain["scores"].read_bytes()[:100])
     result = wm("figures", "--metrics", chain["metrics"], "--scores", bad, "--out", tmp_path)
     assert_input_error(result, str(bad), "not a score table")
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def set_field(records: list[dict], line: int, key: str, value) -> list[dict]:
+    records[line - 1][key] = value
+    return records
+
+
+#: The tester's damage: (file damaged, how, the error's problem).
+DAMAGE = {
+    "string ids": ("generations", lambda r: set_field(r, 3, "marked_ids", ["12", "x"]),
+                   "line 3: 'marked_ids' is not a list of integer token ids (item 0 is '12')"),
+    "negative id": ("attacked", lambda r: set_field(r, 2, "ids", [*r[1]["ids"][:-1], -5]),
+                    "line 2: 'ids' holds token id -5, outside the tokenizer's vocabulary [0, "),
+    "huge id": ("generations", lambda r: set_field(r, 1, "human_ids", [999999999]),
+                "line 1: 'human_ids' holds token id 999999999, outside the tokenizer's "),
+    "every line twice": ("generations", lambda r: [x for x in r for _ in (0, 1)],
+                         "line 2: a second generation record of id "),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_detect_refuses_damaged_records(chain, tmp_path, damage):
+    """Each damage the tester planted ends as one error line naming the file and line, and no
+    score table."""
+    which, change, problem = DAMAGE[damage]
+    paths = {k: tmp_path / f"{k}.jsonl" for k in ("generations", "attacked")}
+    for key, path in paths.items():
+        records = read_lines(chain[key])
+        write_records(path, change(records) if key == which else records)
+    out = tmp_path / "s.parquet"
+    result = wm("detect", "--generations", paths["generations"], "--attacked", paths["attacked"],
+                "--model", chain["model"], "--settings", json.dumps(GENERATE),
+                "--detect", json.dumps(DETECT), "--out", out)  # fmt: skip
+    assert_input_error(result, f"error: {paths[which]}: {problem}")
+    assert not out.exists() and not list(tmp_path.glob("*.parquet*"))
+
+
+def test_evaluate_refuses_a_score_table_with_rows_twice(chain, tmp_path):
+    scores = tmp_path / "s.parquet"
+    table = pd.read_parquet(chain["scores"])
+    pd.concat([table, table]).to_parquet(scores, index=False)
+    metrics = tmp_path / "m.json"
+    result = wm("evaluate", "--scores", scores, "--generations", chain["generations"],
+                "--settings", json.dumps(GENERATE), "--detect", json.dumps(DETECT),
+                "--metrics", metrics, "--dataset", "d", "--experiment", "e")  # fmt: skip
+    assert_input_error(result, f"error: {scores}: row {len(table) + 1}: a second row of id ")
+    assert not metrics.exists()
+
+
+def test_evaluate_refuses_a_broken_speed_record(chain, tmp_path):
+    info = tmp_path / "generation.json"
+    info.write_text('{"tokens_per_s_marked": 12')
+    result = wm("evaluate", "--scores", chain["scores"], "--generations", chain["generations"],
+                "--info", info, "--settings", json.dumps(GENERATE),
+                "--detect", json.dumps(DETECT), "--metrics", tmp_path / "m.json",
+                "--dataset", "d", "--experiment", "e")  # fmt: skip
+    assert_input_error(result, f"error: {info}: not a generation speed record: ")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_prompt_ids_stay_unique(chain, tmp_path):
+    """A repeated document URL (C4 has some) gets ``#2``: every later stage keys records by
+    id; a prompts file with an id twice is refused."""
+    from workflow.watermark.hf import load_tokenizer
+    from workflow.watermark.prompts import make_prompts, prompts_jsonl, read_prompts
+
+    docs = [dict(r, url="https://news.example/same") for r in c4_records(documents(3, 5), 5)]
+    write_records(tmp_path / "docs.jsonl", docs)
+    prompts, _ = make_prompts([tmp_path / "docs.jsonl"], load_tokenizer(chain["model"]),
+                              {**PROMPTS, "n": 3}, "fail")  # fmt: skip
+    ids = [p.id for p in prompts]
+    assert len(ids) >= 2 and ids[:2] == ["https://news.example/same", "https://news.example/same#2"]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(prompts_jsonl(prompts) + prompts_jsonl(prompts[:1]))
+    with pytest.raises(InputError, match=f"line {len(ids) + 1}: a second prompt record of id"):
+        read_prompts(path)
+
+
+def test_speed_record_numbers_are_checked(tmp_path):
+    from workflow.watermark.records import read_speed_record
+
+    info = tmp_path / "generation.json"
+    record = {"tokens_per_s_marked": 5.0, "tokens_per_s_plain": 6.0, "slowdown": 0.2,
+              "train_wall_time_s": "3 s", "device": "cpu"}  # fmt: skip
+    info.write_text(json.dumps(record))
+    with pytest.raises(InputError, match="'train_wall_time_s' is '3 s', not a number"):
+        read_speed_record(info)
+    info.write_text(json.dumps({**record, "train_wall_time_s": 3}))
+    assert read_speed_record(info)["train_wall_time_s"] == 3
+
+
+def test_figures_refuse_another_tracks_metrics(chain, tmp_path):
+    other = tmp_path / "metrics.json"
+    record = json.loads(chain["metrics"].read_text())
+    other.write_text(json.dumps({**record, "track": "distance", "extra": {}}))
+    result = wm("figures", "--metrics", other, "--scores", chain["scores"], "--out", tmp_path)
+    assert_input_error(result, str(other), "not a watermark run's metrics.json")

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 from transformers.generation.logits_process import WatermarkLogitsProcessor as HFWatermark
 
+from workflow.common.errors import InputError
 from workflow.watermark import detect, greenlist, reference
 from workflow.watermark.detect import TooShort
 from workflow.watermark.processor import WatermarkLogitsProcessor
+from workflow.watermark.records import read_attacked, read_generations, write_records
+from workflow.watermark.scoring import read_scores, score_table
 
 VOCAB = 1000
 SCHEMES = ["lefthash", "selfhash"]
@@ -245,6 +251,33 @@ def test_unwatermarked_generation_is_not_detected(tiny_gpt2: GPT2LMHeadModel) ->
             assert detect.score(row, 97, 0.25, scheme, prefix_len=4).z < 4
 
 
+class NinetyTokens:
+    """A tokenizer of 90 ids for the 97-row tiny GPT-2: its output layer is padded by 7."""
+
+    pad_token_id, eos_token_id = 0, None
+
+    def get_vocab(self) -> dict[str, int]:
+        return {str(i): i for i in range(90)}
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return " ".join(map(str, ids))
+
+
+@pytest.mark.parametrize("watermark", [True, False])
+def test_padded_output_rows_are_never_generated(tiny_gpt2: GPT2LMHeadModel, watermark: bool):
+    """A random model spreads its bets over all 97 rows; ids 90..96 are no tokens, and
+    detection would refuse them."""
+    from workflow.watermark.generate import complete
+    from workflow.watermark.prompts import Prompt
+
+    prompts = [Prompt(f"p{i}", "", "", [i + 1, i + 2, i + 3], []) for i in range(4)]
+    settings = {"decoding": "multinomial", "new_tokens": 50, "temperature": 2.0,
+                "batch_size": 4, "gamma": 0.25, "delta": 2.0, "scheme": "lefthash"}  # fmt: skip
+    completions, _ = complete(tiny_gpt2, NinetyTokens(), prompts, settings, watermark, seed=0)
+    ids = [t for c in completions for t in c.ids]
+    assert len(ids) == 200 and max(ids) < 90
+
+
 # 4. too short and bad names -----------------------------------------------------------------
 
 
@@ -310,3 +343,206 @@ def test_z_score_by_hand() -> None:
     assert detect.p_value(1.0) == pytest.approx(0.15865525393145707)  # standard normal tables
     assert detect.p_value(4.0) == pytest.approx(3.167124183311986e-05)
     assert detect.p_value(10.0) == pytest.approx(7.619853024160527e-24, rel=1e-6)
+
+
+# 7. the detector's inputs: damage stops the stage with the file and line -------------------
+
+
+def generation(i: int, n: int = 12) -> dict:
+    return {"id": f"doc{i}", "prompt_ids": random_ids(8, i), "human_ids": random_ids(n, i + 1),
+            "marked_ids": random_ids(n, i + 2), "plain_ids": random_ids(n, i + 3),
+            "prompt": "p", "human": "h", "marked": "m", "plain": "u"}  # fmt: skip
+
+
+def attacked(i: int, attack: str = "substitute", epsilon: float = 0.2) -> dict:
+    return {"id": f"doc{i}", "attack": attack, "epsilon": epsilon, "ids": random_ids(12, i)}
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def input_error(call, path: Path, problem: str) -> None:
+    """``call`` raises an InputError naming ``path`` whose problem starts with ``problem``."""
+    with pytest.raises(InputError) as info:
+        call()
+    assert info.value.path == str(path)
+    assert info.value.problem.startswith(problem), info.value.problem
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (["12", "x"], "'marked_ids' is not a list of integer token ids (item 0 is '12')"),
+        ([1, 2.0], "'marked_ids' is not a list of integer token ids (item 1 is 2.0)"),
+        ([True], "'marked_ids' is not a list of integer token ids (item 0 is True)"),
+        ("1 2 3", "'marked_ids' is not a list of token ids"),
+        (None, "'marked_ids' is not a list of token ids"),
+        ([3, -5], "'marked_ids' holds token id -5, outside the tokenizer's vocabulary [0, 1000)"),
+        ([999999999], "'marked_ids' holds token id 999999999, outside the tokenizer's vocabulary"),
+        ([VOCAB], "'marked_ids' holds token id 1000, outside the tokenizer's vocabulary"),
+    ],
+)
+def test_generation_token_ids_are_integers_in_the_vocabulary(
+    tmp_path: Path, value: object, problem: str
+) -> None:
+    records = [generation(0), {**generation(1), "marked_ids": value}]
+    write_records(tmp_path / "g.jsonl", records)
+    input_error(lambda: read_generations(tmp_path / "g.jsonl", VOCAB), tmp_path / "g.jsonl",
+                f"line 2: {problem}")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"id": 3}, "line 1: 'id' is not a non-empty string"),
+        ({"id": ""}, "line 1: 'id' is not a non-empty string"),
+        ({"prompt_ids": ["a"]}, "line 1: 'prompt_ids' is not a list of integer token ids"),
+        ({"plain": None}, "line 1: 'plain' is not a string"),
+        ({"human_ids": None, "plain": None}, "line 1: 'human_ids' is not a list of token ids"),
+    ],
+)
+def test_generation_fields_are_checked(tmp_path: Path, change: dict, problem: str) -> None:
+    write_records(tmp_path / "g.jsonl", [{**generation(0), **change}])
+    input_error(lambda: read_generations(tmp_path / "g.jsonl", VOCAB), tmp_path / "g.jsonl",
+                problem)  # fmt: skip
+
+
+def test_generation_without_a_field_or_not_an_object(tmp_path: Path) -> None:
+    record = generation(0)
+    del record["plain"]
+    path = write_lines(tmp_path / "g.jsonl", [json.dumps(generation(1)), json.dumps(record)])
+    input_error(
+        lambda: read_generations(path), path, "line 2: not a generation record (no 'plain')"
+    )
+    write_lines(path, ["[1, 2]"])
+    input_error(lambda: read_generations(path), path, "line 1: not a generation record (not a JSON")
+
+
+def test_every_line_twice_is_a_duplicate_at_the_second_copy(tmp_path: Path) -> None:
+    """The tester's damage: each record written twice would be scored twice."""
+    lines = [json.dumps(generation(i)) for i in range(3)]
+    path = write_lines(tmp_path / "g.jsonl", [line for line in lines for _ in (0, 1)])
+    input_error(lambda: read_generations(path, VOCAB), path,
+                "line 2: a second generation record of id 'doc0' (first on line 1)")  # fmt: skip
+    write_lines(path, [*lines, lines[1]])
+    input_error(lambda: read_generations(path, VOCAB), path,
+                "line 4: a second generation record of id 'doc1' (first on line 2)")  # fmt: skip
+
+
+def test_attacked_duplicates_within_and_across_files(tmp_path: Path) -> None:
+    one, two = tmp_path / "a.jsonl", tmp_path / "p.jsonl"
+    ids = {"doc0", "doc1"}
+    write_records(one, [attacked(0), attacked(0, epsilon=0.5), attacked(1), attacked(0)])
+    input_error(lambda: read_attacked([one], ids, VOCAB), one,
+                "line 4: a second attacked text record of id 'doc0', attack 'substitute', "
+                "epsilon 0.2 (first on line 1)")  # fmt: skip
+    write_records(one, [attacked(0), attacked(1)])
+    write_records(two, [attacked(0, "paraphrase"), attacked(1)])
+    input_error(lambda: read_attacked([one, two], ids, VOCAB), two,
+                f"line 2: a second attacked text record of id 'doc1', attack 'substitute', "
+                f"epsilon 0.2 (first on {one} line 2)")  # fmt: skip
+    assert len(read_attacked([one], ids, VOCAB)) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"id": "doc9"}, "'id' is 'doc9', which the generations file does not hold"),
+        (
+            {"attack": "none"},
+            "'attack' is 'none', not one of substitute, delete, insert, copy_paste, paraphrase",
+        ),  # fmt: skip
+        ({"epsilon": 1.5}, "'epsilon' is 1.5, not a number in [0, 1]"),
+        ({"epsilon": "0.2"}, "'epsilon' is '0.2', not a number in [0, 1]"),
+        ({"epsilon": None}, "'epsilon' is None, not a number in [0, 1]"),
+        ({"ids": ["12", "x"]}, "'ids' is not a list of integer token ids (item 0 is '12')"),
+        ({"ids": [-5]}, "'ids' holds token id -5, outside the tokenizer's vocabulary [0, 1000)"),
+    ],
+)
+def test_attacked_fields_are_checked(tmp_path: Path, change: dict, problem: str) -> None:
+    path = tmp_path / "a.jsonl"
+    write_records(path, [attacked(0), {**attacked(0, epsilon=0.4), **change}])
+    input_error(lambda: read_attacked([path], {"doc0"}, VOCAB), path, f"line 2: {problem}")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"id": "doc0", "attack": "delete", "epsilon": 0', "not valid JSON (Expecting"),
+        (
+            '{"id": "doc0", "attack": "delete", "epsilon": NaN, "ids": []}',
+            "not valid JSON (NaN is not a number)",
+        ),  # fmt: skip
+        (
+            '{"id": "doc0", "id": "doc1", "attack": "delete", "epsilon": 0, "ids": []}',
+            "not valid JSON (key 'id' appears twice)",
+        ),  # fmt: skip
+        ("[" * 100_000, "not valid JSON (nested too deeply)"),
+    ],
+)
+def test_truncated_or_broken_last_line(tmp_path: Path, line: str, problem: str) -> None:
+    path = write_lines(tmp_path / "a.jsonl", [json.dumps(attacked(0))])
+    path.write_text(path.read_text() + line)  # no newline: cut off mid-write
+    input_error(lambda: read_attacked([path], {"doc0"}, VOCAB), path, f"line 2: {problem}")
+
+
+def test_undecodable_missing_and_empty_files(tmp_path: Path) -> None:
+    path = tmp_path / "g.jsonl"
+    path.write_bytes(json.dumps(generation(0)).encode() + b"\n\xff\xfe{}\n")
+    input_error(lambda: read_generations(path), path, "line 2: not UTF-8 text")
+    write_lines(path, [json.dumps(generation(0)), "", json.dumps(generation(1))])
+    input_error(lambda: read_generations(path), path, "line 2: not valid JSON (Expecting value)")
+    input_error(lambda: read_generations(tmp_path / "none.jsonl"), tmp_path / "none.jsonl",
+                "generation not found")  # fmt: skip
+    path.write_text("")
+    input_error(lambda: read_generations(path), path, "no generation records (empty file)")
+    assert read_attacked([path], {"doc0"}, VOCAB) == []  # no attack configured is no damage
+
+
+DETECT = {"lengths": [5, 5], "window": 5, "ignore_repeated_ngrams": False}
+SETTINGS = {"gamma": 0.25, "scheme": "lefthash"}
+
+
+@pytest.fixture
+def scores(tmp_path: Path) -> pd.DataFrame:
+    table = score_table([generation(i) for i in range(3)], [attacked(0), attacked(1, "copy_paste")],
+                        SETTINGS, DETECT, VOCAB)  # fmt: skip
+    table.to_parquet(tmp_path / "s.parquet", index=False)
+    return table
+
+
+def test_a_length_listed_twice_scores_once(tmp_path: Path, scores: pd.DataFrame) -> None:
+    assert len(scores) == 3 * 3 * 2 + 2
+    assert read_scores(tmp_path / "s.parquet").equals(scores)
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (
+            lambda t: pd.concat([t, t]),
+            "row 21: a second row of id 'doc0', text 'marked', "
+            "attack 'none', epsilon 0.0, length 12 (first: row 1)",
+        ),
+        (lambda t: t.drop(columns="window_z"), "not a score table (no column 'window_z')"),
+        (lambda t: t.iloc[:0], "no rows (empty score table)"),
+        (lambda t: t.assign(z=t.z > 0), "column 'z' is bool, not numeric"),
+        (lambda t: t.astype({"length": float}), "column 'length' is float64, not integer"),
+        (lambda t: t.assign(id=range(len(t))), "row 1: 'id' is 0, not a string"),
+        (lambda t: t.assign(text="Marked"), "row 1: 'text' is 'Marked', not one of marked"),
+        (lambda t: t.assign(attack="delete"), "row 1: 'attack' is 'delete', on a clean row"),
+        (lambda t: t.assign(epsilon=math.nan), "row 1: 'epsilon' is nan, not a number in [0, 1]"),
+        (lambda t: t.assign(green=t.tokens + 1), "row 1: 'green' is 13, more than 'tokens'"),
+        (lambda t: t.assign(z=math.inf), "row 1: 'z' is inf, infinite"),
+        (lambda t: t.assign(z=math.nan), "row 1: 'z' is nan, with no 'problem' given"),
+        (lambda t: t[t.text != "human"], "no 'human' rows: not a whole detect output"),
+    ],
+)
+def test_damaged_score_table_is_refused(
+    tmp_path: Path, scores: pd.DataFrame, damage, problem: str
+) -> None:
+    path = tmp_path / "bad.parquet"
+    damage(scores).to_parquet(path, index=False)
+    input_error(lambda: read_scores(path), path, problem)

@@ -222,3 +222,14 @@ def test_mil4wsi_and_gdc_datasets_in_the_dag(tmp_path, nsclc):
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert len(list((figures / "heatmaps").glob("slide_*.png"))) == 4
+
+
+def test_the_encoder_name_is_checked_before_any_job():
+    from workflow.common.config import ConfigError, load_yaml
+    from workflow.wsi.sources import check_encoder
+
+    for config in ("config/config.yaml", "config/leonardo.yaml"):
+        check_encoder(load_yaml(ROOT / config)["wsi"])
+    with pytest.raises(ConfigError, match=r"'vit_smal_patch16_224' is not a timm model "
+                       r"\(similar: vit_small_patch16_224"):  # fmt: skip
+        check_encoder({"features": {"encoder": "vit_smal_patch16_224"}})

@@ -96,6 +96,26 @@ def test_damaged_slide_fails_cleanly_or_is_skipped_and_counted(dataset, tmp_path
     assert f"{len(index)} slides -> " in result.stderr and "1 skipped" in result.stderr
 
 
+def test_a_failed_stage_leaves_no_per_slide_file(dataset, tmp_path):
+    """The last slide is damaged: under ``fail`` the PNGs of the slides before it go too;
+    with every slide damaged, ``skip`` names the reasons (no skipped.tsv is left to read)."""
+    slides = sorted((dataset / "slides").glob("*.tif"))
+    truncate(slides[-1])
+    labels = pd.read_csv(dataset / "labels.csv", dtype=str)
+    order = labels.set_index("slide_id").loc[[p.stem for p in slides]].reset_index()
+    order.to_csv(dataset / "labels.csv", index=False)  # the damaged slide comes last
+    result = segment(dataset, tmp_path / "fail", "fail")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert list((tmp_path / "fail").iterdir()) == []
+
+    order.iloc[-1:].to_csv(dataset / "last.csv", index=False)
+    result = segment(dataset, tmp_path / "skip", "skip", labels=dataset / "last.csv")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"no slide left (1 skipped: {slides[-1].stem}: " in last and "see" not in last, last
+    assert not (tmp_path / "skip").exists() or list((tmp_path / "skip").iterdir()) == []
+
+
 def test_labels_naming_a_missing_slide_stop_the_stage(dataset, tmp_path):
     slide = first_slide(dataset)
     slide.unlink()

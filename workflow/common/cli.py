@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from workflow.common.config import ConfigError, schema_default, stage_settings
 from workflow.common.errors import InputError
@@ -132,14 +133,35 @@ def run_cli(
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    setup_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
-    if getattr(args, "max_pixels", None) is not None:
-        set_max_pixels(args.max_pixels)
+    stderr = sys.stderr = _LineTracking(sys.stderr)
     try:
+        setup_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+        if getattr(args, "max_pixels", None) is not None:
+            set_max_pixels(args.max_pixels)
         if definition := getattr(args, "settings_definition", None):
             args.settings = parse_settings(args.settings, definition)
         args.func(args)
     except InputError as err:
-        print(f"error: {err.path}: {err.problem}", file=sys.stderr, flush=True)
+        newline = "" if stderr.at_line_start else "\n"
+        print(f"{newline}error: {err.path}: {err.problem}", file=stderr, flush=True)
         return 2
+    finally:
+        sys.stderr = stderr.stream
     return 0
+
+
+class _LineTracking:
+    """stderr, remembering whether what it wrote last ended a line: a progress bar redraws
+    with ``\r`` and no newline, and the ``error:`` line must not share its line in a log."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from workflow.common.atomic import atomic_path, write_text
+from workflow.common.atomic import atomic_path
 from workflow.common.errors import InputError, Skips
 from workflow.distance.motsynth import ROW_COLUMNS, read_sequence
 
 log = logging.getLogger("lsai.distance.index")
 SPLITS = ("train", "val", "test")
+SPLIT_KEY = "distance.index.split_sequences"
 
 
 def annotation_files(root: Path) -> list[Path]:
@@ -42,11 +44,7 @@ def assign_splits(
     Splits are by sequence, never by frame, so no scene leaks from train into test.
     """
     if explicit:
-        mapping = {str(s): split for split, seqs in explicit.items() for s in seqs}
-        unknown = sorted(set(mapping) - set(sequences))
-        if unknown:
-            raise InputError("config", f"split lists name sequences not in the data: {unknown[:5]}")
-        return mapping
+        return explicit_splits(sequences, explicit)
     order = list(sequences)
     np.random.default_rng(seed).shuffle(order)
     total = sum(fractions[s] for s in SPLITS)
@@ -61,6 +59,88 @@ def assign_splits(
     return mapping
 
 
+def explicit_splits(
+    sequences: Sequence[str], explicit: Mapping[str, Sequence[str]]
+) -> dict[str, str]:
+    """Sequence -> split from the config's lists; a sequence in two lists would leak."""
+    mapping: dict[str, str] = {}
+    for split, names in explicit.items():
+        for name in map(str, names):
+            if mapping.get(name, split) != split:
+                raise InputError(
+                    SPLIT_KEY, f"sequence {name!r} is listed under both {mapping[name]} and {split}"
+                )
+            mapping[name] = split
+    unknown = sorted(set(mapping) - set(sequences))
+    if unknown:
+        raise InputError(SPLIT_KEY, f"split lists name sequences not in the data: {unknown[:5]}")
+    return mapping
+
+
+def read_splits(
+    root: Path,
+    files: Sequence[Path],
+    splits: Mapping[str, str],
+    settings: Mapping[str, Any],
+    policy: str,
+    skips: Skips,
+) -> dict[str, list[dict[str, Any]]]:
+    """Rows per split, each file read once at its split's frame stride.
+
+    Files are assigned to splits by their stem, before reading; rows carry ``info.seq_name``.
+    So that a sequence cannot reach two splits under two files, each name may be claimed by
+    one file only.
+    """
+    tables: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    claimed: dict[str, Path] = {}
+    for path in tqdm(files, desc="index sequences", mininterval=5):
+        split = splits.get(path.stem)
+        if split is None:
+            continue
+        stride = settings["frame_stride"][split]
+        name, rows = read_sequence(path, root, settings["distance"], policy, stride, skips)
+        if name in claimed:
+            raise InputError(path, f"sequence name {name!r} is also claimed by {claimed[name]}")
+        claimed[name] = path
+        tables[split].extend(r for r in rows if r["visibility"] >= settings["min_visibility"])
+    return tables
+
+
+def split_table(rows: list[dict[str, Any]], split: str, root: Path) -> pd.DataFrame:
+    """One split's table; an empty split stops the stage before anything is written."""
+    frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    if frame.empty:
+        raise InputError(
+            root,
+            f"no valid objects in the {split} split "
+            "(check split settings, frame_stride and min_visibility)",
+        )
+    return frame
+
+
+def check_disjoint(tables: Mapping[str, pd.DataFrame], root: Path) -> None:
+    """No sequence name in two splits: the guarantee the split is for, checked on the output."""
+    owner: dict[str, str] = {}
+    for split, table in tables.items():
+        for name in table["sequence"].unique():
+            if name in owner:
+                raise InputError(
+                    root, f"sequence {name!r} is in both the {owner[name]} and {split} splits"
+                )
+            owner[name] = split
+
+
+def write_outputs(
+    tables: Mapping[str, pd.DataFrame], outputs: Mapping[str, Path], skipped: Path, skips: Skips
+) -> None:
+    """Write all tables and the skip list to temporary files, renamed only once every one is
+    written: a failure leaves no output at all."""
+    with ExitStack() as stack:
+        for split, table in tables.items():
+            table.to_parquet(stack.enter_context(atomic_path(outputs[split])), index=False)
+        stack.enter_context(atomic_path(skipped)).write_text(skips.to_tsv())
+
+
 def build_index(
     root: Path,
     outputs: Mapping[str, Path],
@@ -68,7 +148,10 @@ def build_index(
     settings: Mapping[str, Any],
     policy: str,
 ) -> dict[str, int]:
-    """Read every sequence, filter by visibility, write one table per split + skipped.tsv."""
+    """Read every sequence, filter by visibility, write one table per split + skipped.tsv.
+
+    Everything is read and checked before the first file is written.
+    """
     files = annotation_files(root)
     splits = assign_splits(
         [f.stem for f in files],
@@ -76,34 +159,18 @@ def build_index(
         settings["split_seed"],
         settings.get("split_sequences"),
     )
-    strides = settings["frame_stride"]
     skips = Skips()
-    tables: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    for path in tqdm(files, desc="index sequences", mininterval=5):
-        split = splits.get(path.stem)
-        if split is None:
-            continue
-        rows = read_sequence(path, root, settings["distance"], policy, strides[split], skips)
-        tables[split].extend(r for r in rows if r["visibility"] >= settings["min_visibility"])
-    counts = {}
-    for split in SPLITS:
-        frame = pd.DataFrame(tables[split], columns=list(ROW_COLUMNS))
-        if frame.empty:
-            raise InputError(
-                root,
-                f"no valid objects in the {split} split "
-                "(check split settings, frame_stride and min_visibility)",
-            )
-        with atomic_path(outputs[split]) as tmp:
-            frame.to_parquet(tmp, index=False)
-        counts[split] = len(frame)
+    rows = read_splits(root, files, splits, settings, policy, skips)
+    tables = {split: split_table(rows[split], split, root) for split in SPLITS}
+    check_disjoint(tables, root)
+    write_outputs(tables, outputs, skipped_path, skips)
+    for split, table in tables.items():
         log.info(
             "%s: %d objects in %d frames of %d sequences",
             split,
-            len(frame),
-            frame.groupby(["sequence", "frame"]).ngroups,
-            frame["sequence"].nunique(),
+            len(table),
+            table.groupby(["sequence", "frame"]).ngroups,
+            table["sequence"].nunique(),
         )
-    write_text(skipped_path, skips.to_tsv())
     log.info("skipped %d bad samples (listed in %s)", len(skips), skipped_path)
-    return counts
+    return {split: len(table) for split, table in tables.items()}

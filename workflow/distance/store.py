@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import h5py
 import numpy as np
@@ -15,22 +15,59 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from workflow.common.atomic import atomic_path, write_text
+from workflow.common.atomic import atomic_path
 from workflow.common.errors import BadSample, InputError, Skips
 from workflow.common.images import BadImage, decode_image
 
 log = logging.getLogger("lsai.distance.store")
 
 OBJECT_FIELDS = ("distance", "visibility", "occlusion", "fx", "fy", "img_w", "img_h", "ped_id")
+#: The index columns extract reads: numbers (finite; sizes positive) and the frame's names.
+NUMBER_COLUMNS = ("frame", "ann_id", "x", "y", "w", "h", *OBJECT_FIELDS)
+POSITIVE_COLUMNS = ("w", "h", "img_w", "img_h")
+NAME_COLUMNS = ("sequence", "file_name")
 
 
 def read_index(path: Path) -> pd.DataFrame:
+    """A split table from the index stage, checked for what extract relies on."""
     try:
-        return pd.read_parquet(path)
+        table = pd.read_parquet(path)
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
     except Exception as err:  # pyarrow raises several types for damaged files
         raise InputError(path, f"not a readable Parquet table: {err}") from None
+    check_index(table, path)
+    return table
+
+
+def check_index(table: pd.DataFrame, path: Path) -> None:
+    """Columns, types and values extract uses: a table from another version or a damaged one
+    stops here with the column named, not deep in numpy."""
+    missing = [c for c in (*NAME_COLUMNS, *NUMBER_COLUMNS) if c not in table.columns]
+    if missing:
+        raise InputError(path, f"index lacks column(s) {', '.join(missing)}")
+    if table.empty:
+        raise InputError(path, "index has no rows")
+    for column in NUMBER_COLUMNS:
+        values = table[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            raise InputError(path, f"index column {column} is not numeric ({values.dtype})")
+        bad = ~np.isfinite(values.to_numpy(np.float64))
+        if column in POSITIVE_COLUMNS:
+            bad |= values.to_numpy(np.float64) <= 0
+        if bad.any():
+            raise InputError(path, f"index column {column} has {bad.sum()} invalid value(s)")
+    for column in NAME_COLUMNS:
+        if not table[column].map(lambda v: isinstance(v, str) and v != "").all():
+            raise InputError(path, f"index column {column} has empty or non-text values")
+    outside = table["file_name"].map(lambda v: v.startswith("/") or ".." in PurePosixPath(v).parts)
+    if outside.any():
+        name = table["file_name"][outside].iloc[0]
+        raise InputError(path, f"index file_name {name!r:.80} points outside the dataset root")
+    files = table.groupby(["sequence", "frame"])["file_name"].nunique()
+    if (files > 1).any():
+        seq, frame = files[files > 1].index[0]
+        raise InputError(path, f"index names several files for frame {frame} of sequence {seq}")
 
 
 def decode_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -67,7 +104,11 @@ def extract_split(
     fh, fw = int(frame_size[0]), int(frame_size[1])
     skips = Skips()
     groups = list(table.groupby(["sequence", "frame"], sort=False))
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
+    with (  # the store and its skip list appear together, or neither does
+        atomic_path(out_path) as tmp,
+        atomic_path(skipped_path) as skipped_tmp,
+        h5py.File(tmp, "w") as h5,
+    ):
         frames = h5.create_dataset(
             "frames",
             (len(groups), fh, fw, 3),
@@ -117,7 +158,7 @@ def extract_split(
                 "index": str(index_path),
             }
         )
-    write_text(skipped_path, skips.to_tsv())
+        skipped_tmp.write_text(skips.to_tsv())
     log.info(
         "%s: %d frames, %d objects; skipped %d frames", out_path.name, n, len(objects), len(skips)
     )

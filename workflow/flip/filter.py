@@ -4,14 +4,23 @@ write new shards in the same img2dataset layout, with a count per drop reason.
 Each sample is checked in the fixed order of ``REASONS`` and dropped for the first that holds,
 so every dropped sample counts under exactly one reason:
 
+* ``bad_key``: the key (member name up to the first dot) is empty, not UTF-8, absolute or
+  climbs out with ``..`` (a member the filter would write, and a tool would unpack, outside
+  the shard's folder) (damage);
+* ``duplicate_key``: a sample with the same key came earlier (in ``shards`` order, in the same
+  shard or another, and, with the dedup index, in an earlier filter group); img2dataset keys
+  are unique over a dataset, so a repeat is a broken or twice-run writer (damage). The first
+  copy is the one checked further (and kept if it passes); members of one key that repeat an
+  extension (``KEY.jpg`` twice in a row: one sample written twice) start a new sample;
 * ``bad_metadata``: ``KEY.json`` missing or not a JSON object (damage);
 * ``missing_caption``: no ``KEY.txt`` (damage; kept apart from an empty caption, which is a
   LAION quality filter, because a missing member points at a broken writer);
 * ``bad_caption``: the caption is not UTF-8 (damage);
 * ``empty_caption``: fewer than ``min_caption_words`` words;
 * ``nsfw``: the ``NSFW`` field is one of ``nsfw_tags``;
-* ``low_similarity``: CLIP ``similarity`` below ``min_similarity`` (LAION: 0.3; a missing
-  similarity counts as low);
+* ``low_similarity``: CLIP ``similarity`` below ``min_similarity`` (LAION: 0.3); a missing
+  similarity, one that is no number (a string, a boolean) and a NaN or infinite one count
+  as low: the sample's pairing is unknown, not damaged;
 * ``decompression_bomb``: the image header claims more than ``max_pixels`` pixels; checked
   from the header, before any decoding (damage);
 * ``too_small`` / ``extreme_aspect``: the image's smaller side below ``min_size`` / longer
@@ -25,7 +34,11 @@ so every dropped sample counts under exactly one reason:
 
 "Damage" reasons follow ``on_bad_sample``: ``skip`` counts them, ``fail`` stops with a
 BadSample naming the shard and the key. A whole damaged file (missing, not a tar, truncated)
-is an InputError naming it. Outputs (``00000.tar``, ``.parquet``, ``_stats.json`` ...,
+is an InputError naming it, and so is a tar that disagrees with img2dataset's files beside
+it (``read_index``): fewer or more samples than ``_stats.json``'s ``successes``, or other
+keys than the parquet's ``success`` rows (a tar cut short at a member boundary and
+re-terminated reads as a good tar; only these tell). A shard without them is read as it is,
+with one warning per run. Outputs (``00000.tar``, ``.parquet``, ``_stats.json`` ...,
 ``dropped.parquet`` with key / shard / reason / detail, and ``counts.json`` last) are written
 under temporary names and renamed only when every input was read: a failed run leaves none.
 """
@@ -35,10 +48,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tarfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -50,11 +64,15 @@ from workflow.common.atomic import write_json
 from workflow.common.errors import BadSample, InputError
 from workflow.common.images import BadImage, decode_image
 from workflow.common.images import image_size as header_size
+from workflow.common.paths import leaves
 from workflow.flip.layout import (
     CAPTION_EXT,
     IMAGE_EXT,
     META_EXT,
     SHARD_RE,
+    as_float,
+    index_files,
+    is_text,
     parquet_row,
     shard_files,
     split_member,
@@ -64,12 +82,13 @@ from workflow.flip.layout import (
 log = logging.getLogger("lsai.flip.filter")
 
 REASONS = (
-    "bad_metadata", "missing_caption", "bad_caption", "empty_caption", "nsfw", "low_similarity",
-    "decompression_bomb", "too_small", "extreme_aspect", "undecodable", "duplicate",
+    "bad_key", "duplicate_key", "bad_metadata", "missing_caption", "bad_caption",
+    "empty_caption", "nsfw", "low_similarity", "decompression_bomb", "too_small",
+    "extreme_aspect", "undecodable", "duplicate",
 )  # fmt: skip
 #: Reasons that mean a damaged sample (subject to on_bad_sample) rather than an unwanted one.
-DAMAGE = frozenset({"bad_metadata", "missing_caption", "bad_caption", "decompression_bomb",
-                    "undecodable"})  # fmt: skip
+DAMAGE = frozenset({"bad_key", "duplicate_key", "bad_metadata", "missing_caption",
+                    "bad_caption", "decompression_bomb", "undecodable"})  # fmt: skip
 DEFAULTS: dict[str, Any] = {
     "nsfw_tags": ["NSFW"], "min_similarity": 0.3, "min_size": 32, "max_aspect": 3.0,
     "min_caption_words": 1, "max_pixels": 100_000_000, "shard_size": 10000,
@@ -87,45 +106,145 @@ class Drop(Exception):
 
 
 def read_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {ext: bytes}) per sample of one tar shard, members of a key grouped as
-    webdataset groups them (consecutive members sharing the name up to the first dot).
+    """(key, {ext: bytes}) per sample of one tar shard (members grouped by ``group_members``).
 
-    A missing file, a file that is no tar and a truncated tar are InputErrors naming ``path``.
+    A missing file, a file that is no tar, a truncated tar and a tar that disagrees with its
+    img2dataset index files are InputErrors naming ``path``, raised before any sample.
     """
     if not path.is_file():
         raise InputError(path, "no such shard file")
-    size = path.stat().st_size
+    index = read_index(path)
     try:
-        with path.open("rb") as fh:
-            fh.seek(max(0, size - TAR_END))
-            tail = fh.read()
-        if size < TAR_END or tail.strip(b"\0") or size % 512:
-            raise InputError(path, "not a tar, or truncated (no end-of-archive marker)")
+        _check_end(path)
         with tarfile.open(path, "r:") as tar:
-            key, sample = None, {}
-            for member in tar:
-                if not member.isfile():
-                    continue
-                k, ext = split_member(member.name)
-                if k != key and sample:
-                    yield key, sample
-                    sample = {}
-                key = k
-                fh = tar.extractfile(member)
-                sample[ext] = fh.read() if fh else b""
-            if sample:
-                yield key, sample
+            members = [m for m in tar.getmembers() if m.isfile()]
+            _check_stop(path, tar.offset)
+            samples = list(group_members((m.name, m) for m in members))
+            check_index(path, [key for key, _ in samples], index)
+            for key, sample in samples:
+                yield key, {ext: _read(tar, member) for ext, member in sample.items()}
     except (tarfile.TarError, EOFError) as err:
         raise InputError(path, f"not a readable tar (truncated or corrupt): {err}") from None
     except OSError as err:
         raise InputError(path, f"cannot read: {err}") from None
 
 
+def _check_end(path: Path) -> None:
+    """A tar cut short mid-member lacks the two zero blocks that end an archive."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - TAR_END))
+        tail = fh.read()
+    if size < TAR_END or tail.strip(b"\0") or size % 512:
+        raise InputError(path, "not a tar, or truncated (no end-of-archive marker)")
+
+
+def _check_stop(path: Path, offset: int) -> None:
+    """tarfile ends an archive, silently, at the first header it cannot read (past the first
+    member) or at a zero block: whatever follows must be zeros, or members were lost."""
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        while chunk := fh.read(1 << 20):
+            if chunk.strip(b"\0"):
+                raise InputError(path, f"the archive stops at byte {offset} (a zero or "
+                                 "unreadable header) but data follows: members would be lost "
+                                 "(corrupt, or tars joined)")  # fmt: skip
+
+
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    fh = tar.extractfile(member)
+    return fh.read() if fh else b""
+
+
+def group_members(members: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, {ext: item}) per sample from (member name, item) in tar order: consecutive
+    members sharing the name up to the first dot, as webdataset groups them; a member whose
+    extension the sample already has starts a new sample with the same key (webdataset stops
+    there), so one sample written twice is two samples and the repeat a ``duplicate_key``."""
+    key, sample = None, {}
+    for name, item in members:
+        k, ext = split_member(name)
+        if sample and (k != key or ext in sample):
+            yield key, sample
+            sample = {}
+        key, sample[ext] = k, item
+    if sample:
+        yield key, sample
+
+
+def read_index(tar: Path) -> dict[Path, int | list[str]]:
+    """What img2dataset's files beside ``tar`` say it holds, for those that exist: the
+    ``_stats.json`` -> its ``successes``, the parquet -> the keys of its ``success`` rows, in
+    order. A file that exists but cannot be read is an InputError naming it."""
+    files = index_files(tar)
+    index: dict[Path, int | list[str]] = {}
+    if files["stats"].is_file():
+        index[files["stats"]] = _successes(files["stats"])
+    if files["parquet"].is_file():
+        index[files["parquet"]] = _success_keys(files["parquet"])
+    return index
+
+
+def _successes(path: Path) -> int:
+    try:
+        stats = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as err:
+        raise InputError(path, f"not a readable stats file: {err}") from None
+    n = stats.get("successes") if isinstance(stats, dict) else None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise InputError(path, f"no sample count: `successes` is {repr(n)[:40]}")
+    return n
+
+
+def _success_keys(path: Path) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=["key", "status"])
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(path, f"not a readable shard parquet (key, status): {err}") from None
+    keys, status = table["key"].to_pylist(), table["status"].to_pylist()
+    return [str(k) for k, st in zip(keys, status, strict=True) if st == "success"]
+
+
+def check_index(tar: Path, keys: Sequence[str], index: Mapping[Path, int | list[str]]) -> None:
+    """The tar holds the samples its index files list: as many as ``successes``, with the
+    parquet's keys in its order. A mismatch is an InputError naming the tar."""
+    for source, listed in index.items():
+        if isinstance(listed, int):
+            n, says = listed, f"{source.name} says {listed}"
+        else:
+            n, says = len(listed), f"{source.name} lists {len(listed)} successful ones"
+        if len(keys) != n:
+            raise InputError(tar, f"{len(keys)} samples but {says} (cut short and "
+                             "re-terminated, or files of different runs?)")  # fmt: skip
+        if isinstance(listed, list) and list(keys) != listed:
+            i = next(i for i, (a, b) in enumerate(zip(keys, listed, strict=True)) if a != b)
+            raise InputError(tar, f"sample {i} has key {printable(keys[i])} but {source.name} "
+                             f"lists {printable(listed[i])} there")  # fmt: skip
+
+
+def printable(text: str) -> str:
+    """``text`` with its lone surrogates (undecodable bytes of a member name, ``\\udcxx``
+    escapes in a JSON string) escaped: parquet stores UTF-8 only."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def require_shards(shards: Sequence[str | PathLike[str]]) -> None:
-    """A missing shard stops a stage before any work (read_samples would stop it midway)."""
+    """A missing shard stops a stage before any work (read_samples would stop it midway);
+    shards without index files get one warning (not one per shard: a dataset of thousands
+    written by another tool would drown the log)."""
     for path in shards:
         if not Path(path).is_file():
             raise InputError(path, "no such shard file")
+    bare = [p for p in map(Path, shards) if not any(f.is_file() for f in index_files(p).values())]
+    if bare:
+        log.warning(
+            "%d of %d shards have no img2dataset _stats.json or .parquet beside them (first: "
+            "%s): a tar cut short and re-terminated cannot be told from a whole one there",
+            len(bare), len(shards), bare[0],
+        )  # fmt: skip
 
 
 def image_size(data: bytes, max_pixels: int) -> tuple[int, int]:
@@ -154,7 +273,7 @@ def check_text(sample: dict[str, bytes], s: dict[str, Any]) -> tuple[dict, str]:
             raise ValueError("not a JSON object")
     except KeyError:
         raise Drop("bad_metadata", f"no .{META_EXT} member") from None
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested too deep
         raise Drop("bad_metadata", f"unreadable .{META_EXT}: {err}") from None
     if CAPTION_EXT not in sample:
         raise Drop("missing_caption", f"no .{CAPTION_EXT} member")
@@ -167,9 +286,10 @@ def check_text(sample: dict[str, bytes], s: dict[str, Any]) -> tuple[dict, str]:
         raise Drop("empty_caption", f"{words} words < {s['min_caption_words']}")
     if meta.get("NSFW") in s["nsfw_tags"]:
         raise Drop("nsfw", f"NSFW tag {meta.get('NSFW')}")
-    similarity = meta.get("similarity")
-    if not isinstance(similarity, int | float) or similarity < s["min_similarity"]:
-        raise Drop("low_similarity", f"similarity {similarity} < {s['min_similarity']}")
+    similarity = as_float(meta.get("similarity"))
+    if similarity is None or not math.isfinite(similarity) or similarity < s["min_similarity"]:
+        shown = str(meta.get("similarity"))[:40]
+        raise Drop("low_similarity", f"similarity {shown} < {s['min_similarity']}")
     return meta, caption
 
 
@@ -184,6 +304,21 @@ def check_image(data: bytes | None, s: dict[str, Any]) -> None:
     if max(w, h) / min(w, h) > s["max_aspect"]:
         raise Drop("extreme_aspect", f"{w}x{h} px, aspect > {s['max_aspect']}")
     decodes(data, s["max_pixels"])
+
+
+def check_key(key: str, shard: str, seen: dict[str, str], earlier: str | None) -> None:
+    """Raises ``Drop`` for a key that is no text or was read before: in ``seen`` (key -> its
+    shard, over this run's shards so far; the key is added) or, as ``earlier`` says (the
+    dedup index), in an earlier filter group."""
+    if not key.rpartition("/")[2] or not is_text(key):
+        raise Drop("bad_key", f"key '{printable(key)}' is empty or not UTF-8")
+    if leaves(key):
+        raise Drop("bad_key", f"key '{printable(key)}' is a path out of the shard")
+    if key in seen:
+        raise Drop("duplicate_key", f"key repeats a sample of {seen[key]}")
+    seen[key] = shard
+    if earlier:
+        raise Drop("duplicate_key", f"key repeats {earlier}")
 
 
 def check_sample(
@@ -237,7 +372,8 @@ class _Output:
             path = shard_files(self.tmp, self.shard)["tar"]
             self.writer = wds.TarWriter(str(path), encoder=False, mtime=0)
         self.writer.write({"__key__": key, **sample})
-        self.rows.append(parquet_row({**meta, "key": meta.get("key", key)}))
+        # the row describes the tar's sample: its key, a success (whatever the JSON says)
+        self.rows.append(parquet_row({**meta, "key": key, "status": "success"}))
 
     def commit(self, dropped: list[dict], counts: dict) -> None:
         self._close()
@@ -269,14 +405,15 @@ def filter_shards(
     out_dir: Path,
     settings: dict[str, Any],
     policy: str = "skip",
-    later_copies: Mapping[tuple[str, str], str] | None = None,
+    later_copies: Mapping[tuple[str, str], tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Filter ``shards`` (in order) into ``out_dir``; return what ``counts.json`` holds:
     ``samples``, ``kept``, ``dropped`` per reason (every reason, zeros included),
     ``shards`` (the same per input shard) and ``output_shards``.
 
-    Duplicates are found within ``shards``; ``later_copies`` ((shard, key) -> where the first
-    copy is, from workflow/flip/dedup.py) adds those whose first copy is in an earlier group.
+    Duplicates (images and keys) are found within ``shards``; ``later_copies`` ((shard, key)
+    -> (``duplicate`` or ``duplicate_key``, where the first copy is), from
+    workflow/flip/dedup.py) adds those whose first copy is in an earlier group.
     """
     s = {**DEFAULTS, **settings}
     if policy not in ("skip", "fail"):
@@ -285,6 +422,7 @@ def filter_shards(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kept: dict[str, str] = {}
+    seen: dict[str, str] = {}
     later_copies = later_copies or {}
     dropped: list[dict] = []
     total = {r: 0 for r in REASONS}
@@ -296,20 +434,23 @@ def filter_shards(
             samples = read_samples(path)
             for key, sample in tqdm(samples, desc=path.name, mininterval=5, leave=False):
                 counts["samples"] += 1
+                reason, first = later_copies.get((str(path), key), (None, None))
                 try:
-                    earlier = later_copies.get((str(path), key))
-                    meta, _, sha = check_sample(sample, s, kept, earlier)
+                    check_key(key, path.name, seen, first if reason == "duplicate_key" else None)
+                    meta, _, sha = check_sample(
+                        sample, s, kept, first if reason == "duplicate" else None
+                    )
                 except Drop as drop:
                     if drop.reason in DAMAGE and policy == "fail":
-                        raise BadSample(path, f"sample {key}: {drop}") from None
+                        raise BadSample(path, printable(f"sample {key}: {drop}")) from None
                     counts[drop.reason] += 1
                     total[drop.reason] += 1
                     dropped.append(
-                        {"key": key, "shard": path.name, "reason": drop.reason,
-                         "detail": drop.detail}
+                        {"key": printable(key), "shard": path.name, "reason": drop.reason,
+                         "detail": printable(drop.detail)}
                     )  # fmt: skip
                     if len(dropped) <= 20:
-                        log.warning("dropped %s %s: %s", path.name, key, drop)
+                        log.warning("dropped %s", printable(f"{path.name} {key}: {drop}"))
                     continue
                 kept[sha] = f"{path.name}/{key}"
                 counts["kept"] += 1

@@ -6,6 +6,10 @@ image bytes), ``KEY.txt`` (the caption, UTF-8) and ``KEY.json`` (the metadata of
 ``JSON_FIELDS``), members of one sample next to each other. Beside each tar,
 ``00000.parquet`` (one row per sample, ``PARQUET_COLUMNS``) and ``00000_stats.json``
 (``STATS_FIELDS``). Keys are 9 digits, unique over the whole dataset.
+
+img2dataset's parquet has a row per *attempted* sample, failed downloads included (``status``
+other than ``success``), and ``successes`` in ``_stats.json`` counts the samples of the tar:
+together they say which samples the tar must hold (``index_files``, and the filter's check).
 """
 
 from __future__ import annotations
@@ -52,11 +56,16 @@ def shard_stem(shard: int) -> str:
 
 def shard_files(folder: Path, shard: int) -> dict[str, Path]:
     """The three files of shard ``shard``: ``tar``, ``parquet`` and ``stats``."""
-    stem = shard_stem(shard)
+    tar = folder / f"{shard_stem(shard)}.tar"
+    return {"tar": tar, **index_files(tar)}
+
+
+def index_files(tar: Path) -> dict[str, Path]:
+    """The ``parquet`` and ``stats`` files img2dataset writes beside shard ``tar``."""
+    stem = tar.name.removesuffix(".tar")
     return {
-        "tar": folder / f"{stem}.tar",
-        "parquet": folder / f"{stem}.parquet",
-        "stats": folder / f"{stem}_stats.json",
+        "parquet": tar.with_name(f"{stem}.parquet"),
+        "stats": tar.with_name(f"{stem}_stats.json"),
     }
 
 
@@ -73,16 +82,57 @@ def split_member(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), ext.lower()
 
 
+#: The parquet columns that are not strings.
+INT_COLUMNS = ("width", "height", "original_width", "original_height")
+FLOAT_COLUMNS = ("similarity",)
+
+
+def _cell(column: str, value: object) -> object:
+    """``value`` if it fits ``column``'s type, else None: a sample's ``KEY.json`` passes
+    through the tar as it is, but a field of the wrong type (a string width, a 400-digit
+    similarity) must not make its shard's parquet unwritable."""
+    if isinstance(value, bool):
+        return None
+    if column in INT_COLUMNS:
+        return value if isinstance(value, int) and -(2**63) <= value < 2**63 else None
+    if column in FLOAT_COLUMNS:
+        return as_float(value)
+    return value if is_text(value) else None
+
+
+def as_float(value: object) -> float | None:
+    """A JSON number as a float (NaN and infinities included), else None: not a number, a
+    boolean, or an integer too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def is_text(value: object) -> bool:
+    """A string that encodes as UTF-8, which parquet and tar names need (no lone surrogates,
+    which tarfile and json make of undecodable bytes and ``\\udcxx`` escapes)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parquet_row(meta: dict) -> dict:
-    """The parquet row of one sample's ``KEY.json`` (missing fields as None)."""
-    return {c: meta.get(c) for c in PARQUET_COLUMNS}
+    """The parquet row of one sample's ``KEY.json`` (missing fields, and values that do not
+    fit their column, as None)."""
+    return {c: _cell(c, meta.get(c)) for c in PARQUET_COLUMNS}
 
 
 def parquet_schema():  # -> pyarrow.Schema; typed so that an empty shard still has its columns
     import pyarrow as pa
 
-    types = {"width": pa.int64(), "height": pa.int64(), "original_width": pa.int64(),
-             "original_height": pa.int64(), "similarity": pa.float64()}  # fmt: skip
+    types = {**dict.fromkeys(INT_COLUMNS, pa.int64()), **dict.fromkeys(FLOAT_COLUMNS, pa.float64())}
     return pa.schema([(c, types.get(c, pa.string())) for c in PARQUET_COLUMNS])
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from workflow.common.errors import InputError
 from workflow.common.images import decode_image
+from workflow.common.paths import inside
 from workflow.nerf.dtu import read_dtu
 from workflow.nerf.geometry import perturb_poses
 from workflow.nerf.replica import read_replica
@@ -36,7 +37,11 @@ def read_source(fmt: str, root: Path, settings: Mapping[str, Any]) -> Scene:
     if not root.is_dir():
         raise InputError(root, "dataset folder not found")
     if fmt == "nerfstudio":
-        return read_transforms(root / "transforms.json")
+        scene = read_transforms(root / "transforms.json")
+        for view in scene.views:  # a dataset's own files only (the prepared file points back)
+            for name in filter(None, (view.file_path, view.mask_path)):
+                inside(root, name, root / "transforms.json")
+        return scene
     if fmt == "dtu":
         return Scene(root, read_dtu(root))
     if fmt == "replica":

@@ -748,6 +748,20 @@ def check_xpresso(path: Path) -> tuple[int, int]:
         raise InputError(path, f"not a readable HDF5 file (truncated or not HDF5): {err}") from None
 
 
+def check_gene_names(source_dir: Path) -> None:
+    """Each gene once over the three split files: a gene in two splits leaks test genes into
+    training, and one twice in a split weighs it double."""
+    where: dict[str, str] = {}
+    for file in SPLITS.values():
+        with h5py.File(source_dir / file, "r") as h5:
+            names = [v.decode() if isinstance(v, bytes) else str(v) for v in h5["geneName"][()]]
+        for name in names:
+            if name in where:
+                raise InputError(source_dir / file, f"gene {name!r} is also in {where[name]} "
+                                 "(a gene belongs to one split, once)")  # fmt: skip
+            where[name] = file
+
+
 def copy_xpresso(source: Path, target: Path) -> int:
     """Rewrite one Xpresso split in the layout, ``BLOCK`` genes at a time; genes copied."""
     try:
@@ -792,6 +806,7 @@ def import_xpresso(source_dir: Path, out_dir: Path) -> dict[str, int]:
     lengths = {length for _, length in shapes.values()}
     if len(lengths) != 1:
         raise InputError(source_dir, f"the splits' promoters differ in length: {sorted(lengths)}")
+    check_gene_names(source_dir)
     counts = {}
     with ExitStack() as stack:
         for name, file in SPLITS.items():

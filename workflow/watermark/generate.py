@@ -60,6 +60,12 @@ def generation_kwargs(settings: Mapping[str, Any], pad_id: int) -> dict[str, Any
     return {**kwargs, "do_sample": False, "num_beams": int(settings["num_beams"])}
 
 
+def beyond_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids of a padded output layer's rows past the tokenizer (OPT: 50272 rows, 50265 tokens):
+    never sampled, for no text holds them and detection refuses ids outside the vocabulary."""
+    return list(range(vocabulary_size(tokenizer), int(model.config.vocab_size)))
+
+
 def left_padded(prompts: Sequence[Prompt], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Input ids and attention mask of prompts of different lengths, padded on the left so
     every row's next token follows its own prompt."""
@@ -87,6 +93,8 @@ def complete(
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
     kwargs = generation_kwargs(settings, int(pad_id))
+    if padded := beyond_tokenizer(model, tokenizer):
+        kwargs["suppress_tokens"] = padded
     if watermark:
         kwargs["logits_processor"] = LogitsProcessorList(
             [processor(settings, vocabulary_size(tokenizer))]

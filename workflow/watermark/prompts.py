@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from workflow.common.errors import BadSample, InputError, Skips
-from workflow.watermark.records import read_records
+from workflow.watermark.records import identifier, read_records, string, token_ids
 
 log = logging.getLogger("lsai.watermark")
 
@@ -119,6 +119,7 @@ def make_prompts(
     """The first ``n`` long-enough documents, in file order, as prompts."""
     counts = PromptCounts()
     prompts: list[Prompt] = []
+    taken: set[str] = set()
     for path in documents:
         for doc_id, text in read_documents(path, policy, counts.skipped):
             counts.documents += 1
@@ -129,6 +130,7 @@ def make_prompts(
             if prompt is None:
                 counts.too_short += 1
                 continue
+            prompt.id = _unique_id(prompt.id, taken)
             prompts.append(prompt)
             if len(prompts) == int(settings["n"]):
                 counts.kept = len(prompts)
@@ -137,12 +139,25 @@ def make_prompts(
     return prompts, counts
 
 
+def _unique_id(doc_id: str, taken: set[str]) -> str:
+    """The id, or ``id#2``, ``#3``... when an earlier prompt has it: C4 may repeat a URL, and
+    every later stage keys its records by this id."""
+    unique, copy = doc_id, 1
+    while unique in taken:
+        copy += 1
+        unique = f"{doc_id}#{copy}"
+    taken.add(unique)
+    return unique
+
+
 def prompts_jsonl(prompts: list[Prompt]) -> str:
     return "".join(json.dumps(asdict(p)) + "\n" for p in prompts)
 
 
 def read_prompts(path: str | Path) -> list[Prompt]:
     """Prompts written by :func:`prompts_jsonl`; anything else is an InputError."""
-    fields = ("id", "prompt", "completion", "prompt_ids", "completion_ids")
-    records = read_records(path, fields, "prompt")
+    ids = token_ids()
+    fields = {"id": identifier, "prompt": string, "completion": string, "prompt_ids": ids,
+              "completion_ids": ids}  # fmt: skip
+    records = read_records(path, fields, "prompt", identity=("id",))
     return [Prompt(**{k: r[k] for k in fields}) for r in records]

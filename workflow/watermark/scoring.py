@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from workflow.common.errors import InputError
+from workflow.common.errors import InputError, first_line
 from workflow.watermark.detect import TooShort, score_many, windowed_z
 from workflow.watermark.greenlist import DEFAULT_KEY
+from workflow.watermark.records import show
 
 TEXTS = ("marked", "plain", "human")
 COLUMNS = ("id", "text", "attack", "epsilon", "length", "tokens", "green", "z", "window_z",
@@ -40,7 +41,8 @@ def score_table(
     for g in generations:
         for text in TEXTS:
             ids = g[f"{text}_ids"]
-            for length in [len(ids), *(n for n in detect["lengths"] if n < len(ids))]:
+            cuts = [n for n in detect["lengths"] if n < len(ids)]
+            for length in dict.fromkeys([len(ids), *cuts]):  # a length listed twice: one row
                 row = {"id": g["id"], "text": text, "attack": "none", "epsilon": 0.0,
                        "length": int(length)}  # fmt: skip
                 jobs.append((row, ids[:length], length == len(ids)))
@@ -89,9 +91,82 @@ def whole_texts(table: pd.DataFrame) -> pd.DataFrame:
     return clean[clean.length == clean.groupby(["id", "text"]).length.transform("max")]
 
 
+#: The score table's columns by kind: what evaluate and figures read, as detect writes them.
+STRINGS = ("id", "text", "attack", "problem")
+COUNTS = ("length", "tokens", "green")
+REALS = ("epsilon", "z", "window_z")
+#: What tells two rows apart: a text, scored whole or cut, clean or attacked at one rate.
+ROW_KEY = ("id", "text", "attack", "epsilon", "length")
+
+
 def read_scores(path: str | Path) -> pd.DataFrame:
-    """A score table written by the detect stage; anything else is an InputError."""
+    """A score table written by the detect stage; anything else (a missing column, a value of
+    the wrong kind, a NaN z without a reason, a row twice) is an InputError naming the row."""
     try:
-        return pd.read_parquet(path)
+        table = pd.read_parquet(path)
     except (OSError, ValueError) as err:
-        raise InputError(path, f"not a score table: {err}") from None
+        raise InputError(path, f"not a score table: {first_line(err)}") from None
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(path, f"not a score table (no column {missing[0]!r})")
+    if table.empty:
+        raise InputError(path, "no rows (empty score table)")
+    _check_kinds(path, table)
+    _check_values(path, table)
+    _check_rows_unique(path, table)
+    return table
+
+
+def _check_kinds(path: str | Path, table: pd.DataFrame) -> None:
+    for column in STRINGS:
+        _fail_at(path, table, ~table[column].map(lambda v: isinstance(v, str)), "not a string",
+                 column)  # fmt: skip
+    for column in COUNTS + REALS:
+        kind = table[column].dtype
+        numeric = pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind)
+        if not numeric or (column in COUNTS and not pd.api.types.is_integer_dtype(kind)):
+            wanted = "integer" if column in COUNTS else "numeric"
+            raise InputError(path, f"column {column!r} is {kind}, not {wanted}")
+
+
+def _check_values(path: str | Path, table: pd.DataFrame) -> None:
+    """The values evaluate relies on: known texts, attacks only on attacked rows, rates in
+    [0, 1], counts >= 0, z finite or NaN with the reason in ``problem``."""
+    attacked = table.text == "attacked"
+    _fail_at(path, table, ~table.text.isin([*TEXTS, "attacked"]),
+             f"not one of {', '.join(TEXTS)}, attacked", "text")  # fmt: skip
+    _fail_at(path, table, attacked & (table.attack == "none"), "on an attacked row", "attack")
+    _fail_at(path, table, ~attacked & (table.attack != "none"), "on a clean row", "attack")
+    _fail_at(path, table, ~table.epsilon.between(0.0, 1.0), "not a number in [0, 1]", "epsilon")
+    for column in COUNTS:
+        _fail_at(path, table, table[column] < 0, "negative", column)
+    _fail_at(path, table, table.green > table.tokens, "more than 'tokens'", "green")
+    for column in ("z", "window_z"):
+        _fail_at(path, table, table[column].abs() == math.inf, "infinite", column)
+    _fail_at(path, table, table.z.isna() & (table.problem == ""), "with no 'problem' given", "z")
+    for text in TEXTS:
+        if not (table.text == text).any():
+            raise InputError(path, f"no {text!r} rows: not a whole detect output")
+
+
+def _check_rows_unique(path: str | Path, table: pd.DataFrame) -> None:
+    """A row twice would weigh twice in every rate evaluate computes."""
+    again = table.duplicated(subset=list(ROW_KEY)).to_numpy()
+    if again.any():
+        second = int(again.argmax())
+        key = table.iloc[second][list(ROW_KEY)]
+        first = int((table[list(ROW_KEY)] == key).all(axis=1).to_numpy().argmax())
+        names = ", ".join(f"{k} {show(v)}" for k, v in key.items())
+        raise InputError(
+            path, f"row {second + 1}: a second row of {names} (first: row {first + 1})"
+        )
+
+
+def _fail_at(
+    path: str | Path, table: pd.DataFrame, bad: pd.Series, problem: str, column: str
+) -> None:
+    """An InputError at the first row (counted from 1) where ``bad`` holds, quoting its value."""
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        value = show(table[column].iloc[row])
+        raise InputError(path, f"row {row + 1}: {column!r} is {value}, {problem}")

@@ -12,6 +12,7 @@ from os import PathLike
 from pathlib import Path
 
 from workflow.common.errors import InputError
+from workflow.common.paths import inside, plain_name
 
 LABELS = ("normal", "tumor")
 SPLITS = ("train", "val", "test")
@@ -69,6 +70,7 @@ def read_labels(
         split = (row["split"] or "").strip().lower()
         if not slide_id:
             raise InputError(csv_path, f"line {line}: empty slide_id")
+        plain_name(slide_id, csv_path, f"line {line}: slide_id")  # it names output files
         if slide_id in seen:
             raise InputError(
                 csv_path, f"duplicate slide_id {slide_id!r} (lines {seen[slide_id]} and {line})"
@@ -84,7 +86,7 @@ def read_labels(
             raise InputError(csv_path, f"line {line}: split {row['split']!r} not in {SPLITS}")
         given = (row.get("path") or "").strip()
         if given:
-            path = slides_dir / given
+            path = inside(slides_dir, given, f"{csv_path}: line {line}")
             path = path if path.is_file() else None
         else:
             path = _find_slide(slides_dir, slide_id, suffixes)

@@ -46,11 +46,38 @@ def read_index(path: Path) -> pd.DataFrame:
 
 def _write_index(rows: list[dict[str, Any]], path: Path, skips: Skips, skipped: Path) -> None:
     if not rows:
-        raise InputError(path.parent, f"no slide left ({len(skips)} skipped, see {skipped})")
+        reasons = "; ".join(f"{item}: {problem}" for _, item, problem in skips.rows[:3])
+        more = f"; {len(skips) - 3} more" if len(skips) > 3 else ""
+        raise InputError(path.parent, f"no slide left ({len(skips)} skipped: {reasons}{more})")
     write_text(skipped, skips.to_tsv())
     with atomic_path(path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False)
     log.info("%d slides -> %s; %d skipped (listed in %s)", len(rows), path, len(skips), skipped)
+
+
+def run_per_slide(
+    rows: list[dict[str, Any]],
+    work: Callable[[dict[str, Any]], dict[str, Any]],
+    policy: str,
+    index: Path,
+    skipped: Path,
+    desc: str,
+    resumable: bool = False,
+) -> None:
+    """:func:`per_slide`, then the index and its ``skipped.tsv``. A stage that fails removes
+    the per-slide files it wrote, so nothing it leaves looks done; a ``resumable`` stage keeps
+    them (each is complete, and keyed so that a rerun skips only what is still valid)."""
+    out = index.parent
+    before = set(out.iterdir()) if out.is_dir() else set()
+    skips = Skips()
+    try:
+        _write_index(per_slide(rows, work, policy, skips, desc), index, skips, skipped)
+    except BaseException:
+        if not resumable and out.is_dir():
+            for path in set(out.iterdir()) - before:
+                if path.is_file():
+                    path.unlink()
+        raise
 
 
 def per_slide(
@@ -106,8 +133,7 @@ def segment_dataset(
             "tissue_fraction": round(tissue.fraction, 4),
         }
 
-    skips = Skips()
-    _write_index(per_slide(rows, work, policy, skips, "segment"), index, skips, skipped)
+    run_per_slide(rows, work, policy, index, skipped, "segment")
 
 
 def _png(path: Path) -> np.ndarray:
@@ -152,8 +178,7 @@ def tile_dataset(
         write_tiling(tiling, path)
         return {"tiles": str(path), **{f"n_{k}": v for k, v in tiling.counts.items()}}
 
-    skips = Skips()
-    _write_index(per_slide(rows, work, policy, skips, "tile"), index, skips, skipped)
+    run_per_slide(rows, work, policy, index, skipped, "tile")
 
 
 def features_dataset(
@@ -190,8 +215,7 @@ def features_dataset(
             log.info("%s: features already computed from these tiles and settings", row["slide_id"])
         return {"features": str(path)}
 
-    skips = Skips()
-    _write_index(per_slide(rows, work, policy, skips, "features"), index, skips, skipped)
+    run_per_slide(rows, work, policy, index, skipped, "features", resumable=True)
 
 
 def features_key(settings: Mapping[str, Any], tiles: Path) -> str:
@@ -236,8 +260,7 @@ def graph_dataset(features: Path, index: Path) -> None:
         save_graph(graph, path)
         return {"graph": str(path), "nodes": graph.num_nodes, "edges": graph.edge_index.shape[1]}
 
-    skips = Skips()
-    _write_index(per_slide(rows, work, "fail", skips, "graph"), index, skips, out / "skipped.tsv")
+    run_per_slide(rows, work, "fail", index, out / "skipped.tsv", "graph")
 
 
 def split_files(graphs: Path, split: str) -> list[str]:
@@ -304,5 +327,4 @@ def mil4wsi_dataset(
         save_graph(graph, path)
         return {"graph": str(path), "nodes": graph.num_nodes, "edges": graph.edge_index.shape[1]}
 
-    skips = Skips()
-    _write_index(per_slide(rows, work, policy, skips, "mil4wsi"), index, skips, skipped)
+    run_per_slide(rows, work, policy, index, skipped, "mil4wsi")

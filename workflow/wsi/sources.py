@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from workflow.common.config import ConfigError
+
 
 def mil4wsi_datasets(track_config: Mapping[str, Any]) -> list[str]:
     """Datasets given as released mil4wsi graphs (they skip segment -> ... -> graph)."""
@@ -28,3 +30,17 @@ def converted_labels(track_config: Mapping[str, Any], dataset: str) -> str | Non
 def manifest_args(entry: Mapping[str, Any]) -> list[str]:
     """``--manifest CLASS TSV`` per class, as arguments (the rule quotes each with ``:q``)."""
     return [arg for name, path in entry["manifests"].items() for arg in ("--manifest", name, path)]
+
+
+def check_encoder(track_config: Mapping[str, Any]) -> None:
+    """The features stage's encoder is a timm model name: checked when the workflow is parsed
+    (a typo would otherwise pass the dry-run and fail in the features job)."""
+    import difflib
+
+    import timm
+
+    name = track_config["features"]["encoder"]
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        raise ConfigError(f"wsi.features.encoder: {name!r} is not a timm model{hint}")
