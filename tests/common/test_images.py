@@ -4,12 +4,11 @@ foreign formats refused, and every problem a BadImage naming the file."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import pytest
 from PIL import Image
 
+from tests.hostile.damage import png_bomb
 from workflow.common.errors import BadSample
 from workflow.common.images import BadImage, decode_image, image_size, max_pixels_set
 
@@ -18,19 +17,6 @@ def jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, (200, 30, 30)).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height`` with one tiny (wrong) data chunk:
-    what a decompression bomb looks like before decoding."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))  # fmt: skip
 
 
 def test_a_good_image_decodes_from_a_file_or_bytes(tmp_path):
@@ -44,7 +30,7 @@ def test_a_good_image_decodes_from_a_file_or_bytes(tmp_path):
 
 def test_a_bomb_is_stopped_from_its_header(tmp_path):
     path = tmp_path / "bomb.png"
-    path.write_bytes(png_header(30000, 30000))  # 9e8 px
+    path.write_bytes(png_bomb(30000, 30000))  # 9e8 px
     for call in (image_size, decode_image):
         with pytest.raises(BadImage, match="decompression bomb") as err:
             call(path)

@@ -35,15 +35,9 @@ from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path
 from workflow.common.errors import InputError
-from workflow.flip.filter import (
-    DEFAULTS,
-    Drop,
-    check_key,
-    check_text,
-    read_samples,
-    require_shards,
-)
+from workflow.flip.filter import DEFAULTS, Drop, check_key, check_text
 from workflow.flip.layout import IMAGE_EXT
+from workflow.flip.shards import read_samples, require_shards
 
 log = logging.getLogger("lsai.flip.dedup")
 
