@@ -218,3 +218,26 @@ def test_tune_settings_unmask_and_take_the_tune_section():
 
     tuned = tune_settings({"mask_ratio": 0.75, "lr": 1e-3, "max_epochs": 10}, {"lr": 1e-4})
     assert tuned == {"mask_ratio": 0.0, "lr": 1e-4, "max_epochs": 10}
+
+
+def test_damaged_val_images_follow_the_policy(flip_demo, tmp_path):
+    """A bomb and a truncated JPEG in the val set: left out and listed, or the stage stops."""
+    import shutil
+
+    from tests.hostile.damage import png_bomb, truncate
+    from workflow.common.errors import Skips
+
+    root = tmp_path / "flip"
+    shutil.copytree(flip_demo, root)
+    images = sorted((root / "val").rglob("*.jpg"))
+    images[0].write_bytes(png_bomb())
+    truncate(images[1])
+    skips = Skips()
+    dataset, names = image_folder(root, lambda image: image, policy="skip", skips=skips)
+    assert len(dataset) == len(images) - 2 and len(dataset.targets) == len(dataset)
+    assert sorted(path for path, _, _ in skips.rows) == sorted(map(str, images[:2]))
+    assert {path for path, _ in dataset.samples}.isdisjoint(map(str, images[:2]))
+    assert dataset[0][0].mode == "RGB"  # loaded by the shared decoder
+    with pytest.raises(InputError, match="decompression bomb") as err:
+        image_folder(root, lambda image: image, policy="fail")
+    assert err.value.path == str(images[0])

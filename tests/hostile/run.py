@@ -79,7 +79,8 @@ def run(args: Sequence[str | Path]) -> tuple[int | None, str, str]:
 def outcome(case: Case, bases: Bases, folder: Path) -> Outcome:
     """Build the case under ``folder``, run its stage, classify what happened."""
     folder.mkdir(parents=True, exist_ok=True)
-    args = case.build(bases, folder)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        args = case.build(bases, folder)  # a base built on first use logs its training
     status, stderr, tb = run(args)
     out = folder / "out"
     leftovers = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) \
