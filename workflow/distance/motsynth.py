@@ -18,6 +18,7 @@ import numpy as np
 
 from workflow.common.errors import BadSample, InputError, Skips, first_line
 from workflow.common.paths import leaves
+from workflow.common.values import is_number
 from workflow.distance.joints import N_JOINTS, distance_from_keypoints
 
 ROW_COLUMNS = (
@@ -62,17 +63,6 @@ def load_json(path: Path) -> Any:
         ) from None
     except (ValueError, RecursionError) as err:  # an over-long integer, absurd nesting
         raise InputError(path, f"malformed JSON: {first_line(err)}") from None
-
-
-def is_number(v: Any) -> bool:
-    """A finite JSON number: ``true``/``false`` are not (though Python's bool is an int), and
-    ``json`` reads ``NaN``, ``Infinity`` and overlong literals as non-finite or huge values."""
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an integer too long for a float
-        return False
 
 
 def as_int(v: Any, minimum: int = 0) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -18,6 +18,7 @@ from tqdm import tqdm
 from workflow.common.atomic import atomic_path
 from workflow.common.errors import BadSample, InputError, Skips
 from workflow.common.images import BadImage, decode_image
+from workflow.common.paths import leaves
 
 log = logging.getLogger("lsai.distance.store")
 
@@ -60,7 +61,7 @@ def check_index(table: pd.DataFrame, path: Path) -> None:
     for column in NAME_COLUMNS:
         if not table[column].map(lambda v: isinstance(v, str) and v != "").all():
             raise InputError(path, f"index column {column} has empty or non-text values")
-    outside = table["file_name"].map(lambda v: v.startswith("/") or ".." in PurePosixPath(v).parts)
+    outside = table["file_name"].map(leaves)  # the index stage's own rule (motsynth.py)
     if outside.any():
         name = table["file_name"][outside].iloc[0]
         raise InputError(path, f"index file_name {name!r:.80} points outside the dataset root")

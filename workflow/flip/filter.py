@@ -48,7 +48,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Mapping
@@ -63,12 +62,12 @@ from workflow.common.errors import BadSample, InputError
 from workflow.common.images import BadImage, decode_image
 from workflow.common.images import image_size as header_size
 from workflow.common.paths import leaves
+from workflow.common.values import is_number
 from workflow.flip.layout import (
     CAPTION_EXT,
     IMAGE_EXT,
     META_EXT,
     SHARD_RE,
-    as_float,
     is_text,
     parquet_row,
     shard_files,
@@ -140,8 +139,8 @@ def check_text(sample: dict[str, bytes], s: dict[str, Any]) -> tuple[dict, str]:
         raise Drop("empty_caption", f"{words} words < {s['min_caption_words']}")
     if meta.get("NSFW") in s["nsfw_tags"]:
         raise Drop("nsfw", f"NSFW tag {meta.get('NSFW')}")
-    similarity = as_float(meta.get("similarity"))
-    if similarity is None or not math.isfinite(similarity) or similarity < s["min_similarity"]:
+    similarity = meta.get("similarity")
+    if not is_number(similarity) or similarity < s["min_similarity"]:
         shown = str(meta.get("similarity"))[:40]
         raise Drop("low_similarity", f"similarity {shown} < {s['min_similarity']}")
     return meta, caption

@@ -19,6 +19,7 @@ import numpy as np
 
 from workflow.common.atomic import atomic_path
 from workflow.common.errors import InputError, first_line
+from workflow.common.values import is_number
 from workflow.watermark.attacks import ATTACKS
 
 
@@ -89,8 +90,7 @@ def token_ids(vocab: int | None = None) -> Check:
 def rate(value: Any) -> str | None:
     """An edit rate or pasted fraction: a finite number in [0, 1] (NaN would drop out of the
     attack curves' groups unnoticed)."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if number and 0.0 <= value <= 1.0:  # NaN fails the comparison
+    if is_number(value) and 0.0 <= value <= 1.0:
         return None
     return f"is {show(value)}, not a number in [0, 1]"
 
