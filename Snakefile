@@ -35,6 +35,7 @@ include: "rules/flip.smk"
 include: "rules/watermark.smk"
 include: "rules/nerf.smk"
 include: "rules/report.smk"
+include: "rules/capacity.smk"
 
 
 rule all:

@@ -6,7 +6,13 @@ import sys
 
 from workflow.common.config import ConfigError
 from workflow.common.experiments import enabled_datasets, experiment_pattern, run_settings, runs
-from workflow.common.resources import DISTRIBUTED, chosen_resources, class_resources, load_site
+from workflow.common.resources import (
+    DISTRIBUTED,
+    chosen_resources,
+    class_resources,
+    load_site,
+    with_checkpoint_default,
+)
 
 # Resource classes (workflow/common/resources.py): each rule picks one by name; a profile maps
 # the names to its site by loading resource maps (`config: [resource_maps=[...]]`).
@@ -30,7 +36,9 @@ def resource_class(name):
 # (a DAG of thousands of jobs would otherwise spend most of its dry-run merging settings).
 @functools.cache
 def experiment_settings_of(track, experiment):
-    return run_settings(config[track], experiment)
+    """An experiment's settings; a training one checkpoints inside an epoch at least every
+    quarter of its class's runtime (at most 30 min) unless the config says otherwise."""
+    return with_checkpoint_default(run_settings(config[track], experiment), SITE)
 
 
 def experiment_resources(track, choices):

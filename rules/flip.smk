@@ -1,13 +1,17 @@
-# FLIP on img2dataset shards: demo -> hash (per shard group) -> dedup (all groups) -> filter
+# FLIP on img2dataset shards: demo -> hash (per shard group) -> dedup (per bucket) -> filter
 # (per shard group) -> pretrain (masked) -> tune (unmasked) -> evaluate (zero-shot, linear
 # probe) -> figures.
 # Every rule calls `python scripts/flip.py <stage>`; the logic lives in workflow/flip.
 
+from workflow.common.schedule import check_schedules, report_unchecked
+from workflow.flip.sizes import schedules as flip_schedules
 from workflow.flip.sources import (
     DUPLICATES,
     FILTERED,
     HASHES,
     check_models,
+    dataset_profile,
+    duplicate_tables,
     filtered_folders,
     hash_tables,
     input_groups,
@@ -21,6 +25,7 @@ FLIP_RUN = "results/flip/{dataset}/{experiment}/seed{seed}"
 if workflow.is_main_process:  # once per run, not again in every job (open_clip takes seconds)
     try:
         check_models(FLIP)
+        report_unchecked(check_schedules(flip_schedules(config, SITE)), sys.stderr)
     except ConfigError as err:
         sys.exit(f"error: {err}")
 
@@ -55,6 +60,7 @@ rule flip_hash:
     params:
         shards=lambda wc: input_groups(FLIP, wc.dataset)[int(wc.group)],
         settings=lambda wc: as_json(FLIP["filter"]),
+        profile=lambda wc: dataset_profile(FLIP, wc.dataset),
     log:
         "logs/flip_hash/{dataset}_group{group}.log",
     benchmark:
@@ -65,35 +71,40 @@ rule flip_hash:
         **resource_class("CPU_PREP"),
     shell:
         "python scripts/flip.py hash --shards {params.shards:q} --out {output:q} "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} --profile {params.profile:q} > {log:q} 2>&1"
 
 
 rule flip_dedup:
+    """One job per bucket of filter.dedup_buckets: its memory is its share of the dataset."""
     input:
         lambda wc: hash_tables(FLIP, wc.dataset),
     output:
         DUPLICATES,
+    wildcard_constraints:
+        bucket=r"\d+",
     log:
-        "logs/flip_dedup/{dataset}.log",
+        "logs/flip_dedup/{dataset}_bucket{bucket}.log",
     benchmark:
-        "benchmarks/flip_dedup/{dataset}.tsv"
+        "benchmarks/flip_dedup/{dataset}_bucket{bucket}.tsv"
     conda:
         FLIP_ENV
     resources:
         **resource_class("CPU_PREP"),
     shell:
-        "python scripts/flip.py dedup --hashes {input:q} --out {output:q} > {log:q} 2>&1"
+        "python scripts/flip.py dedup --hashes {input:q} --bucket {wildcards.bucket:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule flip_filter:
     input:
         data=lambda wc: dataset_inputs("flip", wc.dataset),
-        duplicates=DUPLICATES,
+        duplicates=lambda wc: duplicate_tables(FLIP, wc.dataset),
     output:
         directory(FILTERED),
     params:
         shards=lambda wc: input_groups(FLIP, wc.dataset)[int(wc.group)],
         settings=lambda wc: as_json(FLIP["filter"]),
+        profile=lambda wc: dataset_profile(FLIP, wc.dataset),
         policy=FLIP["on_bad_sample"],
     log:
         "logs/flip_filter/{dataset}_group{group}.log",
@@ -106,7 +117,7 @@ rule flip_filter:
     shell:
         "python scripts/flip.py filter --shards {params.shards:q} --out {output:q} "
         "--duplicates {input.duplicates:q} --settings {params.settings:q} "
-        "--on-bad-sample {params.policy:q} > {log:q} 2>&1"
+        "--profile {params.profile:q} --on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
 rule flip_pretrain:
@@ -193,9 +204,16 @@ rule flip_evaluate:
         metrics=f"{FLIP_RUN}/metrics.json",
         predictions=f"{FLIP_RUN}/predictions.parquet",
         skipped=f"{FLIP_RUN}/val.skipped.tsv",
+        train_skipped=f"{FLIP_RUN}/train.skipped.tsv",
     params:
         settings=lambda wc: settings_of("flip", wc.experiment),
         val=lambda wc: val_folder(FLIP, wc.dataset),
+        # the probe's train split: the dataset's `train`, else train/ beside val/
+        train=lambda wc: FLIP["datasets"][wc.dataset].get("train")
+        or f"{val_folder(FLIP, wc.dataset)}/train",
+        zeroshot=lambda wc: as_json(FLIP["datasets"][wc.dataset].get("zeroshot", {})),
+        evaluate=as_json(FLIP["evaluate"]),
+        cache=f"{FLIP_RUN}/eval_cache",  # undeclared: a rerun reuses the image features
         policy=FLIP["on_bad_sample"],
         max_pixels=config["max_image_pixels"],
     log:
@@ -204,15 +222,19 @@ rule flip_evaluate:
         "benchmarks/flip_evaluate/{dataset}_{experiment}_seed{seed}.tsv"
     conda:
         FLIP_ENV
+    threads: 1
     resources:
-        **resource_class("CPU_SMALL"),
+        **resource_class("GPU_1"),
     shell:
         "python scripts/flip.py evaluate --checkpoint {input.checkpoint:q} "
-        "--pretrained {input.pretrained:q} --val {params.val:q} --metrics {output.metrics:q} "
+        "--pretrained {input.pretrained:q} --val {params.val:q} --train {params.train:q} "
+        "--zeroshot {params.zeroshot:q} --evaluate {params.evaluate:q} "
+        "--cache-dir {params.cache:q} --metrics {output.metrics:q} "
         "--predictions {output.predictions:q} --dataset {wildcards.dataset:q} "
         "--experiment {wildcards.experiment:q} --seed {wildcards.seed:q} "
         "--settings {params.settings:q} --on-bad-sample {params.policy:q} "
-        "--skipped {output.skipped:q} --max-pixels {params.max_pixels:q} > {log:q} 2>&1"
+        "--skipped {output.skipped:q} --train-skipped {output.train_skipped:q} "
+        "--max-pixels {params.max_pixels:q} > {log:q} 2>&1"
 
 
 rule flip_figures:

@@ -1,11 +1,19 @@
 # Gene and protein expression from sequence: demo -> encode -> train -> evaluate -> figures.
 # Every rule calls `python scripts/sequence.py <stage>`; the logic lives in workflow/sequence.
 
+from workflow.common.schedule import check_schedules, report_unchecked
+from workflow.sequence.sizes import schedules as sequence_schedules
 from workflow.sequence.sources import encode_args
 
 SEQ_ENV = "../envs/sequence.yaml"
 SEQ = config["sequence"]
 ENCODED = "results/sequence/{dataset}/prep/encoded"
+
+if workflow.is_main_process:  # once per run: every warm-up ends before its run does
+    try:
+        report_unchecked(check_schedules(sequence_schedules(config, SITE)), sys.stderr)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
 
 
 rule sequence_demo:

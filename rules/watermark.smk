@@ -2,6 +2,8 @@
 # generate (watermarked + plain) -> attack -> detect -> evaluate -> figures.
 # Every rule calls `python scripts/watermark.py <stage>`; the logic lives in workflow/watermark.
 
+from workflow.common.schedule import check_schedules
+from workflow.watermark.sizes import schedules as watermark_schedules
 from workflow.watermark.sources import (
     DEMO_MODEL,
     PROMPTS,
@@ -18,6 +20,7 @@ WM_RUN = "results/watermark/{dataset}/{experiment}/seed{seed}"
 
 try:
     check_models(WM)
+    check_schedules(watermark_schedules(config, SITE))  # the demo LM's warm-up fits its run
 except ConfigError as err:
     sys.exit(f"error: {err}")
 

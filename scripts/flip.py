@@ -48,18 +48,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_hash(args: argparse.Namespace) -> None:
     from workflow.flip.dedup import hash_group
 
-    n = hash_group(args.shards, args.settings, args.out)
-    log.info("hash: %d candidate samples in %d shards -> %s", n, len(args.shards), args.out)
+    n = hash_group(args.shards, args.settings, args.out, args.profile)
+    log.info(
+        "hash: %d candidate samples in %d shards (profile %s, %d buckets) -> %s",
+        n, len(args.shards), args.profile, args.settings.get("dedup_buckets", 1), args.out,
+    )  # fmt: skip
 
 
 def cmd_dedup(args: argparse.Namespace) -> None:
     from workflow.flip.dedup import find_later_copies
 
-    counts = find_later_copies(args.hashes, args.out)
+    counts = find_later_copies(args.hashes, args.bucket, args.out)
     log.info(
-        "dedup: %d candidates, %d distinct images, %d later copies (%d across groups), "
-        "%d keys repeated from an earlier group -> %s",
-        counts["candidates"], counts["images"], counts["later_copies"],
+        "dedup bucket %d: %d candidates, %d distinct images, %d later copies (%d across "
+        "groups), %d keys repeated from an earlier group -> %s",
+        args.bucket, counts["candidates"], counts["images"], counts["later_copies"],
         counts["across_groups"], counts["repeated_keys"], args.out,
     )  # fmt: skip
 
@@ -69,12 +72,17 @@ def cmd_filter(args: argparse.Namespace) -> None:
     from workflow.flip.filter import filter_shards
 
     later = read_later_copies(args.duplicates, args.shards) if args.duplicates else None
-    counts = filter_shards(args.shards, args.out, args.settings, args.on_bad_sample, later)
+    counts = filter_shards(
+        args.shards, args.out, args.settings, args.on_bad_sample, later, args.profile
+    )
     dropped = {k: v for k, v in counts["dropped"].items() if v}
     log.info(
         "filter: kept %d of %d samples -> %d shards in %s; dropped %s",
         counts["kept"], counts["samples"], counts["output_shards"], args.out, dropped,
     )  # fmt: skip
+    if counts["unchecked"]:
+        log.info("filter: not checked (profile %s): %s", args.profile,
+                 ", ".join(counts["unchecked"]))  # fmt: skip
 
 
 def filtered_shards(folders: list[Path]) -> list[Path]:
@@ -110,17 +118,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.common.errors import Skips
     from workflow.common.metrics import evaluated_run, write_metrics
     from workflow.common.training import checkpoint_run_info
-    from workflow.flip.evaluate import HIGHER_IS_BETTER, evaluate_checkpoint
+    from workflow.flip.evaluate import HIGHER_IS_BETTER, evaluate_run
 
     started = time.monotonic()
-    skips = Skips()
-    metrics, predictions, _ = evaluate_checkpoint(
-        args.checkpoint, args.val, args.on_bad_sample, skips
-    )
+    zeroshot = parse_settings(args.zeroshot, "flip_zeroshot", "--zeroshot")
+    evaluate = parse_settings(args.evaluate, "flip_evaluate", "--evaluate")
+    val_skips, train_skips = Skips(), Skips()
+    result = evaluate_run(
+        args.checkpoint, args.val, train_dir=args.train, zeroshot=zeroshot, settings=evaluate,
+        policy=args.on_bad_sample, val_skips=val_skips, train_skips=train_skips,
+        cache_dir=args.cache_dir, device=args.device,
+    )  # fmt: skip
+    metrics, predictions = result.metrics, result.predictions
     with atomic_path(args.predictions) as tmp:
         predictions.to_parquet(tmp, index=False)
     if args.skipped:
-        write_text(args.skipped, skips.to_tsv())
+        write_text(args.skipped, val_skips.to_tsv())
+    if args.train_skipped:
+        write_text(args.train_skipped, train_skips.to_tsv())
     pretrain, tune = checkpoint_run_info(args.pretrained), checkpoint_run_info(args.checkpoint)
     wall = sum(float(info.get("train_wall_time_s", 0.0)) for info in (pretrain, tune))
     run_info = {**tune, "train_wall_time_s": wall}  # both phases' training time
@@ -131,15 +146,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             "flip", args.dataset, args.experiment, args.seed, metrics, HIGHER_IS_BETTER,
             args.settings, run_info, time.monotonic() - started,
             mask_ratio=float(args.settings.get("mask_ratio", 0.0)), images_per_s=images_per_s,
-            val_images=len(predictions), val_skipped=len(skips), model=args.settings.get("model"),
+            val_images=len(predictions), val_skipped=len(val_skips),
+            model=args.settings.get("model"), evaluate=evaluate, zeroshot=zeroshot,
+            **result.extra,
         ),
     )  # fmt: skip
     log.info(
-        "%s seed %d (mask %.2f): zero-shot top-1 %.3f, top-5 %.3f, linear probe %.3f on %d "
-        "val images; pre-training %.1f images/s",
+        "%s seed %d (mask %.2f): zero-shot top-1 %.3f, top-5 %.3f (%d templates) on %d val "
+        "images; linear probe %.3f (l2 %.3g, %d train images); pre-training %.1f images/s",
         args.experiment, args.seed, float(args.settings.get("mask_ratio", 0.0)),
-        metrics["zeroshot_top1"], metrics["zeroshot_top5"], metrics["probe_top1"],
-        len(predictions), images_per_s,
+        metrics["zeroshot_top1"], metrics["zeroshot_top5"], result.extra["templates"],
+        len(predictions), metrics["probe_top1"], result.extra["probe_l2"],
+        result.extra["train_images"], images_per_s,
     )  # fmt: skip
 
 
@@ -149,18 +167,30 @@ def cmd_figures(args: argparse.Namespace) -> None:
     from workflow.flip.plots import mask_ratio_figure
 
     records = [read_metrics(path) for path in args.metrics]
-    chance = 1 / len(read_classnames(args.val)) if args.val else None
+    classes = {r.get("extra", {}).get("classes") for r in records}  # recorded by evaluate
+    if len(classes) == 1 and None not in classes:
+        chance = 1 / int(classes.pop())
+    else:  # metrics of an older evaluation: the val folder's classnames.txt
+        chance = 1 / len(read_classnames(args.val)) if args.val else None
     mask_ratio_figure(records, args.out, chance)
     log.info("mask-ratio figure of %d runs -> %s", len(records), args.out)
 
 
 def add_shards(parser: argparse.ArgumentParser) -> None:
     """What the hash and filter stages of one shard group share: its shards, the filter
-    settings (the hash stage applies their metadata and caption checks)."""
+    settings (the hash stage applies their metadata and caption checks) and the source's
+    profile."""
+    from workflow.flip.filter import PROFILES
+
     parser.add_argument(
         "--shards", type=Path, nargs="+", required=True, help="input .tar shards, in order"
     )
     add_settings(parser, "flip_filter", "the config's flip.filter section")
+    parser.add_argument(
+        "--profile", choices=list(PROFILES), default="laion400m",
+        help="the source's metadata fields and rules (the dataset's `profile`; default "
+        "laion400m)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,14 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage(
         "dedup", cmd_dedup,
-        "find the samples whose image or key an earlier shard already has, over every filter "
-        "group",
+        "find the samples of one bucket whose image or key an earlier shard already has, over "
+        "every filter group",
     )  # fmt: skip
     p.add_argument(
         "--hashes", type=Path, nargs="+", required=True,
         help="the hash stage's tables, in group order",
     )  # fmt: skip
-    p.add_argument("--out", type=Path, required=True, help="duplicates.parquet to write")
+    p.add_argument(
+        "--bucket", type=int, default=0,
+        help="the bucket to read (0 to filter.dedup_buckets - 1, as the hash tables were "
+        "written; default 0)",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="the bucket's table to write")
 
     p = stage(
         "filter", cmd_filter,
@@ -201,8 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_shards(p)
     p.add_argument("--out", type=Path, required=True, help="folder of the filtered shards")
     p.add_argument(
-        "--duplicates", type=Path,
-        help="the dedup stage's duplicates.parquet (default: duplicates within --shards only)",
+        "--duplicates", type=Path, nargs="+",
+        help="the dedup stage's table of every bucket (default: duplicates within --shards "
+        "only)",
     )  # fmt: skip
     p.add_argument(
         "--on-bad-sample", choices=["skip", "fail"], default="skip",
@@ -226,14 +262,34 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add_run_args(p)
 
-    p = stage("evaluate", cmd_evaluate, "zero-shot and linear-probe accuracy -> metrics.json")
+    p = stage(
+        "evaluate", cmd_evaluate,
+        "zero-shot (class names x prompt templates) and linear-probe (fit on the train split, "
+        "L2 swept on held-out train features) accuracy on the val split -> metrics.json",
+    )  # fmt: skip
     add_settings(p, "flip_train", "the experiment's settings, recorded with the metrics")
     p.add_argument("--val", type=Path, required=True,
-                   help="folder with val/<class>/*.jpg and classnames.txt")  # fmt: skip
+                   help="folder with val/<class>/*.jpg (and classnames.txt with "
+                   "classnames: file)")  # fmt: skip
+    p.add_argument("--train", type=Path,
+                   help="the probe's train split, <class>/*.jpg with val's class folders "
+                   "(default: VAL/train)")  # fmt: skip
+    p.add_argument("--zeroshot", default="{}", metavar="JSON",
+                   help="the dataset's zeroshot section (schema $defs/flip_zeroshot)")  # fmt: skip
+    p.add_argument("--evaluate", default="{}", metavar="JSON",
+                   help="the config's flip.evaluate section "
+                   "(schema $defs/flip_evaluate)")  # fmt: skip
+    p.add_argument("--cache-dir", type=Path,
+                   help="undeclared folder for the image features, reused by a rerun with the "
+                   "same checkpoint and images (default: no cache)")  # fmt: skip
+    p.add_argument("--device", default="auto",
+                   help="torch device (default auto: cuda when available, else cpu)")  # fmt: skip
     p.add_argument("--pretrained", type=Path, required=True,
                    help="the masked phase's checkpoint (its training images/s)")  # fmt: skip
     add_evaluate_args(p)
     add_bad_sample_args(p, "damaged val images")
+    p.add_argument("--train-skipped", type=Path,
+                   help="TSV listing the damaged train images skipped")  # fmt: skip
     add_image_args(p)
 
     p = stage("figures", cmd_figures, "accuracy and training images/s vs mask ratio")

@@ -175,8 +175,8 @@ def test_leonardo_flip_pretrains_on_the_4_gpus_of_a_node(leonardo):
         jobs = rules_of(leonardo, rule)
         assert len(jobs) == 42  # 41,408 shards in groups of 1000, fixed before any job runs
         assert all(r["slurm_partition"] == "dcgp_usr_prod" for r in jobs)
-    dedup = rules_of(leonardo, "flip_dedup")  # one job over every group's hashes
-    assert len(dedup) == 1 and dedup[0]["slurm_partition"] == "dcgp_usr_prod"
+    dedup = rules_of(leonardo, "flip_dedup")  # one job per hash bucket, over every group
+    assert len(dedup) == 16 and all(r["slurm_partition"] == "dcgp_usr_prod" for r in dedup)
     assert not rules_of(leonardo, "flip_demo")
 
 

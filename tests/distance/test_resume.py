@@ -93,3 +93,43 @@ def test_a_checkpoint_resumes_only_the_run_that_wrote_it(prepared, tmp_path, cap
     shutil.copy(prepared["train"], moved)  # same content, another file: inputs changed
     text = train({**settings, "max_epochs": 4, "lr": 0.01}, moved)
     assert "other settings or inputs" in text and "resuming" not in text
+
+
+def test_sigkill_inside_an_epoch_resumes_at_the_next_batch(prepared, tmp_path):
+    """Killed between two step checkpoints of an epoch, the rerun continues the step counter
+    and trains exactly the batches the uninterrupted run trains (the loader's position and
+    its shuffling generator are in the checkpoint)."""
+    from tests.resume_driver import ROOT as DRIVER_ROOT
+    from tests.resume_driver import as_resumed, command, kill_inside_epoch, records
+    from workflow.common.config import stage_settings
+
+    settings = stage_settings(
+        {**SETTINGS, "max_epochs": 3, "batch_size": 4, "checkpoint_every_steps": 2},
+        "distance_train",
+    )
+
+    def kwargs(run_dir):
+        return {"settings": settings, "train_store": str(prepared["train"]),
+                "val_store": str(prepared["val"]), "run_dir": str(run_dir),
+                "final": str(run_dir / "final.ckpt"), "seed": 0}  # fmt: skip
+
+    whole = tmp_path / "whole.jsonl"
+    done = subprocess.run(command("distance", whole, kwargs(tmp_path / "a")), cwd=DRIVER_ROOT,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    reference = records(whole)
+    steps = sum(r["epoch"] == 0 for r in reference)
+    assert steps >= 6 and [r["step"] for r in reference] == list(range(3 * steps))
+    assert len({r["batch"] for r in reference}) == len(reference)  # batches tell apart
+
+    cut = tmp_path / "cut.jsonl"
+    where = kill_inside_epoch("distance", cut, kwargs(tmp_path / "b"), steps + steps // 3)
+    assert where["mid_epoch"] and where["epoch"] == 1
+    again = subprocess.run(command("distance", cut, kwargs(tmp_path / "b")), cwd=DRIVER_ROOT,
+                           capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"step {where['step']}, inside epoch 2" in again.stderr
+    resumed = as_resumed(cut, where["step"])
+    assert [(r["step"], r["batch"]) for r in resumed] == [
+        (r["step"], r["batch"]) for r in reference
+    ]

@@ -97,6 +97,41 @@ def test_val_set_has_every_class_drawn_like_the_training_images(flip_demo, flip_
                    and colour != SMALL.background), c  # fmt: skip
 
 
+def test_train_split_sits_beside_val_in_imagenet_layout(flip_demo, flip_manifest):
+    train, val = flip_demo / "train", flip_demo / "val"
+    folders = sorted(p.name for p in train.iterdir())
+    assert folders == sorted(p.name for p in val.iterdir()) and len(folders) == 16
+    for folder in folders:
+        images = sorted((train / folder).glob("*"))
+        assert [p.name for p in images] == [
+            f"{folder}_{j:04d}.jpg" for j in range(SMALL.train_per_class)
+        ]  # ImageNet's train/<wnid>/<wnid>_<n>.JPEG
+        with Image.open(images[0]) as img:
+            assert img.size == (SMALL.image_size,) * 2 and img.format == "JPEG"
+    assert flip_manifest["train_images"] == 16 * SMALL.train_per_class
+    train_bytes = {p.read_bytes() for p in train.rglob("*.jpg")}
+    assert len(train_bytes) == flip_manifest["train_images"]  # new draws, none repeated
+    assert train_bytes.isdisjoint(p.read_bytes() for p in val.rglob("*.jpg"))
+
+
+def test_train_split_draws_from_its_own_stream(flip_demo, tmp_path):
+    """More train images change nothing else: val images and shards come from other seeds."""
+    more = dataclasses.replace(SMALL, train_per_class=SMALL.train_per_class + 3)
+    write_demo(tmp_path / "more", more)
+    before, after = files_of(flip_demo), files_of(tmp_path / "more")
+
+    def others(files):
+        return {k: v for k, v in files.items() if not k.startswith("train/")}
+
+    assert others(after).keys() - {"manifest.json"} == others(before).keys() - {"manifest.json"}
+    assert {k: v for k, v in others(after).items() if k != "manifest.json"} == {
+        k: v for k, v in others(before).items() if k != "manifest.json"
+    }
+    first = "train/blue_circle/blue_circle_0000.jpg"  # the stream's first draw
+    assert after[first] == before[first]
+    assert sum(k.startswith("train/") for k in after) == 16 * more.train_per_class
+
+
 def test_planted_bad_samples_carry_their_defect(flip_demo, flip_manifest):
     planted = flip_manifest["planted"]
     assert tuple(planted) == PLANTED
@@ -145,4 +180,6 @@ def test_settings_without_room_stop_before_writing(tmp_path):
         write_demo(tmp_path / "d", DemoSettings(colors=("red", "gray")))
     with pytest.raises(InputError, match="no room"):
         write_demo(tmp_path / "d", DemoSettings(shards=1, samples_per_shard=10))
+    with pytest.raises(InputError, match="train_per_class 1"):
+        write_demo(tmp_path / "d", DemoSettings(train_per_class=1))
     assert not (tmp_path / "d").exists()

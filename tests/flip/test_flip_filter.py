@@ -24,7 +24,7 @@ from workflow.common.config import stage_settings
 from workflow.common.errors import BadSample, InputError
 from workflow.flip.dedup import hash_group
 from workflow.flip.demo import FILTER_ASSUMES, PLANTED, bomb_header
-from workflow.flip.filter import DAMAGE, DEFAULTS, REASONS, filter_shards
+from workflow.flip.filter import DAMAGE, DEFAULTS, REASONS, filter_settings, filter_shards
 from workflow.flip.layout import PARQUET_COLUMNS, list_shards, shard_files, write_parquet
 
 
@@ -90,7 +90,9 @@ def test_settings_move_the_thresholds(flip_demo, flip_manifest, tmp_path):
         assert counts["dropped"][reason] == 0
     assert counts["kept"] == flip_manifest["good"] + 4 * 2
     assert stage_settings({}, "flip_filter") == DEFAULTS
-    assert FILTER_ASSUMES.items() <= DEFAULTS.items()  # the demo plants against the defaults
+    resolved = filter_settings(DEFAULTS, "laion400m")  # the demo's profile
+    assert {k: resolved[k] for k in FILTER_ASSUMES} == FILTER_ASSUMES  # planted against these
+    assert resolved["min_similarity"] == 0.3 and DEFAULTS["min_similarity"] is None
 
 
 GOOD_JPG = sample()[1]["jpg"]

@@ -61,9 +61,17 @@ def test_pipeline_batches_epoch_length_and_determinism(flip_filtered):
     assert data.val_shards == shards[-1:]
     batches = list(data.train_dataloader())
     assert len(data.train_dataloader()) == len(batches) == 210 // 16
-    images, tokens = batches[0]
+    images, tokens, info = batches[0]
     assert images.shape == (16, 3, 64, 64) and images.dtype == torch.float32
     assert tokens.shape == (16, 32) and tokens.dtype == torch.long
+    assert len(info["keys"]) == len(info["shards"]) == 16
+    assert set(info["shards"]) <= {str(p) for p in shards[:-1]}
+    # each training shard is named done once, by the batch holding its last sample
+    done = [url for _, _, i in batches for url in i["done"]]
+    assert len(done) == len(set(done)) and len(done) <= 3
+    for url in done:
+        last = max(i for i, (_, _, b) in enumerate(batches) if url in b["shards"])
+        assert url in batches[last][2]["done"]
     again = list(datamodule(shards, seed=1).train_dataloader())
     other = list(datamodule(shards, seed=2).train_dataloader())
     assert all(torch.equal(a[1], b[1]) for a, b in zip(batches, again, strict=True))
@@ -213,11 +221,60 @@ def test_evaluate_checkpoint_scores_every_val_image(demo_trained):
     assert run_info["images_per_s"] > 0  # the pre-training's throughput, for the figure
 
 
-def test_tune_settings_unmask_and_take_the_tune_section():
-    from workflow.flip.train import tune_settings
+def test_tune_settings_take_their_own_lr_and_length_never_pretrainings():
+    from workflow.common.config import ConfigError
+    from workflow.flip.train import peak_lr, sample_budget, tune_settings
 
-    tuned = tune_settings({"mask_ratio": 0.75, "lr": 1e-3, "max_epochs": 10}, {"lr": 1e-4})
-    assert tuned == {"mask_ratio": 0.0, "lr": 1e-4, "max_epochs": 10}
+    pre = {"mask_ratio": 0.75, "lr": 1e-3, "max_epochs": 10, "max_samples": 5000,
+           "warmup_steps": 100, "batch_size": 64}  # fmt: skip
+    tuned = tune_settings(pre, {"lr": 1e-4, "warmup_steps": 5})
+    assert tuned == {"mask_ratio": 0.0, "lr": 1e-4, "max_epochs": 1, "warmup_steps": 5,
+                     "batch_size": 64}  # fmt: skip
+    # no lr in the section: a hundredth of pre-training's, in pre-training's form
+    assert tune_settings(pre, {})["lr"] == pytest.approx(1e-5)
+    scaled = tune_settings({**pre, "base_lr": 4e-6}, {"lr_fraction": 0.5})
+    assert "lr" not in scaled and scaled["base_lr"] == pytest.approx(2e-6)
+    assert peak_lr(scaled, world_size=2) == pytest.approx(2e-6 * 128 / 256)
+    with pytest.raises(ConfigError, match="lr and base_lr"):
+        tune_settings(pre, {"lr": 1e-4, "base_lr": 1e-8})
+    # a fraction of an epoch becomes a sample budget, within max_samples when both are set
+    budget = sample_budget({"epoch_fraction": 0.32, "max_epochs": 1}, train_samples=1000)
+    assert budget["max_samples"] == 320 and budget["max_epochs"] == 1
+    both = sample_budget({"epoch_fraction": 2.5, "max_samples": 900, "max_epochs": 1}, 1000)
+    assert both["max_samples"] == 900 and both["max_epochs"] == 3
+
+
+def test_leonardo_tuning_runs_at_its_own_lr_for_a_third_of_an_epoch():
+    """The effective tuning settings built from config/leonardo.yaml as the rules build them:
+    the tune section's lr and length, not pre-training's."""
+    import yaml
+
+    from tests.conftest import ROOT
+    from workflow.common.config import deep_merge, validate_config
+    from workflow.common.experiments import run_settings
+    from workflow.common.training import TrainSettings, step_budget
+    from workflow.flip.train import peak_lr, sample_budget, tune_settings
+
+    config = validate_config(deep_merge(
+        yaml.safe_load((ROOT / "config/config.yaml").read_text()),
+        yaml.safe_load((ROOT / "config/leonardo.yaml").read_text()),
+    ))  # fmt: skip
+    flip, world, samples = config["flip"], 4, 400_000_000  # GPU_NODE_DDP; LAION-400M
+    tune = flip["tune"]
+    for experiment in flip["experiments"]:
+        pre = run_settings(flip, experiment)
+        tuned = tune_settings(pre, tune)
+        batch = int(tuned["batch_size"]) * world
+        assert peak_lr(pre, world) == pytest.approx(pre["base_lr"] * batch / 256)
+        assert peak_lr(tuned, world) == pytest.approx(tune["base_lr"] * batch / 256)
+        assert peak_lr(tuned, world) == pytest.approx(peak_lr(pre, world) / 100)
+        assert tuned["mask_ratio"] == 0.0 and tuned["warmup_steps"] == tune["warmup_steps"]
+        budget = sample_budget(tuned, samples)
+        assert budget["max_samples"] == int(tune["epoch_fraction"] * samples)
+        steps = step_budget(TrainSettings(run_dir=ROOT, max_epochs=budget["max_epochs"],
+                            max_samples=budget["max_samples"], batch_size=tuned["batch_size"]),
+                            world)  # fmt: skip
+        assert steps == -(-budget["max_samples"] // batch) == 125_000
 
 
 def test_damaged_val_images_follow_the_policy(flip_demo, tmp_path):

@@ -34,14 +34,17 @@ def _one_thread(one_thread: None) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
-    """One epoch, then a second call with two epochs on the same run folder (a resume), each
-    publishing to the same model folder."""
+    """One epoch, then a second call with three epochs on the same run folder (a resume),
+    each publishing to the same model folder. (After two epochs the val perplexity depends
+    on the batch order: 49 to 111 over seeds 0-2 of a straight run, more after a resume whose
+    first call decayed its lr to 0; a third epoch makes the check below about learning, not
+    about one order.)"""
     root = tmp_path_factory.mktemp("lm")
     run, out = root / "run", root / "model"
     docs = documents(60, seed=3)
     first = train_lm(docs, {**TINY, "max_epochs": 1}, run, out, seed=0)
     (out / "stale.txt").write_text("from the first run")
-    second = train_lm(docs, {**TINY, "max_epochs": 2}, run, out, seed=0)
+    second = train_lm(docs, {**TINY, "max_epochs": 3}, run, out, seed=0)
     return {"run": run, "out": out, "first": first, "second": second}
 
 
@@ -92,7 +95,7 @@ def test_train_publishes_and_resumes(trained: dict) -> None:
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert first["resumed_from_epoch"] is None
     assert second["resumed_from_epoch"] == 0
-    assert [h["epoch"] for h in history(run)] == [0, 1]  # epoch 0 was not trained again
+    assert [h["epoch"] for h in history(run)] == [0, 1, 2]  # epoch 0 was not trained again
     print({k: first[k] for k in ("val_loss", "val_ppl", "parameters", "train_tokens")})
     print({k: second[k] for k in ("val_loss", "val_ppl", "best_epoch", "wall_time_s")})
     assert second["val_loss"] < first["val_loss"]

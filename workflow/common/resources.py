@@ -93,6 +93,27 @@ def _runtime(first: int, cap: int | None) -> Callable[..., int]:
     return runtime
 
 
+def checkpoint_minutes(runtime_minutes: float) -> float:
+    """The default time between checkpoints of a job with that runtime limit: a quarter of
+    it, at most 30 min (a time-out then loses at most half an hour of GPU time), at least 5."""
+    return float(max(5.0, min(30.0, runtime_minutes / 4)))
+
+
+def with_checkpoint_default(
+    settings: Mapping[str, Any], site: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A training experiment's settings with ``checkpoint_every_minutes`` filled from its
+    resource class's first-attempt runtime when the config leaves it null."""
+    name = settings.get("resources")
+    if settings.get("checkpoint_every_minutes") is not None or name not in LOCAL:
+        return dict(settings)
+    classes = LOCAL if site is None else site["classes"]
+    runtime = (classes.get(name) or {}).get("runtime")
+    if runtime is None:
+        return dict(settings)
+    return {**settings, "checkpoint_every_minutes": checkpoint_minutes(float(runtime))}
+
+
 def class_resources(name: str, site: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Snakemake ``resources:`` of class ``name``: the site's mapping, or the local one."""
     if name not in LOCAL:

@@ -4,6 +4,16 @@ to :func:`fit`; nobody writes a training loop.
 Checkpoints live in an *undeclared* run folder (``run_dir/checkpoints``): Snakemake deletes a
 job's declared outputs before a rerun, so keeping ``last.ckpt`` outside them is what lets a
 killed or timed-out job resume instead of starting over.
+
+``last.ckpt`` is written at every epoch end and also inside an epoch, every
+``checkpoint_every_steps`` optimiser steps and every ``checkpoint_every_minutes`` (the rules
+default the latter below the job's runtime limit:
+:func:`workflow.common.resources.checkpoint_minutes`), so an epoch
+longer than a job (FLIP's one pass over LAION-400M) still finishes over several attempts. A
+resume restores the weights, optimiser, scheduler, step counter, RNG states and the data
+position: map-style tracks use :func:`workflow.common.loaders.train_loader` (exact to the
+sample), streams keep their own position in their DataModule's state (FLIP: to the shard).
+A run may be cut by a budget instead of epochs: ``max_steps`` or ``max_samples``.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -19,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -48,6 +61,11 @@ class TrainSettings:
     progress_refresh: int = 10
     trainer_overrides: dict[str, Any] = field(default_factory=dict)
     key: str | None = None  # run_key(...): a last.ckpt written under another key is not resumed
+    max_steps: int | None = None  # optimiser steps of the whole run: a budget instead of epochs
+    max_samples: int | None = None  # training samples over all ranks: steps = / global batch
+    batch_size: int | None = None  # per rank and step: what max_samples is divided by
+    checkpoint_every_steps: int | None = None  # last.ckpt inside an epoch, by steps
+    checkpoint_every_minutes: float | None = None  # ... and by time (whichever comes first)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -62,8 +80,36 @@ class TrainSettings:
         return Path(self.run_dir) / "history.jsonl"
 
 
-#: Settings an attempt may change and still continue the run: more epochs, other hardware.
-UNKEYED = frozenset({"max_epochs", "seeds", "enabled", "resources", "num_workers"})
+#: Settings an attempt may change and still continue the run: a longer budget, other
+#: hardware, another checkpoint cadence.
+UNKEYED = frozenset({
+    "max_epochs", "max_steps", "max_samples", "epoch_fraction", "seeds", "enabled", "resources",
+    "num_workers", "checkpoint_every_steps", "checkpoint_every_minutes",
+})  # fmt: skip
+#: The track settings that :func:`budget` hands to :class:`TrainSettings`.
+BUDGET_KEYS = (
+    "max_steps", "max_samples", "batch_size", "checkpoint_every_steps", "checkpoint_every_minutes"
+)  # fmt: skip
+
+
+def budget(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A track's ``train`` settings' budget and checkpoint cadence, as TrainSettings fields."""
+    return {k: settings[k] for k in BUDGET_KEYS if settings.get(k) is not None}
+
+
+def step_budget(settings: TrainSettings, world_size: int) -> int | None:
+    """The run's optimiser-step budget: ``max_steps``, or ``max_samples`` over the global
+    batch (rounded up), whichever is smaller; None without either."""
+    budgets = []
+    if settings.max_steps is not None:
+        budgets.append(int(settings.max_steps))
+    if settings.max_samples is not None:
+        if not settings.batch_size:
+            raise ValueError("max_samples needs the per-rank batch_size")
+        accumulate = int(settings.trainer_overrides.get("accumulate_grad_batches", 1))
+        per_step = int(settings.batch_size) * world_size * accumulate
+        budgets.append(max(-(-int(settings.max_samples) // per_step), 1))
+    return min(budgets) if budgets else None
 
 
 def run_key(
@@ -86,17 +132,74 @@ def run_key(
     return config_hash({"settings": kept, "inputs": files, **data})
 
 
-class RunKey(Callback):
-    """Writes the run's key into every checkpoint, where :func:`resumable` reads it."""
+class RunState(Callback):
+    """What a checkpoint carries beyond Lightning's own state: the run's key (read by
+    :func:`resumable`), where in the run it was taken, and every rank's RNG states (torch,
+    CUDA, numpy, random), restored on resume so augmentations continue their streams.
+
+    The one batch the loader had prefetched before the save is drawn again after a resume
+    with the RNG of the resumed process, so it is the same sample but not necessarily the
+    same augmentation."""
 
     def __init__(self, key: str | None) -> None:
         self.key = key
+        self.mid_epoch = False  # set by LastCheckpoint around a save inside an epoch
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         if self.key is not None:
             checkpoint["run_key"] = self.key
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        checkpoint["position"] = {
+            "epoch": int(trainer.current_epoch),
+            "step": int(trainer.global_step),
+            # a step save, or the end of a run cut by max_steps inside an epoch
+            "mid_epoch": self.mid_epoch or done < trainer.num_training_batches,
+        }
+        checkpoint["rng_states"] = gather_objects(rng_states())
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states = checkpoint.get("rng_states")
+        if isinstance(states, list) and len(states) == trainer.world_size:
+            set_rng_states(states[trainer.global_rank])
+        elif states is not None:
+            ranks = len(states) if isinstance(states, list) else "?"
+            log.warning("RNG states of %s rank(s), now %d: not restored", ranks, trainer.world_size)
+
+
+def rng_states() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain values (what the safe loader reads)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, python_gauss = states["python"]
+    random.setstate((version, tuple(internal), python_gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (a checkpoint is written by rank 0 alone)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def resumable(settings: TrainSettings) -> dict[str, Any] | None:
@@ -119,10 +222,11 @@ def resumable(settings: TrainSettings) -> dict[str, Any] | None:
 @dataclass
 class FitResult:
     best_checkpoint: Path
-    resumed_from_epoch: int | None
+    resumed_from_epoch: int | None  # the last epoch done before the resume
     world_size: int
     is_global_zero: bool
     wall_time_s: float
+    resumed_from_step: int | None = None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -159,14 +263,25 @@ class EpochLog(Callback):
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` after every epoch, then a line in ``history.jsonl`` (pid, epoch).
+    """``last.ckpt`` after every epoch, then a line in ``history.jsonl`` (pid, epoch); and
+    inside an epoch every ``every_steps`` steps or ``every_minutes`` (no history line).
 
     Lightning's ``save_last`` only writes when a top-k checkpoint is written (the monitored
     metric improved), so a kill could lose several epochs; this one never skips. The history
     line is written after the save, so it lists exactly the epochs a resume will not redo.
+    Lightning's own ``every_n_train_steps`` and ``train_time_interval`` exclude each other and
+    replace the epoch-end save; here all three apply. Whether the time is up is rank 0's
+    decision, broadcast, so that every rank joins the same save.
     """
 
-    def __init__(self, dirpath: Path, history_file: Path) -> None:
+    def __init__(
+        self,
+        dirpath: Path,
+        history_file: Path,
+        state: RunState,
+        every_steps: int | None = None,
+        every_minutes: float | None = None,
+    ) -> None:
         super().__init__(
             dirpath=dirpath,
             filename="last",
@@ -176,15 +291,47 @@ class LastCheckpoint(ModelCheckpoint):
             enable_version_counter=False,
         )
         self.history_file = history_file
+        self.state = state
+        self.every_steps = int(every_steps) if every_steps else None
+        self.every_seconds = float(every_minutes) * 60 if every_minutes else None
+        self._saved_step, self._saved_at = 0, time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        super().on_train_start(trainer, module)
+        self._saved_step, self._saved_at = trainer.global_step, time.monotonic()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, module, outputs, batch, idx)
+        if trainer.sanity_checking or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch-end save follows
+        step = trainer.global_step
+        due = bool(self.every_steps) and step - self._saved_step >= self.every_steps
+        if self.every_seconds is not None and not due:
+            late = time.monotonic() - self._saved_at >= self.every_seconds
+            due = bool(trainer.strategy.broadcast(late, src=0))
+        if due and step > self._saved_step:
+            self.state.mid_epoch = True
+            try:
+                trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt")
+            finally:
+                self.state.mid_epoch = False
+            self._saved_step, self._saved_at = step, time.monotonic()
+            if trainer.is_global_zero:
+                epoch = trainer.current_epoch + 1
+                log.info("checkpoint at step %d (inside epoch %d) -> %s", step, epoch, self.dirpath)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, module)
+        self._saved_step, self._saved_at = trainer.global_step, time.monotonic()
         if trainer.is_global_zero and not trainer.sanity_checking:
             self.history_file.parent.mkdir(parents=True, exist_ok=True)
             with open(self.history_file, "a") as fh:
                 record = {
                     "pid": os.getpid(),
                     "epoch": trainer.current_epoch,
+                    "step": trainer.global_step,
                     **epoch_metrics(trainer),
                 }
                 fh.write(json.dumps(record) + "\n")
@@ -228,19 +375,26 @@ def build_trainer(settings: TrainSettings) -> L.Trainer:
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    last = LastCheckpoint(settings.checkpoint_dir, settings.history_file)
+    state = RunState(settings.key)
+    last = LastCheckpoint(
+        Path(settings.checkpoint_dir), settings.history_file, state,
+        settings.checkpoint_every_steps, settings.checkpoint_every_minutes,
+    )  # fmt: skip
+    hw = hardware(settings)
+    steps = step_budget(settings, hw["devices"] * hw["num_nodes"])
     loggers = [
         CSVLogger(Path(settings.run_dir) / "logs", name="csv"),
         TensorBoardLogger(Path(settings.run_dir) / "logs", name="tensorboard"),
     ]
     kwargs: dict[str, Any] = {
-        **hardware(settings),
+        **hw,
         "max_epochs": settings.max_epochs,
+        "max_steps": -1 if steps is None else steps,
         "callbacks": [
             best,
             last,
             EpochLog(),
-            RunKey(settings.key),
+            state,
             TQDMProgressBar(refresh_rate=settings.progress_refresh),
         ],
         "logger": loggers,
@@ -260,10 +414,15 @@ def fit(
     L.seed_everything(settings.seed, workers=True, verbose=False)
     trainer = build_trainer(settings)
     previous = resumable(settings)
-    resume, resumed_from = None, None
+    resume, resumed_from, resumed_step = None, None, None
     if previous is not None:
-        resume, resumed_from = settings.last_checkpoint, int(previous["epoch"])
-        log.info("resuming from %s (epoch %d done)", resume, resumed_from + 1)
+        resume, resumed_step = settings.last_checkpoint, int(previous.get("global_step", 0))
+        position = previous.get("position") or {}
+        done = int(previous["epoch"]) - (1 if position.get("mid_epoch") else 0)
+        resumed_from = done if done >= 0 else None
+        mid = bool(position.get("mid_epoch"))
+        where = f"inside epoch {done + 2}" if mid else f"epoch {done + 1} done"
+        log.info("resuming from %s (step %d, %s)", resume, resumed_step, where)
     elif settings.history_file.exists() and trainer.is_global_zero:
         settings.history_file.replace(settings.history_file.with_suffix(".stale.jsonl"))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -274,8 +433,9 @@ def fit(
     if best is None or not best.exists():
         best = settings.last_checkpoint
     return FitResult(
-        best, resumed_from, trainer.world_size, trainer.is_global_zero, time.monotonic() - started
-    )
+        best, resumed_from, trainer.world_size, trainer.is_global_zero,
+        time.monotonic() - started, resumed_step,
+    )  # fmt: skip
 
 
 def publish_checkpoint(source: Path, final: Path, run_info: dict[str, Any]) -> None:
@@ -310,6 +470,7 @@ def publish_run(result: FitResult, final: Path, seed: int, **extra: Any) -> None
             "world_size": result.world_size,
             "train_wall_time_s": round(result.wall_time_s, 2),
             "resumed_from_epoch": result.resumed_from_epoch,
+            "resumed_from_step": result.resumed_from_step,
             "seed": seed,
             **extra,
         },

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from workflow.common.loaders import resumable_loader
 from workflow.distance.store import FrameDataset, collate_frames, geometry_features, object_table
 
 
@@ -48,13 +49,12 @@ def make_dataset(model: str, store: Path) -> Dataset:
 def make_loader(
     model: str, dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool
 ) -> DataLoader:
-    return DataLoader(
+    return resumable_loader(
         dataset,
-        batch_size=batch_size,
+        batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
         collate_fn=collate_frames if model == "zhu" else None,
-        persistent_workers=num_workers > 0,
     )
 
 

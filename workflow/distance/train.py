@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from workflow.common.atomic import atomic_path
-from workflow.common.training import TrainSettings, fit, publish_run, run_key
+from workflow.common.training import TrainSettings, budget, fit, publish_run, run_key
 from workflow.distance.data import DistanceDataModule, training_statistics
 from workflow.distance.models import NETWORKS, REFERENCES
 from workflow.distance.store import PRIORS, object_table
@@ -65,6 +65,7 @@ def train_experiment(
             monitor="val_loss",
             mode="min",
             key=run_key(settings, [train_store, val_store]),
+            **budget(settings),
         ),
     )
     if result.is_global_zero:

@@ -17,6 +17,14 @@ needs that, as the all-gather of the loss needs equal batches: batches are never
 Every worker's stream repeats its shards when it runs out before its share of batches, so
 a rank with fewer samples never stalls the others.
 
+A run killed inside an epoch resumes inside it (``ShardDataModule.state_dict``): every
+training batch carries its samples' shard and key and names the shards it completed
+(:class:`ShardProgress`); a checkpoint keeps, over all ranks, the shards of the epoch trained
+in full and the keys trained of the others (only the shards a worker was reading or still had
+in its shuffle buffer: a few per worker). The resumed epoch skips both: it trains each of the
+epoch's samples at most once and leaves out none that the uninterrupted epoch would reach,
+only in another order (the shuffle buffer starts afresh). Granularity: the sample.
+
 With fewer shards than ranks x workers a plain split would leave some workers without data;
 then every worker *resamples* shards with replacement (webdataset's ``resampled``) and a
 warning says so: an epoch is still the same number of batches, but not exactly one pass.
@@ -33,7 +41,8 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -48,6 +57,7 @@ from tqdm import tqdm
 
 from workflow.common.errors import InputError, Skips
 from workflow.common.images import BadImage, decode_image
+from workflow.common.training import gather_objects
 
 log = logging.getLogger("lsai.flip.data")
 
@@ -95,6 +105,55 @@ def _all_shards(src: Any) -> Any:
     yield from src
 
 
+class ShardProgress:
+    """One worker's stream: which of its shards have had every sample they yielded put into a
+    batch. ``count_reads`` sits after the tar reader, ``mark_batches`` after the batcher; each
+    batch then carries its samples' shards and keys and the shards it completed, once each. A
+    sample lost between the two (a damaged image, the partial batch at the end) keeps its shard
+    open: read again on a resume, never skipped."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.read: Counter[str] = Counter()
+        self.emitted: Counter[str] = Counter()
+        self.finished: set[str] = set()
+        self.reported: set[str] = set()
+        self.current: str | None = None
+
+    def count_reads(self, src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        self.reset()  # a new pass (webdataset repeats the pipeline when the shards run out)
+        for sample in src:
+            url = sample.get("__url__")
+            if url != self.current:
+                if self.current is not None:
+                    self.finished.add(self.current)
+                self.current = url
+            self.read[url] += 1
+            yield sample
+        if self.current is not None:
+            self.finished.add(self.current)
+
+    def mark_batches(self, src: Iterator[Sequence[Any]]) -> Iterator[tuple[Any, Any, dict]]:
+        for images, tokens, urls, keys in src:
+            self.emitted.update(urls)
+            done = [u for u in self.finished - self.reported if self.emitted[u] == self.read[u]]
+            self.reported.update(done)
+            yield images, tokens, {"shards": list(urls), "keys": list(keys), "done": sorted(done)}
+
+
+def skip_trained(trained: Mapping[str, Collection[str]]) -> Callable[[Iterator], Iterator]:
+    """A stage that drops the samples a resumed epoch has trained already (shard -> keys)."""
+
+    def stage(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for sample in src:
+            if sample.get("__key__") not in trained.get(sample.get("__url__"), ()):
+                yield sample
+
+    return stage
+
+
 def shard_pipeline(
     shards: Sequence[str | PathLike[str]],
     transform: Callable,
@@ -107,12 +166,16 @@ def shard_pipeline(
     world_size: int = 1,
     num_workers: int = 0,
     split: bool = True,
+    skip: Collection[str] = (),
+    trained: Mapping[str, Collection[str]] | None = None,
 ) -> wds.WebDataset:
     """Batches of (images [B,3,H,W], token ids [B,L]) from ``shards``.
 
     ``batches`` set: an endless (repeated or resampled) stream cut to that many batches per
-    rank, split over ranks (``split``) and workers. ``batches`` None: one ordered pass, every
-    rank reading every shard (validation).
+    rank, split over ranks (``split``) and workers, each batch with a third item, its samples'
+    shards and keys and the shards it completed (:class:`ShardProgress`). A resume passes the
+    epoch's shards trained in full (``skip``) and the keys trained of others (``trained``).
+    ``batches`` None: one ordered pass, every rank reading every shard (validation).
     """
     urls = [str(s) for s in shards]
     if not urls:
@@ -121,13 +184,25 @@ def shard_pipeline(
     if missing:
         raise InputError(missing[0], "shard not found")
     workers = max(num_workers, 1)
+    if batches is not None:
+        random.Random(seed).shuffle(urls)  # same permutation on every rank, new each epoch
+        left = [u for u in urls if u not in set(skip)]
+        if skip or trained:
+            keys = sum(len(k) for k in (trained or {}).values())
+            log.info(
+                "resuming the epoch: %d of %d shards trained already, %d samples of %d others",
+                len(urls) - len(left),
+                len(urls),
+                keys,
+                len(trained or {}),
+            )
+        urls = left or urls
     if batches is None:
         dataset = wds.WebDataset(
             urls, shardshuffle=False, nodesplitter=_all_shards,
             workersplitter=wds.split_by_worker, handler=wds.warn_and_continue, empty_check=False,
         )  # fmt: skip
     elif split and len(urls) >= world_size * workers:
-        random.Random(seed).shuffle(urls)  # same permutation on every rank, new each epoch
         dataset = wds.WebDataset(
             urls, shardshuffle=False, nodesplitter=wds.split_by_node,
             workersplitter=wds.split_by_worker, handler=wds.warn_and_continue,
@@ -142,15 +217,24 @@ def shard_pipeline(
             urls, resampled=True, shardshuffle=False, nodesplitter=None,
             workersplitter=None, handler=wds.warn_and_continue, seed=seed,
         )  # fmt: skip
+    progress = ShardProgress() if batches is not None else None
+    if progress is not None:
+        if trained:
+            dataset = dataset.compose(skip_trained(trained))
+        dataset = dataset.compose(progress.count_reads)
     if shuffle > 0:
         dataset = dataset.shuffle(shuffle, initial=min(shuffle, 100), seed=seed)
+    fields, maps = ("jpg", "txt"), [transform, _caption(tokenize)]
+    if progress is not None:
+        fields, maps = (*fields, "__url__", "__key__"), [*maps, None, None]
     dataset = (
         dataset.decode(wds.handle_extension("jpg", _image), handler=wds.warn_and_continue)
-        .to_tuple("jpg", "txt", handler=wds.warn_and_continue)
-        .map_tuple(transform, _caption(tokenize), handler=wds.warn_and_continue)
+        .to_tuple(*fields, handler=wds.warn_and_continue)
+        .map_tuple(*maps, handler=wds.warn_and_continue)
         .batched(batch_size, partial=False)
     )
-    if batches is not None:
+    if progress is not None:
+        dataset = dataset.compose(progress.mark_batches)
         per_worker = math.ceil(batches / workers)
         dataset = dataset.with_epoch(per_worker).with_length(per_worker * workers, silent=True)
     return dataset
@@ -192,6 +276,9 @@ class ShardDataModule(L.LightningDataModule):
         self.train_transform, self.val_transform = train_transform, val_transform
         self.tokenize = tokenize
         self.seed = seed
+        self.consumed: set[str] = set()  # shards of ``consumed_epoch`` trained in full
+        self.trained: dict[str, set[str]] = {}  # ... and the keys trained of the others
+        self.consumed_epoch: int | None = None
         self.train_samples = sum(shard_count(p) for p in self.train_shards)
         self.val_samples = sum(shard_count(p) for p in self.val_shards)
         if self.train_samples < self.batch_size:
@@ -215,12 +302,54 @@ class ShardDataModule(L.LightningDataModule):
 
     def train_dataset(self, epoch: int = 0) -> wds.WebDataset:
         world = self.world_size()
+        # A new epoch starts afresh; an earlier one is only Lightning asking for the length
+        # before it has restored the loops of a resumed run.
+        if self.consumed_epoch is None or epoch > self.consumed_epoch:
+            self.consumed, self.trained, self.consumed_epoch = set(), {}, epoch
+        resumed = epoch == self.consumed_epoch
         return shard_pipeline(
             self.train_shards, self.train_transform, self.tokenize, self.batch_size,
             shuffle=self.shuffle, seed=self.seed * 100_003 + epoch,
             batches=self.batches_per_epoch(world), world_size=world,
-            num_workers=self.num_workers,
+            num_workers=self.num_workers, skip=set(self.consumed) if resumed else (),
+            trained={u: set(k) for u, k in self.trained.items()} if resumed else None,
         )  # fmt: skip
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A training batch's samples are noted here, where Lightning hands the batch to the
+        step (not when the loader prefetched it); the step gets (images, tokens)."""
+        if len(batch) == 3:
+            images, tokens, info = batch
+            self.note_trained(info)
+            return images, tokens
+        return batch
+
+    def note_trained(self, info: Mapping[str, Any]) -> None:
+        for url, key in zip(info["shards"], info["keys"], strict=True):
+            self.trained.setdefault(url, set()).add(key)
+        for url in info["done"]:
+            self.consumed.add(url)
+            self.trained.pop(url, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The data position a checkpoint keeps, over all ranks (rank 0 writes it): the
+        current epoch's shards trained in full and the keys trained of the others."""
+        consumed: set[str] = set()
+        trained: dict[str, set[str]] = {}
+        for done, keys in gather_objects((sorted(self.consumed), self.trained)):
+            consumed.update(done)
+            for url, names in keys.items():
+                trained.setdefault(url, set()).update(names)
+        return {
+            "epoch": self.consumed_epoch,
+            "consumed": sorted(consumed),
+            "trained": {u: sorted(k) for u, k in trained.items() if u not in consumed},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.consumed_epoch = state.get("epoch")
+        self.consumed = set(state.get("consumed") or ())
+        self.trained = {u: set(k) for u, k in (state.get("trained") or {}).items()}
 
     def val_dataset(self) -> wds.WebDataset:
         # a fixed batch size for a comparable loss; never more than the val set holds

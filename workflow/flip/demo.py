@@ -6,7 +6,9 @@ words together ("a photo of a red circle", "a large red circle on the left of a 
 background", ...: templates and size / position words vary, the colour always belongs to the
 shape), so the classes of the ImageFolder val set (colour x shape, ``classnames.txt``) are
 described by captions and zero-shot accuracy on them means something. Val images are drawn
-the same way from a held-out seed.
+the same way from a held-out seed; the linear probe's train split (``train/<class>/``, ImageNet's
+folder layout, ``<class>_<j>.jpg`` as ImageNet's ``n01440764_10026.JPEG``) from a third seed
+stream of its own, so adding it changed neither the val images nor the shards.
 
 ``bad_per_reason`` samples per drop reason of ``PLANTED`` carry exactly one defect each
 (an NSFW tag, a low similarity, a tiny or extreme-aspect image, an empty, missing or
@@ -77,6 +79,7 @@ class DemoSettings:
     shapes: tuple[str, ...] = ("circle", "square", "triangle", "cross")
     background: str = "gray"
     val_per_class: int = 20
+    train_per_class: int = 50
     bad_per_reason: int = 2
     jpeg_quality: int = 90
     seed: int = 0
@@ -95,6 +98,11 @@ class DemoSettings:
         total = self.shards * self.samples_per_shard
         if total < len(PLANTED) * self.bad_per_reason + 2:
             problems.append(f"{total} samples leave no room for the planted bad ones")
+        if self.train_per_class < 2:
+            problems.append(
+                f"train_per_class {self.train_per_class}: the probe's sweep holds out part of "
+                "every class, so it needs 2 or more"
+            )
         if self.image_size < 32:
             problems.append(f"image_size {self.image_size} is below the filter's min_size 32")
         if problems:
@@ -190,8 +198,23 @@ def write_val(root: Path, s: DemoSettings) -> int:
     return n
 
 
+def write_train(root: Path, s: DemoSettings) -> int:
+    """``train/<class>/<class>_<j>.jpg``: the linear probe's train split, drawn like the val
+    set from a seed stream of its own (``[seed, 3]``), so the val images do not depend on it."""
+    rng = np.random.default_rng([s.seed, 3])
+    n = 0
+    for folder, _ in class_names(s):
+        color, shape = folder.split("_")
+        for j in range(s.train_per_class):
+            img, _ = draw(rng, color, shape, s.background, (s.image_size, s.image_size))
+            with atomic_path(root / "train" / folder / f"{folder}_{j:04d}.jpg") as tmp:
+                tmp.write_bytes(jpeg(img, s.jpeg_quality))
+            n += 1
+    return n
+
+
 def write_demo(root: str | Path, settings: DemoSettings) -> dict[str, Any]:
-    """Write the shards, the val set and ``manifest.json`` (last)."""
+    """Write the shards, the val and train sets and ``manifest.json`` (last)."""
     s, root = settings, Path(root)
     s.check()
     rng = np.random.default_rng([s.seed, 0])
@@ -267,6 +290,7 @@ def write_demo(root: str | Path, settings: DemoSettings) -> dict[str, Any]:
             },
         )  # fmt: skip
     val_images = write_val(root, s)
+    train_images = write_train(root, s)
     total = s.shards * s.samples_per_shard
     bad = sum(len(v) for v in planted.values())
     manifest = {
@@ -279,6 +303,7 @@ def write_demo(root: str | Path, settings: DemoSettings) -> dict[str, Any]:
         "counts": {reason: len(keys) for reason, keys in planted.items()},
         "classes": [name for _, name in class_names(s)],
         "val_images": val_images,
+        "train_images": train_images,
         "filter_assumes": FILTER_ASSUMES,
         "settings": asdict(s),
     }

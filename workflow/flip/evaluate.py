@@ -1,32 +1,191 @@
-"""``flip_evaluate``: zero-shot and linear-probe accuracy of a trained FLIP model on an
-ImageFolder val set (``val/<class>/*.jpg`` + ``classnames.txt``), with one prediction per image.
+"""``flip_evaluate``: zero-shot and linear-probe accuracy of a trained FLIP model, with one
+zero-shot prediction per val image, on a GPU when there is one (CPU on the demo).
 
-The probe is fit on a fixed stratified half of the val images and scored on the other half
-(``probe_split`` seed 0: the same halves for every run), so runs compare on equal terms.
+Data: ``<root>/val/<class>/*`` (ImageFolder) and a train split (default ``<root>/train``, the
+same class folders), as ImageNet's ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG``.
+
+- Zero-shot (CLIP / FLIP protocol): class names from ``classnames.txt`` or open_clip's ImageNet
+  names (sorted-wnid order, checked), prompt templates ``openai`` (80), ``simple`` or ``own``;
+  top-1 and top-5 on val.
+- Linear probe: softmax regression on the frozen *train* features, its L2 strength chosen by a
+  log-grid sweep on a stratified held-out part of the train features (``probe_holdout``), then
+  refit on all train features and scored on val. CLIP's paper sweeps with scikit-learn's
+  L-BFGS on raw features; here torch's L-BFGS on standardised features (same model family).
+
+Image features of both splits are cached (workflow/flip/eval_data.py) so a rerun does not
+encode them again.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
-from workflow.common.errors import Skips
-from workflow.flip.data import image_folder, image_loader
+from workflow.common.errors import InputError, Skips
+from workflow.flip.eval_data import (
+    autocast,
+    check_same_classes,
+    default_train_folder,
+    list_split,
+    split_features,
+)
 from workflow.flip.model import image_transforms, tokenizer
 from workflow.flip.train import load_module
 from workflow.flip.zeroshot import (
-    image_features,
-    linear_probe,
-    probe_split,
+    fit_probe,
+    l2_grid,
+    sweep_l2,
+    template_set,
     topk_accuracy,
     zero_shot_classifier,
+    zeroshot_classnames,
 )
 
+log = logging.getLogger("lsai.flip.evaluate")
+
 HIGHER_IS_BETTER = {"zeroshot_top1": True, "zeroshot_top5": True, "probe_top1": True}
-PROBE_FRACTION = 0.5
+#: The schema's defaults of ``flip.evaluate`` ($defs/flip_evaluate) and of a dataset's
+#: ``zeroshot`` ($defs/flip_zeroshot); a test keeps them equal.
+EVALUATE_DEFAULTS: dict[str, Any] = {
+    "batch_size": 256,
+    "num_workers": 0,
+    "amp": True,
+    "probe_holdout": 0.1,
+    "probe_seed": 0,
+    "probe_l2_min": 1.0e-6,
+    "probe_l2_max": 1.0,
+    "probe_l2_steps": 13,
+    "probe_max_iter": 200,
+}
+ZEROSHOT_DEFAULTS: dict[str, Any] = {"classnames": "file", "templates": "openai"}
+
+
+@dataclass
+class Evaluation:
+    """What ``flip_evaluate`` writes: the metrics, the per-image predictions, the model's
+    settings and the protocol's details (chosen L2, templates, split sizes) for ``extra``."""
+
+    metrics: dict[str, float]
+    predictions: pd.DataFrame
+    settings: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluation_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, else CUDA when there is a GPU, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise InputError("--device", str(err)) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", f"{device} asked for, but CUDA is not available here")
+    return device
+
+
+def evaluate_run(
+    checkpoint: str | PathLike[str],
+    val_root: str | PathLike[str],
+    train_dir: str | PathLike[str] | None = None,
+    zeroshot: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    policy: str = "fail",
+    val_skips: Skips | None = None,
+    train_skips: Skips | None = None,
+    cache_dir: str | PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+) -> Evaluation:
+    """Zero-shot and linear-probe evaluation of ``final.ckpt`` (module docstring).
+
+    ``zeroshot``: the dataset's ``zeroshot`` section; ``settings``: the ``flip.evaluate``
+    section; ``cache_dir``: where features are cached (None: not cached). Damaged images
+    follow ``policy`` and are listed in ``val_skips`` / ``train_skips``.
+    """
+    s = {**EVALUATE_DEFAULTS, **(settings or {})}
+    zs = {**ZEROSHOT_DEFAULTS, **(zeroshot or {})}
+    module = load_module(checkpoint)
+    device = evaluation_device(device)
+    model = module.model.to(device).eval()
+    amp = bool(s["amp"]) and device.type == "cuda"
+    _, transform = image_transforms(model)
+    val = list_split(Path(val_root) / "val", "val")
+    train = list_split(train_dir or default_train_folder(val_root), "train")
+    check_same_classes(train, val)
+    names = zeroshot_classnames(zs["classnames"], val.classes, val_root)
+    templates = template_set(zs["templates"])
+    log.info(
+        "%s on %s: %d classes (names: %s), %d templates (%s); %d val, %d train images",
+        module.settings["model"], device, len(names), zs["classnames"], len(templates),
+        zs["templates"], len(val.samples), len(train.samples),
+    )  # fmt: skip
+
+    started = time.monotonic()
+    with autocast(device, amp):
+        classifier = zero_shot_classifier(model, tokenizer(module.settings), names, templates)
+    classifier = classifier.float().cpu()
+    log.info("zero-shot classifier in %.1f s", time.monotonic() - started)
+
+    how = {"model": module.settings["model"], "amp": amp, "preprocess": model.visual.preprocess_cfg}
+    common = dict(
+        checkpoint=checkpoint, how=how, cache_dir=cache_dir, policy=policy,
+        batch_size=int(s["batch_size"]), num_workers=int(s["num_workers"]), amp=amp,
+    )  # fmt: skip
+    val_f = split_features(model, val, transform, skips=val_skips, **common)
+    train_f = split_features(model, train, transform, skips=train_skips, **common)
+
+    logits = val_f.features @ classifier
+    top1, top5 = topk_accuracy(logits, val_f.labels)
+
+    started = time.monotonic()
+    grid = l2_grid(float(s["probe_l2_min"]), float(s["probe_l2_max"]), int(s["probe_l2_steps"]))
+    sweep = sweep_l2(
+        train_f.features, train_f.labels, grid, len(names), holdout=float(s["probe_holdout"]),
+        seed=int(s["probe_seed"]), max_iter=int(s["probe_max_iter"]), device=device,
+    )  # fmt: skip
+    probe = fit_probe(
+        train_f.features, train_f.labels, sweep.chosen, len(names), int(s["probe_max_iter"]),
+        init=sweep.best, device=device,
+    )  # fmt: skip
+    probe_top1, _ = probe.score(val_f.features, val_f.labels)
+    log.info(
+        "linear probe: l2 %.3g chosen on %d held-out of %d train features (grid of %d), "
+        "val top-1 %.4f; %.1f s", sweep.chosen, sweep.held_out_rows, len(train_f.features),
+        len(grid), probe_top1, time.monotonic() - started,
+    )  # fmt: skip
+
+    predicted = logits.argmax(dim=1)
+    predictions = pd.DataFrame(
+        {
+            "image": [val.item(val.samples[i][0]) for i in val_f.index.tolist()],
+            "label": [names[i] for i in val_f.labels.tolist()],
+            "zero_shot": [names[i] for i in predicted.tolist()],
+            "score": logits.max(dim=1).values.numpy(),
+        }
+    )
+    metrics = {"zeroshot_top1": top1, "zeroshot_top5": top5, "probe_top1": probe_top1}
+    extra = {
+        "classes": len(names),
+        "classnames": zs["classnames"],
+        "templates": len(templates),
+        "template_set": zs["templates"],
+        "train_images": len(train_f.features),
+        "train_skipped": len(train_f.skipped),
+        "probe_l2": sweep.chosen,
+        "probe_l2_grid": sweep.grid,
+        "probe_holdout_top1": sweep.accuracy,
+        "probe_holdout_images": sweep.held_out_rows,
+        "eval_device": str(device),
+        "feature_cache": {"val": val_f.cached, "train": train_f.cached},
+    }
+    return Evaluation(metrics, predictions, dict(module.settings), extra)
 
 
 def evaluate_checkpoint(
@@ -34,27 +193,9 @@ def evaluate_checkpoint(
     val_root: str | PathLike[str],
     policy: str = "fail",
     skips: Skips | None = None,
+    **options: Any,
 ) -> tuple[dict[str, float], pd.DataFrame, dict[str, Any]]:
-    """(metrics, per-image predictions, the model's settings) of ``final.ckpt`` on the val
-    set under ``val_root``; a damaged val image follows ``policy`` (listed in ``skips``)."""
-    module = load_module(checkpoint)
-    _, transform = image_transforms(module.model)
-    dataset, names = image_folder(val_root, transform, policy=policy, skips=skips)
-    classifier = zero_shot_classifier(module.model, tokenizer(module.settings), names)
-    features, labels = image_features(module.model, image_loader(dataset))
-    logits = features @ classifier.float().cpu()
-    top1, top5 = topk_accuracy(logits, labels)
-    train, test = probe_split(labels, PROBE_FRACTION, seed=0)
-    probe = linear_probe(features[train], labels[train], features[test], labels[test])
-    predicted = logits.argmax(dim=1)
-    root = Path(val_root)
-    predictions = pd.DataFrame(
-        {
-            "image": [str(Path(path).relative_to(root)) for path, _ in dataset.samples],
-            "label": [names[i] for i in labels.tolist()],
-            "zero_shot": [names[i] for i in predicted.tolist()],
-            "score": logits.max(dim=1).values.numpy(),
-        }
-    )
-    metrics = {"zeroshot_top1": top1, "zeroshot_top5": top5, "probe_top1": probe}
-    return metrics, predictions, dict(module.settings)
+    """(metrics, per-image predictions, the model's settings) of :func:`evaluate_run`;
+    ``skips`` lists the damaged val images, ``options`` go to :func:`evaluate_run`."""
+    result = evaluate_run(checkpoint, val_root, policy=policy, val_skips=skips, **options)
+    return result.metrics, result.predictions, result.settings

@@ -125,6 +125,24 @@ def _success_keys(path: Path) -> list[str]:
     return [str(k) for k, st in zip(keys, status, strict=True) if st == "success"]
 
 
+def read_rows(tar: Path):  # -> pyarrow.Table | None
+    """The ``success`` rows of img2dataset's parquet beside ``tar``, every column as typed
+    there, in order (row i describes sample i once ``check_index`` passed); None without a
+    parquet. A parquet that cannot be read is an InputError naming it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = index_files(tar)["parquet"]
+    if not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+        return table.filter(pc.fill_null(pc.equal(table["status"], "success"), False))
+    except (OSError, KeyError, pa.ArrowException) as err:
+        raise InputError(path, f"not a readable shard parquet (key, status): {err}") from None
+
+
 def check_index(tar: Path, keys: Sequence[str], index: Mapping[Path, int | list[str]]) -> None:
     """The tar holds the samples its index files list: as many as ``successes``, with the
     parquet's keys in its order. A mismatch is an InputError naming the tar."""

@@ -21,7 +21,8 @@ log = logging.getLogger("lsai.flip.sources")
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 FILTERED = "results/flip/{dataset}/filtered/group{group}"
 HASHES = "results/flip/{dataset}/dedup/group{group}.parquet"
-DUPLICATES = "results/flip/{dataset}/dedup/duplicates.parquet"
+#: One table per dedup bucket, in one folder: read together they are one parquet dataset.
+DUPLICATES = "results/flip/{dataset}/dedup/duplicates.parquet/bucket{bucket}.parquet"
 
 
 def input_groups(track_config: Mapping[str, Any], dataset: str) -> list[list[str]]:
@@ -41,6 +42,17 @@ def hash_tables(track_config: Mapping[str, Any], dataset: str) -> list[str]:
     """The hash jobs' tables, in group order (the dedup job's input)."""
     n = len(input_groups(track_config, dataset))
     return [HASHES.format(dataset=dataset, group=g) for g in range(n)]
+
+
+def duplicate_tables(track_config: Mapping[str, Any], dataset: str) -> list[str]:
+    """The dedup jobs' tables, one per bucket (each filter job's input)."""
+    n = int(track_config["filter"].get("dedup_buckets", DEFAULTS["dedup_buckets"]))
+    return [DUPLICATES.format(dataset=dataset, bucket=b) for b in range(n)]
+
+
+def dataset_profile(track_config: Mapping[str, Any], dataset: str) -> str:
+    """The dataset's filter profile (workflow/flip/filter.py PROFILES)."""
+    return track_config["datasets"][dataset].get("profile", "laion400m")
 
 
 def filtered_folders(track_config: Mapping[str, Any], dataset: str) -> list[str]:

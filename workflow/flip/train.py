@@ -8,8 +8,10 @@ norms, embeddings of ndim < 2 or the logit scale, as open_clip), cosine decay to
 linear warm-up of ``warmup_steps``. ``lr`` is the peak; ``base_lr`` instead scales it by the
 global batch / 256 as the paper does (4e-6 per 256 samples at batch 64k).
 
-Unmasked tuning is a second run with ``mask_ratio`` 0, a lower lr and few epochs, started
-from the first run's weights via ``init_checkpoint`` (the optimiser starts fresh).
+Unmasked tuning is a second run with ``mask_ratio`` 0, started from the first run's weights
+via ``init_checkpoint`` (the optimiser starts fresh), with its own lr and length as the paper:
+a hundredth of pre-training's lr (base lr 4e-8 vs 4e-6 per 256) for about a third of an epoch
+(``epoch_fraction`` 0.32 -> ``max_samples``); see :func:`tune_settings`.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ import lightning as L
 import torch
 from open_clip.loss import ClipLoss
 
+from workflow.common.config import ConfigError
 from workflow.common.errors import InputError
 from workflow.common.optim import adamw_warmup_cosine
+from workflow.common.schedule import warmup_steps
 from workflow.common.training import (
     FitResult,
     TrainSettings,
+    budget,
     fit,
     publish_run,
     read_checkpoint,
@@ -48,6 +53,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "betas": (0.9, 0.95),
     "eps": 1e-6,
     "warmup_steps": 100,
+    "warmup_fraction": None,  # of the run's steps; when set, it replaces warmup_steps
     "local_loss": False,
     "gather_with_grad": False,
     "max_epochs": 10,
@@ -66,6 +72,34 @@ DEMO_TRAIN: dict[str, Any] = {
 }
 #: CLIP's cap on the logit scale (temperature 0.01).
 MAX_LOGIT_SCALE = math.log(100.0)
+#: Tuning's peak lr over pre-training's when the tune section names none (FLIP: 4e-8 / 4e-6).
+TUNE_LR_FRACTION = 0.01
+#: The tune keys that set its lr: one at most.
+TUNE_LR_KEYS = ("lr", "base_lr", "lr_fraction")
+#: Pre-training's keys that never carry over into tuning (its length, lr and warm-up).
+NOT_INHERITED = ("lr", "base_lr", "max_epochs", "max_steps", "max_samples", "epoch_fraction",
+                 "warmup_steps", "warmup_fraction")  # fmt: skip
+
+
+def peak_lr(settings: Mapping[str, Any], world_size: int) -> float:
+    """The peak lr: ``base_lr`` x global batch / 256 when set (the paper's rule), else ``lr``."""
+    if settings.get("base_lr"):
+        batch = int(settings.get("batch_size", 256)) * int(world_size)
+        return float(settings["base_lr"]) * batch / 256
+    return float(settings.get("lr", TRAIN_DEFAULTS["lr"]))
+
+
+def sample_budget(settings: Mapping[str, Any], train_samples: int) -> dict[str, Any]:
+    """``settings`` with ``epoch_fraction`` turned into ``max_samples`` (the smaller of the two
+    when both are set) and enough epochs to reach it."""
+    fraction = settings.get("epoch_fraction")
+    if not fraction:
+        return dict(settings)
+    samples = max(math.ceil(float(fraction) * train_samples), 1)
+    if settings.get("max_samples"):
+        samples = min(samples, int(settings["max_samples"]))
+    epochs = max(int(settings.get("max_epochs", 1)), math.ceil(float(fraction)))
+    return {**settings, "max_samples": samples, "max_epochs": epochs}
 
 
 class FlipModule(L.LightningModule):
@@ -132,25 +166,35 @@ class FlipModule(L.LightningModule):
         return loss
 
     def peak_lr(self) -> float:
-        s = self.settings
-        if s.get("base_lr"):
-            batch = int(s.get("batch_size", 256)) * int(self.trainer.world_size)
-            return float(s["base_lr"]) * batch / 256
-        return float(s["lr"])
+        return peak_lr(self.settings, int(self.trainer.world_size))
 
     def configure_optimizers(self) -> dict[str, Any]:
         s = self.settings
+        total = int(self.trainer.estimated_stepping_batches)
         return adamw_warmup_cosine(
-            self.model, self.peak_lr(), float(s["weight_decay"]), int(s["warmup_steps"]),
-            int(self.trainer.estimated_stepping_batches), betas=tuple(s["betas"]),
-            eps=float(s["eps"]),
+            self.model, self.peak_lr(), float(s["weight_decay"]), warmup_steps(s, total),
+            total, betas=tuple(s["betas"]), eps=float(s["eps"]),
         )  # fmt: skip
 
 
 def tune_settings(settings: Mapping[str, Any], tune: Mapping[str, Any]) -> dict[str, Any]:
-    """The unmasked-tuning run's settings: the pre-training run's, with the ``tune`` section's
-    overrides (fewer epochs, a lower lr) and no mask."""
-    return {**dict(settings), **dict(tune), "mask_ratio": 0.0}
+    """The unmasked-tuning run's settings: the pre-training run's model and data settings,
+    with the ``tune`` section's length, warm-up and lr (none of pre-training's carries over)
+    and no mask. The lr is the one of ``lr`` (absolute), ``base_lr`` (per 256 samples) or
+    ``lr_fraction`` (of pre-training's peak, kept in the same form) that the section sets;
+    none set: ``lr_fraction`` :data:`TUNE_LR_FRACTION`; more than one: a ConfigError."""
+    tune = {k: v for k, v in tune.items() if v is not None}
+    given = [k for k in TUNE_LR_KEYS if k in tune]
+    if len(given) > 1:
+        raise ConfigError(f"flip.tune sets {' and '.join(given)}: set one of them")
+    fraction = tune.pop("lr_fraction", None if given else TUNE_LR_FRACTION)
+    out = {k: v for k, v in settings.items() if k not in NOT_INHERITED}
+    if fraction is not None:
+        if settings.get("base_lr"):
+            out["base_lr"] = float(fraction) * float(settings["base_lr"])
+        else:
+            out["lr"] = float(fraction) * float(settings.get("lr", TRAIN_DEFAULTS["lr"]))
+    return {"max_epochs": 1, **out, **tune, "mask_ratio": 0.0}
 
 
 def _checkpoint(path: str | PathLike[str]) -> dict[str, Any]:
@@ -218,6 +262,9 @@ def train_experiment(
         len(data.train_shards), len(data.val_shards), data.batch_size,
         sum(p.numel() for p in module.parameters()),
     )  # fmt: skip
+    s = sample_budget(s, data.train_samples)
+    if s.get("epoch_fraction"):
+        log.info("%s of an epoch: %d samples", s["epoch_fraction"], s["max_samples"])
     overrides = {"reload_dataloaders_every_n_epochs": 1, **dict(trainer_overrides or {})}
     result = fit(
         module,
@@ -233,6 +280,7 @@ def train_experiment(
             precision=s.get("precision"),
             trainer_overrides=overrides,
             key=run_key(s, [*shards, *(val_shards or []), *filter(None, [init_checkpoint])]),
+            **budget(s),
         ),
     )
     if final is not None and result.is_global_zero:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from workflow.common.training import TrainSettings, fit, publish_run, run_key
+from workflow.common.loaders import resumable_loader
+from workflow.common.training import TrainSettings, budget, fit, publish_run, run_key
 from workflow.nerf.field import PoseCorrection, RadianceField, camera_rays, render_rays
 from workflow.nerf.geometry import pose_errors
 from workflow.nerf.transforms import Scene, load_views
@@ -75,7 +76,7 @@ class RayData(L.LightningDataModule):
         self.sampler = RaySampler(images, rays, steps)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.sampler, batch_size=None, shuffle=False, num_workers=0)
+        return resumable_loader(self.sampler, None, shuffle=False)
 
 
 class NerfModule(L.LightningModule):
@@ -225,6 +226,7 @@ def train_builtin(
             trainer_overrides={"limit_val_batches": 0, "num_sanity_val_steps": 0},
             key=run_key(settings, [scene.root / "transforms.json",
                                    *(scene.image_path(v) for v in scene.views)]),
+            **budget(settings),
         ),
     )  # fmt: skip
     if result.is_global_zero:

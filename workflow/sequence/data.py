@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from workflow.common.errors import InputError
+from workflow.common.loaders import resumable_loader
 from workflow.sequence.layout import SPLITS, TASKS
 
 PROTEIN_KEYS = ("protein", "protein_length", "protein_label")
@@ -186,12 +187,8 @@ class GeneDataModule(L.LightningDataModule):
             )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        return resumable_loader(
+            self.datasets[split], self.batch_size, shuffle=shuffle, num_workers=self.num_workers
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,14 +1,16 @@
 """``sequence_train``: an expression model as a LightningModule on the shared scaffold.
 
-Adam(W) with a Noam-style schedule (linear warm-up over ``warmup_steps``, then 1/sqrt decay,
-as the Perceiver paper; the peak is ``lr``). Validation logs ``val_loss`` and ``val_r2``
-(squared Pearson, the track's metric); the checkpoint is selected on ``val_r2``.
+Adam(W) with a Noam-style schedule (linear warm-up, then 1/sqrt decay, as the Perceiver paper;
+the peak is ``lr``). The warm-up is ``warmup_steps``, or ``warmup_fraction`` of the run's
+optimiser steps (workflow/common/schedule.py), so that it ends well before the run does.
+Validation logs ``val_loss`` and ``val_r2`` (squared Pearson, the track's metric); the
+checkpoint is selected on ``val_r2``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,15 @@ import torch.nn.functional as F
 from torchmetrics import PearsonCorrCoef
 
 from workflow.common.errors import InputError
-from workflow.common.training import TrainSettings, fit, publish_run, read_checkpoint, run_key
+from workflow.common.schedule import warmup_steps
+from workflow.common.training import (
+    TrainSettings,
+    budget,
+    fit,
+    publish_run,
+    read_checkpoint,
+    run_key,
+)
 from workflow.sequence.data import GeneDataModule, split_file
 from workflow.sequence.models import build_model
 
@@ -30,6 +40,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "weight_decay": 1e-4,
     "warmup_steps": 200,
+    "warmup_fraction": None,
     "loss": "mse",
     "huber_delta": 1.0,
 }
@@ -90,14 +101,24 @@ class SequenceModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             self.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"])
         )
-        warmup = max(int(s["warmup_steps"]), 1)
-
-        def noam(step: int) -> float:
-            step = step + 1
-            return min(step / warmup, (warmup / step) ** 0.5)
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, noam)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = warmup_steps(s, total)
+        log.info("learning rate: warm-up %d of %d optimiser steps, then 1/sqrt decay",
+                 warmup, total)  # fmt: skip
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, noam(warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def noam(warmup: int) -> Callable[[int], float]:
+    """``LambdaLR`` factor: linear warm-up to 1 over ``warmup`` steps, then (warmup/step)^0.5
+    (stepped per optimiser step)."""
+    warmup = max(int(warmup), 1)
+
+    def factor(step: int) -> float:
+        step = step + 1
+        return min(step / warmup, (warmup / step) ** 0.5)
+
+    return factor
 
 
 def run_fold(settings: Mapping[str, Any], seed: int) -> int | None:
@@ -169,6 +190,7 @@ def train_experiment(
             precision=settings.get("precision"),
             trainer_overrides=dict(trainer_overrides or {}),
             key=run_key(settings, [folder]),
+            **budget(settings),
         ),
     )
     if final is not None and result.is_global_zero:

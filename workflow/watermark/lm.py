@@ -35,8 +35,10 @@ from transformers import (
 )
 
 from workflow.common.atomic import atomic_dir
+from workflow.common.loaders import resumable_loader
 from workflow.common.optim import adamw_warmup_cosine
-from workflow.common.training import TrainSettings, fit, read_checkpoint, resumable, run_key
+from workflow.common.schedule import warmup_steps
+from workflow.common.training import TrainSettings, budget, fit, read_checkpoint, resumable, run_key
 
 log = logging.getLogger("lsai.watermark.lm")
 
@@ -65,10 +67,16 @@ LM_DEFAULTS: dict[str, Any] = {
     "batch_size": 2,
     "lr": 3e-3,
     "warmup_steps": 30,
+    "warmup_fraction": None,  # of the run's steps; when set, it replaces warmup_steps
     "max_epochs": 3,
     "weight_decay": 0.1,
     "grad_clip": 1.0,  # max gradient norm: high learning rates without loss spikes
     "val_fraction": 0.05,  # documents held out for val_loss
+    # the training scaffold's budget and checkpoint cadence (workflow/common/training.py)
+    "max_steps": None,
+    "max_samples": None,
+    "checkpoint_every_steps": None,
+    "checkpoint_every_minutes": None,
 }
 
 
@@ -158,9 +166,10 @@ class CausalLM(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         s = self.settings
+        total = int(self.trainer.estimated_stepping_batches)
         return adamw_warmup_cosine(
-            self.model, float(s["lr"]), float(s["weight_decay"]), int(s["warmup_steps"]),
-            int(self.trainer.estimated_stepping_batches), betas=BETAS,
+            self.model, float(s["lr"]), float(s["weight_decay"]), warmup_steps(s, total),
+            total, betas=BETAS,
         )  # fmt: skip
 
 
@@ -196,8 +205,7 @@ class BlockDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_blocks, batch_size=self.batch_size, shuffle=True,
-                          generator=generator, num_workers=0)  # fmt: skip
+        return resumable_loader(self.train_blocks, self.batch_size, generator=generator)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_blocks, batch_size=self.batch_size, num_workers=0)
@@ -251,6 +259,7 @@ def train_lm(
         mode="min",
         trainer_overrides={"gradient_clip_val": float(s["grad_clip"]) or None},
         key=run_key(s, texts=hashlib.sha256("\x00".join(texts).encode()).hexdigest()),
+        **budget(s),
     )
     resuming = resumable(train_settings) is not None
     tokenizer = run_tokenizer(texts, s, run_dir, resuming=resuming)

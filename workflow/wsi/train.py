@@ -25,7 +25,15 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
 from workflow.common.errors import InputError
-from workflow.common.training import TrainSettings, fit, publish_run, read_checkpoint, run_key
+from workflow.common.loaders import resumable_loader
+from workflow.common.training import (
+    TrainSettings,
+    budget,
+    fit,
+    publish_run,
+    read_checkpoint,
+    run_key,
+)
 from workflow.wsi.graph import load_graph
 from workflow.wsi.models import build_model, probability
 
@@ -185,14 +193,10 @@ class GraphDataModule(L.LightningDataModule):
             self.datasets.setdefault(split, GraphDataset(files, self.cache))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=1,
-            shuffle=shuffle,
-            collate_fn=single,
+        return resumable_loader(
+            self.datasets[split], 1, shuffle=shuffle, collate_fn=single,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -267,6 +271,7 @@ def train_experiment(
             mode="max" if monitor == "val_auc" else "min",
             trainer_overrides=dict(trainer_overrides or {}),
             key=run_key(settings, [*train_files, *val_files]),
+            **{"batch_size": 1, **budget(settings)},  # one slide a step
         ),
     )
     if final is not None and result.is_global_zero:

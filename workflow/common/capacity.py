@@ -1,0 +1,508 @@
+"""A capacity plan: how many GPU-hours the config's jobs take, which job outlives its class's
+runtime limit, and whether the whole DAG fits a budget of GPUs x hours.
+
+Each track lists its GPU jobs (:class:`Job`: rule, run, resource class, the work it does in
+samples, tokens or steps, known from the config and the track's dataset sizes, the same ones
+the schedule check uses). A throughput table (``config/throughput.yaml``) says how fast a job
+kind runs per GPU on a device, each number either measured (where, on which machine) or an
+estimate (how): ``per_s`` units per second per GPU, ``flops_per_unit`` (the rate is then the
+device's peak x utilisation / FLOPs), or ``hours_per_job``. DDP scales perfectly here (an
+optimistic assumption the plan states). CPU jobs are not planned.
+
+Runtime limits come from the resource map (``runtime`` of the first attempt, ``max_runtime``
+the partition's cap; a retry gets ``runtime x attempt``). A job over its limit is flagged; a
+training job resumes from its checkpoint in the next attempt, any other job starts over.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from workflow.common.config import ConfigError
+from workflow.common.resources import DISTRIBUTED, LOCAL
+
+GPU_CLASSES = ("GPU_1", *DISTRIBUTED)
+UNITS = ("samples", "tokens", "steps")
+RATE_KEYS = ("per_s", "flops_per_unit", "hours_per_job")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One GPU job of the DAG: ``work`` units of ``unit`` (None: unknown, ``note`` says why;
+    a ``hours_per_job`` throughput needs none), matched to the throughput table by ``kind``
+    and ``settings``."""
+
+    track: str
+    rule: str
+    dataset: str
+    experiment: str | None
+    seed: int | None
+    resource_class: str
+    kind: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    work: float | None = None
+    unit: str = "samples"
+    note: str = ""
+    resumable: bool = False
+    after: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        run = [self.dataset, self.experiment, None if self.seed is None else f"seed{self.seed}"]
+        return "/".join([self.rule, *(p for p in run if p is not None)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput table
+
+
+def _lookup(settings: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = settings
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _matches(want: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    for key, value in want.items():
+        have = _lookup(settings, key)
+        if isinstance(value, int | float) and isinstance(have, int | float):
+            if not math.isclose(float(value), float(have), abs_tol=1e-9):
+                return False
+        elif have != value:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """The table: device name -> its properties, job kind -> entries (first match wins)."""
+
+    devices: Mapping[str, Mapping[str, Any]]
+    jobs: Mapping[str, Sequence[Mapping[str, Any]]]
+    default_device: str
+    budget: Mapping[str, Any] = field(default_factory=dict)  # gpus, hours: the default budget
+
+    def entry(self, job: Job, device: str) -> Mapping[str, Any] | None:
+        for entry in self.jobs.get(job.kind, ()):
+            if entry["device"] == device and _matches(entry.get("match", {}), job.settings):
+                return entry
+        return None
+
+    def rate(self, entry: Mapping[str, Any]) -> float:
+        """Units per second per GPU of an entry with ``per_s`` or ``flops_per_unit``."""
+        if "per_s" in entry:
+            return float(entry["per_s"])
+        device = self.devices[entry["device"]]
+        peak = float(device["peak_tflops"]) * 1e12 * float(device["utilisation"])
+        return peak / float(entry["flops_per_unit"])
+
+
+def load_throughput(table: Mapping[str, Any], where: str = "throughput table") -> Throughput:
+    """Check the table (every entry names one rate and says where it comes from) or raise
+    ``ConfigError`` naming the entry."""
+    devices = table.get("devices") or {}
+    jobs = table.get("jobs") or {}
+    problems = []
+    for kind, entries in jobs.items():
+        for i, entry in enumerate(entries or []):
+            at = f"{where}: jobs.{kind}[{i}]"
+            rates = [k for k in RATE_KEYS if k in entry]
+            if len(rates) != 1:
+                problems.append(f"{at}: needs exactly one of {', '.join(RATE_KEYS)}")
+            if ("measured" in entry) == ("estimate" in entry):
+                problems.append(
+                    f"{at}: needs `measured` (where, which machine) or `estimate` (how)"
+                )
+            if entry.get("device") not in devices:
+                problems.append(f"{at}: device {entry.get('device')!r} is not in `devices`")
+            elif "flops_per_unit" in entry and not {"peak_tflops", "utilisation"} <= set(
+                devices[entry["device"]]
+            ):
+                problems.append(
+                    f"{at}: flops_per_unit needs the device's peak_tflops and utilisation"
+                )
+            if entry.get("unit", "samples") not in UNITS:
+                problems.append(f"{at}: unit must be one of {', '.join(UNITS)}")
+    default = table.get("device")
+    if default not in devices:
+        problems.append(f"{where}: device {default!r} is not in `devices`")
+    budget = table.get("budget") or {}
+    if set(budget) - {"gpus", "hours"}:
+        problems.append(f"{where}: budget takes gpus and hours only")
+    if problems:
+        raise ConfigError("\n  ".join(problems))
+    return Throughput(devices, jobs, default, budget)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resource classes
+
+
+@dataclass(frozen=True)
+class ClassLimits:
+    gpus: int  # GPUs the job holds (1 where the site gives none: a local device)
+    processes: int  # DDP processes (each at the per-GPU rate)
+    first_min: float  # runtime of the first attempt
+    cap_min: float | None  # max_runtime (None: no cap)
+
+
+def class_limits(name: str, site: Mapping[str, Any] | None) -> ClassLimits:
+    """What class ``name`` holds and how long it may run, from the site map (or the local
+    classes)."""
+    raw = dict(LOCAL[name]) if site is None else dict(site["classes"].get(name) or {})
+    if not raw:
+        raise ConfigError(f"the resource map has no class {name}")
+    nodes = int(raw.get("nodes") or 1)
+    processes = int(raw["tasks_per_node"]) * nodes if raw.get("tasks_per_node") else 1
+    gpus = int(raw.get("gpu") or 0)
+    gres = str(raw.get("gres") or "")
+    if not gpus and gres.startswith("gpu:"):
+        gpus = int(gres.rsplit(":", 1)[1]) * nodes
+    cap = raw.get("max_runtime")
+    return ClassLimits(
+        max(gpus, 1), processes, float(raw["runtime"]), None if cap is None else float(cap)
+    )
+
+
+def attempts_needed(minutes: float, limits: ClassLimits, resumable: bool) -> int | None:
+    """Attempts until the job is done (attempt k may run ``min(runtime x k, cap)``): summed
+    for a job that resumes, the one long enough for a job that starts over; None if no
+    attempt ever is (a job that starts over and needs more than the cap)."""
+
+    def allowed(k: int) -> float:
+        run = limits.first_min * k
+        return min(run, limits.cap_min) if limits.cap_min else run
+
+    if not resumable:
+        if limits.cap_min is not None and minutes > limits.cap_min:
+            return None
+        return max(math.ceil(minutes / limits.first_min), 1)
+    done, k = 0.0, 0
+    while done < minutes:
+        k += 1
+        done += allowed(k)
+    return max(k, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass(frozen=True)
+class Estimate:
+    job: Job
+    limits: ClassLimits
+    hours: float | None  # wall hours of the job (None: not estimated)
+    source: str  # the throughput entry's measured / estimate text, or why not estimated
+    attempts: int | None = None  # None with hours: cannot finish
+
+    @property
+    def gpu_hours(self) -> float:
+        return (self.hours or 0.0) * self.limits.gpus
+
+    @property
+    def over_limit(self) -> bool:
+        limit = self.limits.cap_min or self.limits.first_min
+        return self.hours is not None and self.hours * 60 > limit
+
+    def verdict(self, retries: int) -> str:
+        if self.hours is None:
+            return "not estimated"
+        if self.attempts is None:
+            return "CANNOT FINISH: over the limit and cannot resume mid-run"
+        if self.attempts > retries + 1:
+            return (
+                f"CANNOT FINISH: needs {self.attempts} attempts, the profile allows {retries + 1}"
+            )
+        if self.over_limit:
+            return f"over the limit: resumes, {self.attempts} attempts"
+        if self.attempts > 1:
+            return f"over the first attempt: {self.attempts} attempts"
+        return "ok"
+
+
+def estimate(job: Job, table: Throughput, device: str, site: Mapping[str, Any] | None) -> Estimate:
+    limits = class_limits(job.resource_class, site)
+    entry = table.entry(job, device)
+    if entry is None:
+        return Estimate(
+            job,
+            limits,
+            None,
+            f"no {device} throughput for {job.kind} with these settings in the table",
+        )
+    source = str(entry.get("measured") or entry.get("estimate"))
+    if "hours_per_job" in entry:
+        hours = float(entry["hours_per_job"])
+    elif job.work is None:
+        return Estimate(job, limits, None, job.note or "work unknown")
+    else:
+        if entry.get("unit", "samples") != job.unit:
+            raise ConfigError(
+                f"throughput of {job.kind} is per {entry.get('unit', 'samples')}, "
+                f"the job counts {job.unit}"
+            )
+        seconds = float(job.work) / (table.rate(entry) * limits.processes)
+        hours = (seconds + float(entry.get("startup_s", 0))) / 3600
+    return Estimate(job, limits, hours, source, attempts_needed(hours * 60, limits, job.resumable))
+
+
+def wall_time(estimates: Sequence[Estimate], gpus: int) -> tuple[float, list[str]]:
+    """Hours until every estimated job is done on ``gpus`` GPUs, each job started as soon as
+    the jobs it waits for are done and its GPUs are free (longest chain first); and the jobs
+    that never fit. Queue waits and the unestimated jobs are not counted: a lower bound."""
+    known = {e.job.id: e for e in estimates if e.hours is not None}
+    tail: dict[str, float] = {}
+
+    def chain(job_id: str) -> float:  # the job's hours plus the longest chain after it
+        if job_id not in tail:
+            after = [chain(j) for j, e in known.items() if job_id in e.job.after]
+            tail[job_id] = known[job_id].hours + max(after, default=0.0)
+        return tail[job_id]
+
+    pending = sorted(known, key=lambda j: -chain(j))
+    too_big = [j for j in pending if known[j].limits.gpus > gpus]
+    pending = [j for j in pending if j not in too_big]
+    done: set[str] = set()
+    running: list[tuple[float, str]] = []
+    now, free = 0.0, gpus
+    while pending or running:
+        for job_id in list(pending):
+            e = known[job_id]
+            waits = [d for d in e.job.after if d in known and d not in done]
+            if not waits and e.limits.gpus <= free:
+                pending.remove(job_id)
+                free -= e.limits.gpus
+                heapq.heappush(running, (now + e.hours, job_id))
+        if not running:
+            too_big += pending  # waiting on a job that never runs
+            break
+        now, job_id = heapq.heappop(running)
+        free += known[job_id].limits.gpus
+        done.add(job_id)
+    return now, too_big
+
+
+@dataclass
+class Plan:
+    estimates: list[Estimate]
+    device: str
+    retries: int
+    budget_gpus: int | None = None
+    budget_hours: float | None = None
+    header: list[str] = field(default_factory=list)
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(e.gpu_hours for e in self.estimates)
+
+    def tracks(self) -> list[str]:
+        return list(dict.fromkeys(e.job.track for e in self.estimates))
+
+    def verdict(self) -> tuple[bool | None, list[str]]:
+        """(fits, lines): GPU-hours against GPUs x hours, and the wall time on those GPUs."""
+        if not self.budget_gpus or not self.budget_hours:
+            return None, ["no budget given (--budget-gpus, --budget-hours)"]
+        capacity = self.budget_gpus * self.budget_hours
+        hours, stuck = wall_time(self.estimates, self.budget_gpus)
+        fits_hours = self.gpu_hours <= capacity
+        fits_wall = hours <= self.budget_hours and not stuck
+        unknown = sum(e.hours is None for e in self.estimates)
+        lines = [
+            f"GPU-hours: {self.gpu_hours:,.1f} of {capacity:,.0f} "
+            f"({self.budget_gpus} GPUs x {self.budget_hours:g} h): "
+            + ("fits" if fits_hours else "DOES NOT FIT"),
+            f"wall time with {self.budget_gpus} GPUs (jobs in parallel, dependencies kept, "
+            f"longest chain first, no queue waits): {hours:,.1f} h of {self.budget_hours:g} h: "
+            + ("fits" if fits_wall else "DOES NOT FIT"),
+        ]
+        if stuck:
+            lines.append(f"{len(stuck)} job(s) need more GPUs than the budget: {', '.join(stuck)}")
+        if unknown:
+            lines.append(
+                f"{unknown} GPU job(s) not estimated (listed below): the totals are lower bounds"
+            )
+        fits = fits_hours and fits_wall
+        lines.append("verdict: " + ("FITS the budget" if fits else "DOES NOT FIT the budget"))
+        return fits, lines
+
+
+def make_plan(
+    jobs: Iterable[Job],
+    table: Throughput,
+    site: Mapping[str, Any] | None,
+    device: str | None = None,
+    retries: int = 0,
+    budget_gpus: int | None = None,
+    budget_hours: float | None = None,
+) -> Plan:
+    device = device or table.default_device
+    if device not in table.devices:
+        raise ConfigError(
+            f"device {device!r} is not in the throughput table (known: {', '.join(table.devices)})"
+        )
+    estimates = [estimate(job, table, device, site) for job in jobs]
+    return Plan(estimates, device, retries, budget_gpus, budget_hours)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def _h(hours: float | None) -> str:
+    return "-" if hours is None else f"{hours:,.2f}"
+
+
+def _limit(limits: ClassLimits) -> str:
+    first = f"{limits.first_min / 60:g} h"
+    return f"{first} (cap {limits.cap_min / 60:g} h)" if limits.cap_min else first
+
+
+def markdown(plan: Plan) -> str:
+    """The plan as Markdown: per track, the jobs over their limits, the budget, what was not
+    estimated, and the throughput each estimate used."""
+    out = [
+        "# Capacity plan",
+        "",
+        *plan.header,
+        f"- device: {plan.device}; retries after a time-out: {plan.retries}",
+        "",
+    ]
+    out += [
+        "## Per track",
+        "",
+        "| track | GPU jobs | estimated | GPU-hours | longest job | its hours | class: "
+        "first attempt (cap) | verdict |",
+        "|---|---:|---:|---:|---|---:|---|---|",
+    ]
+    for track in plan.tracks():
+        rows = [e for e in plan.estimates if e.job.track == track]
+        known = [e for e in rows if e.hours is not None]
+        longest = max(known, key=lambda e: e.hours, default=None)
+        out.append(
+            f"| {track} | {len(rows)} | {len(known)} | {sum(e.gpu_hours for e in rows):,.1f} | "
+            + (
+                f"{longest.job.id} | {_h(longest.hours)} | {longest.job.resource_class}: "
+                f"{_limit(longest.limits)} | {longest.verdict(plan.retries)} |"
+                if longest
+                else "- | - | - | - |"
+            )
+        )
+    out.append(
+        f"| **all** | {len(plan.estimates)} | "
+        f"{sum(e.hours is not None for e in plan.estimates)} | "
+        f"**{plan.gpu_hours:,.1f}** | | | | |"
+    )
+    flagged = [e for e in plan.estimates if e.hours is not None and e.verdict(plan.retries) != "ok"]
+    out += ["", "## Jobs over their class's runtime", ""]
+    if flagged:
+        out += [
+            "| job | class | hours | GPUs | limit: first attempt (cap) | resumable | verdict |",
+            "|---|---|---:|---:|---|---|---|",
+        ]
+        out += [
+            f"| {e.job.id} | {e.job.resource_class} | {_h(e.hours)} | {e.limits.gpus} | "
+            f"{_limit(e.limits)} | {'yes' if e.job.resumable else 'no'} | "
+            f"{e.verdict(plan.retries)} |"
+            for e in flagged
+        ]
+    else:
+        out.append("none")
+    _, lines = plan.verdict()
+    out += ["", "## Budget", "", *(f"- {line}" for line in lines)]
+    missing = [e for e in plan.estimates if e.hours is None]
+    if missing:
+        out += ["", "## Not estimated", ""]
+        reasons: dict[tuple[str, str], list[str]] = {}
+        for e in missing:
+            reasons.setdefault((e.job.rule, e.source), []).append(e.job.id)
+        out += [f"- {rule} x{len(ids)}: {why}" for (rule, why), ids in reasons.items()]
+    used: dict[tuple[str, str], str] = {}
+    for e in plan.estimates:
+        if e.hours is not None:
+            used.setdefault((e.job.kind, e.source), e.job.id)
+    out += ["", "## Throughput used", ""]
+    out += [f"- {kind} (e.g. {example}): {source}" for (kind, source), example in used.items()]
+    return "\n".join(out) + "\n"
+
+
+CSV_FIELDS = (
+    "track",
+    "rule",
+    "dataset",
+    "experiment",
+    "seed",
+    "class",
+    "gpus",
+    "work",
+    "unit",
+    "hours",
+    "gpu_hours",
+    "first_attempt_h",
+    "cap_h",
+    "attempts",
+    "resumable",
+    "verdict",
+    "source",
+)
+
+
+def csv_text(plan: Plan) -> str:
+    """One row per GPU job."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for e in plan.estimates:
+        j = e.job
+        writer.writerow(
+            [
+                j.track,
+                j.rule,
+                j.dataset,
+                j.experiment or "",
+                "" if j.seed is None else j.seed,
+                j.resource_class,
+                e.limits.gpus,
+                "" if j.work is None else int(j.work),
+                j.unit,
+                "" if e.hours is None else round(e.hours, 4),
+                round(e.gpu_hours, 4),
+                round(e.limits.first_min / 60, 3),
+                "" if e.limits.cap_min is None else round(e.limits.cap_min / 60, 3),
+                "" if e.attempts is None else e.attempts,
+                "yes" if j.resumable else "no",
+                e.verdict(plan.retries),
+                e.source,
+            ]
+        )
+    return buffer.getvalue()
+
+
+def unsized_jobs(
+    runs: Iterable[Any], rule: str, kind: str, classes: Mapping[str, str], why: str
+) -> list[Job]:
+    """Training jobs of a track without a sizes function: listed, not estimated.
+    ``classes``: experiment -> resource class."""
+    return [
+        Job(
+            r.track,
+            rule,
+            r.dataset,
+            r.experiment,
+            r.seed,
+            classes[r.experiment],
+            kind,
+            note=why,
+            resumable=True,
+        )
+        for r in runs
+    ]

@@ -1,0 +1,38 @@
+"""Training loaders that remember where they are in an epoch.
+
+torchdata's ``StatefulDataLoader`` is a ``DataLoader`` with ``state_dict``/``load_state_dict``:
+Lightning stores its state in every checkpoint and restores it on resume, so a run killed in
+the middle of an epoch continues with the next batch of the same permutation instead of
+starting the epoch again (the shuffling generator and the batches already yielded are part of
+the state; under DDP Lightning's ``DistributedSampler`` is fast-forwarded the same way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+
+def resumable_loader(
+    dataset: Dataset,
+    batch_size: int | None,
+    *,
+    shuffle: bool = True,
+    num_workers: int = 0,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    generator: torch.Generator | None = None,
+) -> StatefulDataLoader:
+    """The loader of every map-style track (any split; training needs it): resumable mid-epoch."""
+    return StatefulDataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+    )
