@@ -25,69 +25,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # conda envs lack the package
 
 from workflow.common.atomic import write_text  # noqa: E402
-from workflow.common.capacity import (  # noqa: E402
-    Job,
-    csv_text,
-    load_throughput,
-    make_plan,
-    markdown,
-    unsized_jobs,
-)
+from workflow.common.capacity import csv_text, load_throughput, make_plan, markdown  # noqa: E402
 from workflow.common.cli import log, run_cli  # noqa: E402
 from workflow.common.config import ConfigError, deep_merge, load_yaml, validate_config  # noqa: E402
 from workflow.common.errors import InputError  # noqa: E402
-from workflow.common.experiments import enabled_datasets, run_settings, runs  # noqa: E402
 from workflow.common.resources import load_site  # noqa: E402
-
-#: rules/distance.smk REFERENCE_MODELS: fitted on the CPU, no GPU job.
-DISTANCE_REFERENCES = ("mean", "pinhole")
-UNSIZED = "training size unknown: the track has no sizes function (workflow/<track>/sizes.py)"
 
 
 def track_jobs(config: Mapping[str, Any], site: Mapping[str, Any] | None, root: Path) -> list:
-    """The GPU jobs of every track in ``tracks``."""
+    """The GPU jobs of every track in ``tracks`` (each track's workflow/<track>/sizes.py)."""
+    from workflow.distance.sizes import capacity_jobs as distance_jobs
     from workflow.flip.sizes import capacity_jobs as flip_jobs
     from workflow.nerf.sizes import capacity_jobs as nerf_jobs
     from workflow.sequence.sizes import capacity_jobs as sequence_jobs
     from workflow.watermark.sizes import capacity_jobs as watermark_jobs
-
-    def classes(track: str) -> dict[str, str]:
-        return {
-            e: run_settings(config[track], e).get("resources", "GPU_1")
-            for e in config[track]["experiments"]
-        }
-
-    def distance() -> list[Job]:
-        kept = [
-            r
-            for r in runs(config, "distance")
-            if run_settings(config["distance"], r.experiment).get("model")
-            not in DISTANCE_REFERENCES
-        ]
-        return unsized_jobs(kept, "distance_train", "distance_train", classes("distance"), UNSIZED)
-
-    def wsi() -> list[Job]:
-        features = [
-            Job(
-                "wsi",
-                "wsi_features",
-                d,
-                None,
-                None,
-                "GPU_1",
-                "wsi_features",
-                note="tiles per slide unknown before tiling",
-            )
-            for d in enabled_datasets("wsi", config["wsi"])
-            if not config["wsi"]["datasets"][d].get("mil4wsi")
-        ]
-        return features + unsized_jobs(
-            runs(config, "wsi"), "wsi_train", "wsi_train", classes("wsi"), UNSIZED
-        )
+    from workflow.wsi.sizes import capacity_jobs as wsi_jobs
 
     builders = {
-        "distance": distance,
-        "wsi": wsi,
+        "distance": lambda: distance_jobs(config, site, root),
+        "wsi": lambda: wsi_jobs(config, site, root),
         "sequence": lambda: sequence_jobs(config, site, root),
         "flip": lambda: flip_jobs(config, site, root),
         "watermark": lambda: watermark_jobs(config, site),

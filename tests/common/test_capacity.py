@@ -1,6 +1,7 @@
 """The capacity plan (workflow/common/capacity.py, scripts/capacity.py): the plan of
 config/leonardo.yaml printed with its numbers checked by hand, a job over its runtime
-flagged, a budget too small refused, and the scheduling arithmetic."""
+flagged, a budget too small refused, and the scheduling arithmetic; the distance and wsi
+sizes from prepared data, from the size hints, and unknown without either."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -21,9 +23,13 @@ from workflow.common.capacity import (
     load_throughput,
     wall_time,
 )
-from workflow.common.config import ConfigError
+from workflow.common.config import ConfigError, deep_merge, load_yaml, validate_config
+from workflow.distance.sizes import capacity_jobs as distance_jobs
+from workflow.distance.sizes import split_counts
+from workflow.wsi.sizes import capacity_jobs as wsi_jobs
 
 SCRIPT = ROOT / "scripts" / "capacity.py"
+LEONARDO = ROOT / "config" / "leonardo.yaml"
 
 
 def plan(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -69,6 +75,13 @@ def test_leonardo_plan_structure(leonardo) -> None:
         assert f"\n{heading}\n" in f"\n{text}"
     for track in ("distance", "wsi", "sequence", "flip", "watermark", "nerf"):
         assert f"\n| {track} | " in text
+    # every distance and wsi GPU job estimated: 2 networks x 3 seeds; 2 feature jobs and
+    # 2 datasets x 9 experiments x 3 seeds of training
+    assert "\n| distance | 6 | 6 | " in text
+    assert "\n| wsi | 56 | 56 | " in text
+    not_estimated = text.split("## Not estimated")[1].split("## Throughput used")[0]
+    assert "distance" not in not_estimated and "wsi" not in not_estimated
+    assert {r["hours"] != "" for r in table.values() if r["track"] in ("distance", "wsi")} == {True}
     assert "- device: A100; retries after a time-out: 2" in text
     assert "- resource map: profiles/leonardo/resources.yaml" in text
     assert "verdict: FITS the budget" in text
@@ -103,6 +116,127 @@ def test_leonardo_numbers_by_hand(leonardo) -> None:
     assert int(perceiver["work"]) == 982_620
     assert float(perceiver["hours"]) == pytest.approx(982_620 / 2000 / 3600, abs=1e-4)
     assert perceiver["verdict"] == "ok"
+
+
+def test_leonardo_distance_and_wsi_by_hand(leonardo) -> None:
+    _, table = leonardo
+    peak = 312e12 * 0.4  # the A100's bf16 peak at the table's utilisation
+    # distance: 764 sequences split 0.71 / 0.04 / 0.25 - val round(30.56) = 31, test 191,
+    # train 764 - 31 - 191 = 542; every 50th of 1,800 frames: 36 a sequence, 19,512 frames;
+    # x 20 objects a frame (size hint) = 390,240 objects
+    disnet = table["distance_train/motsynth/disnet/seed0"]
+    # DisNet, batch 256, 100 epochs: 1,525 steps an epoch (the last partial), 39,024,000
+    # objects at 50,000 a second + 60 s start-up
+    assert int(disnet["work"]) == 100 * 390_240
+    assert float(disnet["hours"]) == pytest.approx((39_024_000 / 50_000 + 60) / 3600, abs=1e-4)
+    # Zhu & Fang, batch 4 (19,512 frames fill whole batches), 20 epochs: 390,240 frames at
+    # 312e12 x 0.4 / 401.3e9 = 311.0 frames/s + 60 s
+    zhu = table["distance_train/motsynth/zhu/seed0"]
+    assert int(zhu["work"]) == 20 * 19_512
+    assert float(zhu["hours"]) == pytest.approx(
+        (390_240 / (peak / 401.3e9) + 60) / 3600, abs=1e-4
+    )  # 0.365 h
+    assert (zhu["class"], zhu["resumable"], zhu["verdict"]) == ("GPU_1", "yes", "ok")
+    assert not any(r["experiment"] in ("mean", "pinhole") for r in table.values())  # CPU
+    # wsi, CAMELYON16 (size hint): 243 + 27 + 130 = 400 slides x 7,675 tiles = 3,070,000
+    # tiles at 1,000 a second + 60 s
+    features = table["wsi_features/camelyon16"]
+    assert int(features["work"]) == 400 * 7675
+    assert float(features["hours"]) == pytest.approx((3_070_000 / 1000 + 60) / 3600, abs=1e-4)
+    # DAS-MIL: one slide a step, 243 training slides x 200 epochs at 30 slides/s + 120 s
+    dasmil = table["wsi_train/camelyon16/dasmil/seed0"]
+    assert int(dasmil["work"]) == 243 * 200
+    assert float(dasmil["hours"]) == pytest.approx((48_600 / 30 + 120) / 3600, abs=1e-4)
+    # a baseline at 40 slides/s; TCGA-NSCLC: 737 training slides
+    abmil = table["wsi_train/tcga_nsclc/abmil/seed0"]
+    assert int(abmil["work"]) == 737 * 200
+    assert float(abmil["hours"]) == pytest.approx((147_400 / 40 + 120) / 3600, abs=1e-4)
+
+
+def leonardo_config() -> dict:
+    """config/config.yaml with config/leonardo.yaml over it, as the workflow reads them."""
+    return validate_config(
+        deep_merge(load_yaml(ROOT / "config" / "config.yaml"), load_yaml(LEONARDO))
+    )
+
+
+def by_id(jobs: list[Job]) -> dict[str, Job]:
+    return {job.id: job for job in jobs}
+
+
+def test_prepared_data_are_counted_instead_of_the_hints(tmp_path: Path) -> None:
+    config = leonardo_config()
+    # distance: the index's train table - 6 objects in 3 frames of 2 sequences
+    index = tmp_path / "results/distance/motsynth/prep/index/train.parquet"
+    index.parent.mkdir(parents=True)
+    pd.DataFrame(
+        {"sequence": ["a", "a", "a", "a", "b", "b"], "frame": [50, 50, 100, 100, 50, 50]}
+    ).to_parquet(index)
+    jobs = by_id(distance_jobs(config, None, tmp_path))
+    # DisNet: 6 objects a step (batch 256) x 100 epochs; Zhu & Fang: 3 frames x 20 epochs
+    assert jobs["distance_train/motsynth/disnet/seed0"].work == 600
+    assert jobs["distance_train/motsynth/zhu/seed0"].work == 60
+    assert jobs["distance_train/motsynth/zhu/seed0"].note == str(index)
+    # wsi, CAMELYON16: the tiling index - 2 train, 1 val, 1 test slide; 10 + 20 + 30 + 40 tiles
+    tiles = tmp_path / "results/wsi/camelyon16/prep/tiles/index.tsv"
+    tiles.parent.mkdir(parents=True)
+    tiles.write_text(
+        "slide_id\tlabel\tsplit\tn_x5\tn_x10\tn_x20\n"
+        "s1\t0\ttrain\t1\t2\t7\ns2\t1\ttrain\t2\t3\t15\n"
+        "s3\t0\tval\t5\t5\t20\ns4\t1\ttest\t4\t6\t30\n"
+    )
+    # TCGA-NSCLC: the labels rule's CSV - 3 train, 1 val, 2 test; tiles from the hint
+    labels = tmp_path / "results/wsi/tcga_nsclc/labels/labels.csv"
+    labels.parent.mkdir(parents=True)
+    labels.write_text(
+        "slide_id,label,split,path\n"
+        + "".join(
+            f"t{i},0,{s},x.svs\n" for i, s in enumerate("train train Train val test test".split())
+        )
+    )
+    jobs = by_id(wsi_jobs(config, None, tmp_path))
+    assert jobs["wsi_features/camelyon16"].work == 100
+    assert jobs["wsi_train/camelyon16/dasmil/seed0"].work == 2 * 200
+    assert jobs["wsi_train/camelyon16/dasmil/seed0"].after == ("wsi_features/camelyon16",)
+    assert jobs["wsi_features/tcga_nsclc"].work == round(6 * 7675)
+    assert jobs["wsi_train/tcga_nsclc/meanpool/seed0"].work == 3 * 200
+
+
+def test_without_data_or_hint_the_size_is_unknown(tmp_path: Path) -> None:
+    config = leonardo_config()
+    del config["distance"]["datasets"]["motsynth"]["size_hint"]
+    del config["wsi"]["datasets"]["camelyon16"]["size_hint"]
+    jobs = by_id(distance_jobs(config, None, tmp_path) + wsi_jobs(config, None, tmp_path))
+    disnet = jobs["distance_train/motsynth/disnet/seed0"]
+    assert disnet.work is None and "no size_hint in distance.datasets.motsynth" in disnet.note
+    assert jobs["wsi_features/camelyon16"].work is None
+    assert jobs["wsi_train/camelyon16/dasmil/seed0"].work is None
+    assert jobs["wsi_train/tcga_nsclc/dasmil/seed0"].work == 737 * 200  # its hint is kept
+
+
+def test_demo_distance_sizes_by_hand() -> None:
+    config = validate_config(load_yaml(ROOT / "config" / "config.yaml"))
+    jobs = by_id(distance_jobs(config, None, ROOT / "no-such-folder"))
+    # 12 sequences split 0.5 / 0.17 / 0.33: val round(2.04) = 2, test round(3.96) = 4,
+    # train 6; stride 1: 20 frames each, 120 frames; 4-8 pedestrians: 6 a frame, 720 objects
+    # DisNet (batch 64, 40 epochs): 40 x 720; Zhu & Fang (batch 8, 10 epochs): 10 x 120
+    assert jobs["distance_train/demo/disnet/seed0"].work == 40 * 720
+    assert jobs["distance_train/demo/zhu/seed0"].work == 10 * 120
+
+
+@pytest.mark.parametrize("sequences", [3, 12, 40, 764])
+def test_split_counts_match_the_index_stage(sequences: int) -> None:
+    """workflow/distance/sizes.py repeats assign_splits' arithmetic (importing index.py would
+    load pandas at parse time): both must give the same sequences per split."""
+    from workflow.distance.index import assign_splits
+
+    for fractions in ({"train": 0.71, "val": 0.04, "test": 0.25},
+                      {"train": 0.5, "val": 0.17, "test": 0.33},
+                      {"train": 0.8, "val": 0.0, "test": 0.2}):  # fmt: skip
+        names = [f"seq{i:03d}" for i in range(sequences)]
+        assigned = list(assign_splits(names, fractions, seed=0).values())
+        want = {s: assigned.count(s) for s in ("train", "val", "test")}
+        assert split_counts(sequences, fractions) == want
 
 
 def test_a_job_over_its_runtime_is_flagged_and_a_small_budget_does_not_fit(

@@ -485,24 +485,3 @@ def csv_text(plan: Plan) -> str:
             ]
         )
     return buffer.getvalue()
-
-
-def unsized_jobs(
-    runs: Iterable[Any], rule: str, kind: str, classes: Mapping[str, str], why: str
-) -> list[Job]:
-    """Training jobs of a track without a sizes function: listed, not estimated.
-    ``classes``: experiment -> resource class."""
-    return [
-        Job(
-            r.track,
-            rule,
-            r.dataset,
-            r.experiment,
-            r.seed,
-            classes[r.experiment],
-            kind,
-            note=why,
-            resumable=True,
-        )
-        for r in runs
-    ]

@@ -186,7 +186,8 @@ def shard_pipeline(
     workers = max(num_workers, 1)
     if batches is not None:
         random.Random(seed).shuffle(urls)  # same permutation on every rank, new each epoch
-        left = [u for u in urls if u not in set(skip)]
+        done = set(skip)
+        left = [u for u in urls if u not in done]
         if skip or trained:
             keys = sum(len(k) for k in (trained or {}).values())
             log.info(
