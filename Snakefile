@@ -24,6 +24,10 @@ except ConfigError as err:
     sys.exit(f"error: {err}")
 
 
+# The image of every job under `--sdm apptainer` (profiles/apptainer); otherwise unused.
+container: config["container"]
+
+
 report: "report/workflow.rst"
 
 

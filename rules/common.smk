@@ -10,9 +10,13 @@ from workflow.common.resources import (
     DISTRIBUTED,
     chosen_resources,
     class_resources,
+    class_spec,
+    launch_of,
     load_site,
     with_checkpoint_default,
 )
+from workflow.common.sites import devices_per_node
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 # Resource classes (workflow/common/resources.py): each rule picks one by name; a profile maps
 # the names to its site by loading resource maps (`config: [resource_maps=[...]]`).
@@ -116,20 +120,33 @@ def dataset_inputs(track, dataset):
     return [demo_manifest(track, dataset)] if config[track]["datasets"][dataset].get("demo") else []
 
 
-# A training rule's launch: DDP classes start one process per task with `{resources.mpi}`
-# (srun on SLURM) and tell Lightning the devices per node and nodes the job holds.
-def launcher(wildcards, resources):
-    """Snakemake's SLURM job step strips the allocation's SLURM_* variables before running the
-    shell, so srun is told the task layout again (Lightning checks SLURM_NTASKS_PER_NODE)."""
-    mpi = resources.get("mpi", "")
-    if mpi.split()[:1] == ["srun"]:
-        return f"{mpi} --nodes={resources.nodes} --ntasks-per-node={resources.tasks_per_node}"
-    return mpi
+# A training rule's launch, from its experiment's resource class and the site's scheduler
+# (workflow/common/sites.py): DDP classes start one process per rank (srun on SLURM, torchrun
+# elsewhere) and tell Lightning the devices per node and nodes the job holds.
+def class_of(track, experiment):
+    return experiment_settings_of(track, experiment)["resources"]
 
 
-def devices_per_node(wildcards, resources):
-    return resources.get("tasks_per_node") or resources.get("gpu", 0)
+# Jobs in the Apptainer image (--sdm apptainer) start their DDP ranks from inside it.
+IN_IMAGE = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 
 
-def node_count(wildcards, resources):
-    return resources.get("nodes", 1)
+def run_launch(track):
+    return lambda wc: launch_of(class_of(track, wc.experiment), SITE, IN_IMAGE)
+
+
+def run_devices(track):
+    return lambda wc: class_devices(class_of(track, wc.experiment))
+
+
+def run_nodes(track):
+    return lambda wc: int(class_spec(class_of(track, wc.experiment), SITE).get("nodes") or 1)
+
+
+def class_devices(name):
+    """Lightning's devices per node of class `name` (0: the CPU)."""
+    return devices_per_node(class_spec(name, SITE))
+
+
+def class_cpus(name):
+    return int(class_spec(name, SITE).get("cpus_per_task") or 1)

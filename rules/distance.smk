@@ -95,9 +95,9 @@ rule distance_train:
     params:
         settings=lambda wc: settings_of("distance", wc.experiment),
         run_dir="results/distance/{dataset}/{experiment}/seed{seed}/run",  # undeclared: resumable checkpoints survive a rerun
-        launch=launcher,
-        devices=devices_per_node,
-        nodes=node_count,
+        launch=run_launch("distance"),
+        devices=run_devices("distance"),
+        nodes=run_nodes("distance"),
     log:
         "logs/distance_train/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -108,7 +108,6 @@ rule distance_train:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
         "{params.launch} python scripts/distance.py train --settings {params.settings:q} "
         "--train-store {input.train:q} --val-store {input.val:q} --run-dir {params.run_dir:q} "
         "--out {output:q} --seed {wildcards.seed:q} --devices {params.devices:q} "

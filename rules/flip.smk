@@ -130,9 +130,9 @@ rule flip_pretrain:
     params:
         settings=lambda wc: settings_of("flip", wc.experiment),
         run_dir=f"{FLIP_RUN}/pretrain_run",  # undeclared: resumable checkpoints survive a rerun
-        launch=launcher,
-        devices=devices_per_node,
-        nodes=node_count,
+        launch=run_launch("flip"),
+        devices=run_devices("flip"),
+        nodes=run_nodes("flip"),
     log:
         "logs/flip_pretrain/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -143,7 +143,6 @@ rule flip_pretrain:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
         "{params.launch} python scripts/flip.py train --settings {params.settings:q} "
         "--filtered {input:q} --run-dir {params.run_dir:q} --out {output:q} "
         "--seed {wildcards.seed:q} --devices {params.devices:q} --num-nodes {params.nodes:q} "
@@ -169,9 +168,9 @@ rule flip_tune:
         settings=lambda wc: settings_of("flip", wc.experiment),
         tune=as_json(FLIP["tune"]),
         run_dir=f"{FLIP_RUN}/tune_run",
-        launch=launcher,
-        devices=devices_per_node,
-        nodes=node_count,
+        launch=run_launch("flip"),
+        devices=run_devices("flip"),
+        nodes=run_nodes("flip"),
     log:
         "logs/flip_tune/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -182,7 +181,6 @@ rule flip_tune:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
         "{params.launch} python scripts/flip.py train --settings {params.settings:q} "
         "--filtered {input.filtered:q} --init {input.pretrained:q} --tune {params.tune:q} "
         "--run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "

@@ -77,7 +77,7 @@ rule nerf_train:
     params:
         settings=nerf_settings,
         run_dir=f"{NERF_RUN}/run",  # undeclared: resumable checkpoints survive a rerun
-        devices=devices_per_node,
+        devices=class_devices("GPU_1"),
         max_pixels=config["max_image_pixels"],
     log:
         "logs/nerf_train/{dataset}_{experiment}_seed{seed}.log",
@@ -107,7 +107,7 @@ rule nerf_train_nerfstudio:
     params:
         settings=nerf_settings,
         run_dir=f"{NERF_RUN}/nerfstudio",  # undeclared: resumable checkpoints survive a rerun
-        devices=devices_per_node,
+        devices=class_devices("GPU_1"),
         bin=NERF["nerfstudio"]["bin"],
         torch_home=NERF["nerfstudio"]["torch_home"],
         max_pixels=config["max_image_pixels"],

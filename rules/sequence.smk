@@ -72,9 +72,9 @@ rule sequence_train:
         settings=lambda wc: settings_of("sequence", wc.experiment),
         encoded=lambda wc: ENCODED.format(dataset=wc.dataset),
         run_dir="results/sequence/{dataset}/{experiment}/seed{seed}/run",  # undeclared: resumable checkpoints survive a rerun
-        launch=launcher,
-        devices=devices_per_node,
-        nodes=node_count,
+        launch=run_launch("sequence"),
+        devices=run_devices("sequence"),
+        nodes=run_nodes("sequence"),
     log:
         "logs/sequence_train/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -87,7 +87,6 @@ rule sequence_train:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
         "{params.launch} python scripts/sequence.py train --settings {params.settings:q} "
         "--encoded {params.encoded:q} --run-dir {params.run_dir:q} --out {output:q} "
         "--seed {wildcards.seed:q} --devices {params.devices:q} --num-nodes {params.nodes:q} "

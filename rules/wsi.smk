@@ -151,6 +151,8 @@ rule wsi_features:
     params:
         settings=lambda wc: as_json(WSI["features"]),
         policy=WSI["on_bad_sample"],
+        devices=class_devices("GPU_1"),
+        workers=class_cpus("GPU_1"),
     log:
         "logs/wsi_features/{dataset}.log",
     benchmark:
@@ -163,8 +165,8 @@ rule wsi_features:
     shell:
         "python scripts/wsi.py features --tiles {input:q} --index {output.index:q} "
         "--skipped {output.skipped:q} --settings {params.settings:q} "
-        "--on-bad-sample {params.policy:q} --devices {resources.gpu} "
-        "--workers {resources.cpus_per_task} > {log:q} 2>&1"
+        "--on-bad-sample {params.policy:q} --devices {params.devices} "
+        "--workers {params.workers} > {log:q} 2>&1"
 
 
 rule wsi_graph:
@@ -194,9 +196,9 @@ rule wsi_train:
     params:
         settings=lambda wc: settings_of("wsi", wc.experiment),
         run_dir="results/wsi/{dataset}/{experiment}/seed{seed}/run",  # undeclared: resumable checkpoints survive a rerun
-        launch=launcher,
-        devices=devices_per_node,
-        nodes=node_count,
+        launch=run_launch("wsi"),
+        devices=run_devices("wsi"),
+        nodes=run_nodes("wsi"),
     log:
         "logs/wsi_train/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -209,7 +211,6 @@ rule wsi_train:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "export SRUN_CPUS_PER_TASK={resources.cpus_per_task}; "
         "{params.launch} python scripts/wsi.py train --settings {params.settings:q} "
         "--graphs {input:q} --run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "
         "--devices {params.devices:q} --num-nodes {params.nodes:q} > {log:q} 2>&1"

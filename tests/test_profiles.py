@@ -19,10 +19,12 @@ from tests.conftest import ROOT, copy_repo
 
 
 def snakemake(cwd: Path, *args: str, account: str | None = "IscrB_TEST"):
-    """Snakemake as a user runs it, with ``LEONARDO_ACCOUNT`` set to ``account`` (None: unset)."""
-    env = {k: v for k, v in os.environ.items() if k != "LEONARDO_ACCOUNT"}
+    """Snakemake as a user runs it, with ``LEONARDO_ACCOUNT`` set to ``account`` and the DCGP
+    budget ``LEONARDO_DCGP_ACCOUNT`` to ``<account>_DCGP`` (None: both unset)."""
+    names = ("LEONARDO_ACCOUNT", "LEONARDO_DCGP_ACCOUNT")
+    env = {k: v for k, v in os.environ.items() if k not in names}
     if account is not None:
-        env["LEONARDO_ACCOUNT"] = account
+        env |= {"LEONARDO_ACCOUNT": account, "LEONARDO_DCGP_ACCOUNT": f"{account}_DCGP"}
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, env=env
     )
@@ -32,12 +34,25 @@ def job_resources(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
     """(rule, resources) for every job a dry-run lists."""
     jobs, rule = [], None
     for line in dry_run_output.splitlines():
-        if match := re.match(r"^(?:local)?rule (\w+):", line):
+        if match := re.match(r"^\s*(?:local)?rule (\w+):", line):
             rule = match.group(1)
         elif (match := re.match(r"^\s+resources: (.*)", line)) and rule:
             jobs.append((rule, dict(kv.split("=", 1) for kv in match.group(1).split(", "))))
             rule = None
     return jobs
+
+
+def group_jobs(dry_run_output: str) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
+    """(group, its jobs) for every group job a dry-run lists: one submission each."""
+    groups: list[tuple[str, list[str]]] = []
+    for line in dry_run_output.splitlines():
+        if match := re.search(r"Group job (\w+) \(jobs in lexicogr. order\):", line):
+            groups.append((match.group(1), []))
+        elif groups and line.startswith("    "):
+            groups[-1][1].append(line)
+        elif line.strip() and groups and not line.startswith("    "):
+            groups.append(("", []))  # a line outside any group ends the last one
+    return [(name, job_resources("\n".join(lines))) for name, lines in groups if name]
 
 
 def dry_run(cwd: Path, *args: str, account: str | None = "IscrB_TEST"):
@@ -90,20 +105,37 @@ def test_leonardo_preparation_runs_on_cpu_partitions(leonardo):
     for res in prep:
         assert res["slurm_partition"] == "dcgp_usr_prod" and "gpu" not in res
         assert res["cpus_per_task"] == str(SITE["CPU_PREP"]["cpus_per_task"])
+        assert res["slurm_account"] == "IscrB_TEST_DCGP"  # DCGP's own budget
     others = {
         res["slurm_partition"]
         for res in rules_of(leonardo, "distance_evaluate", "distance_figures", "report")
     }
     assert others == {"lrd_all_serial"}
+    accounts = {
+        (res["slurm_partition"], res["slurm_account"])
+        for _, res in leonardo
+        if "slurm_partition" in res  # local rules (`all`) are not submitted
+    }
+    assert accounts == {
+        ("lrd_all_serial", "IscrB_TEST"),
+        ("dcgp_usr_prod", "IscrB_TEST_DCGP"),
+        ("boost_usr_prod", "IscrB_TEST"),
+    }
 
 
 def test_debug_overlay_moves_gpu_jobs_to_the_debug_qos(workdir, leonardo):
-    debug = dry_run(workdir, *DEBUG, "--configfile", "config/leonardo.yaml")
+    out = snakemake(workdir, "-n", *DEBUG, "--configfile", "config/leonardo.yaml")
+    assert out.returncode == 0, out.stderr[-3000:]
+    debug = job_resources(out.stdout)
+    # a group job's time is the sum of its runs': one run each on the debug QOS
+    groups = group_jobs(out.stdout)
+    assert groups and all(len(members) == 1 for _, members in groups)
     train = rules_of(debug, "distance_train")
     assert train and all(r["qos"] == "boost_qos_dbg" and r["runtime"] == "30" for r in train)
     assert all(r["gpu"] == "1" and r["slurm_partition"] == "boost_usr_prod" for r in train)
-    # CPU classes are the base profile's
-    assert rules_of(debug, "distance_index") == rules_of(leonardo, "distance_index")
+    prep = rules_of(debug, "distance_index")
+    assert prep and all(r["qos"] == "dcgp_qos_dbg" and r["runtime"] == "30" for r in prep)
+    assert all(int(r["runtime"]) <= 30 for _, r in debug if "slurm_partition" in r)
 
 
 def test_ddp_experiments_launch_one_rank_per_gpu_through_srun(workdir):
@@ -221,3 +253,36 @@ def test_leonardo_nerf_trains_on_gpus_and_evaluates_on_cpus(leonardo):
         assert jobs and all(r["slurm_partition"] == "lrd_all_serial" for r in jobs), rule
     assert len(rules_of(leonardo, "nerf_prepare")) == 3
     assert not rules_of(leonardo, "nerf_demo")  # real scans
+
+
+PROFILE = yaml.safe_load((ROOT / "profiles/leonardo/config.yaml").read_text())
+
+
+def test_leonardo_runs_short_gpu_runs_one_after_another_in_group_jobs(workdir):
+    out = snakemake(workdir, "-n", *LEONARDO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs, groups = job_resources(out.stdout), group_jobs(out.stdout)
+    size = dict(item.split("=") for item in PROFILE["group-components"])
+    member_runtime = {
+        rule: int(value.split("=")[1])
+        for rule, value in (item.split(":") for item in PROFILE["set-resources"])
+    }
+    grouped = {rule for rule, _ in (item.split("=") for item in PROFILE["groups"])}
+    counts = {}
+    for name, members in groups:
+        counts[name] = counts.get(name, 0) + 1
+        assert 1 <= len(members) <= int(size[name]), name
+        assert all(rule in grouped for rule, _ in members), name
+        # one GPU each, consecutive: the group's time is the sum of its runs', within 24 h
+        assert all(res["gpu"] == "1" and res["slurm_partition"] == "boost_usr_prod"
+                   for _, res in members)  # fmt: skip
+        assert sum(member_runtime[rule] for rule, _ in members) <= SITE["GPU_1"]["max_runtime"]
+    # every run of a grouped rule is in a group: 54 wsi runs in 9 jobs, 53 sequence runs in 5
+    in_groups = [rule for _, members in groups for rule, _ in members]
+    for rule in grouped:
+        assert in_groups.count(rule) == len(rules_of(jobs, rule)), rule
+    assert counts["wsi_runs"] == -(-len(rules_of(jobs, "wsi_train")) // int(size["wsi_runs"]))
+    assert counts["sequence_runs"] == -(-53 // 12)
+    submitted = len(jobs) - len(in_groups) + len(groups) - len(rules_of(jobs, "all"))
+    print(f"Leonardo dry-run: {len(jobs)} jobs, {len(groups)} group jobs, {submitted} submissions")
+    assert submitted < len(jobs) - 150  # 220 GPU jobs -> far fewer GPU allocations

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, copy_repo
 from workflow.common.config import ConfigError, deep_merge, load_yaml, validate_config
-from workflow.common.resources import class_resources, load_site
+from workflow.common.resources import class_spec, load_site
 from workflow.common.schedule import (
     check_schedules,
     steps_per_epoch,
@@ -58,10 +58,10 @@ def test_total_steps_and_warmup_by_hand() -> None:
 
 def test_world_size_from_the_resource_class() -> None:
     site = load_site([LEONARDO_SITE], environ={})
-    assert world_size(class_resources("GPU_1", site)) == 1
-    assert world_size(class_resources("GPU_NODE_DDP", site)) == 4
-    assert world_size(class_resources("GPU_MULTINODE_DDP", site)) == 16
-    assert world_size(class_resources("GPU_NODE_DDP", None)) == 1  # local: one process
+    assert world_size(class_spec("GPU_1", site)) == 1
+    assert world_size(class_spec("GPU_NODE_DDP", site)) == 4
+    assert world_size(class_spec("GPU_MULTINODE_DDP", site)) == 16
+    assert world_size(class_spec("GPU_NODE_DDP", None)) == 1  # local: one process
 
 
 #: Leonardo's sequence settings before the fix (config/leonardo.yaml: 60 epochs at batch 128

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workflow.common.config import ConfigError
-from workflow.common.resources import DISTRIBUTED, LOCAL
+from workflow.common.resources import DISTRIBUTED, class_spec
+from workflow.common.sites import ranks
 
 GPU_CLASSES = ("GPU_1", *DISTRIBUTED)
 UNITS = ("samples", "tokens", "steps")
@@ -158,15 +159,14 @@ class ClassLimits:
 def class_limits(name: str, site: Mapping[str, Any] | None) -> ClassLimits:
     """What class ``name`` holds and how long it may run, from the site map (or the local
     classes)."""
-    raw = dict(LOCAL[name]) if site is None else dict(site["classes"].get(name) or {})
+    try:
+        raw = class_spec(name, site)
+    except ConfigError:
+        raw = {}
     if not raw:
         raise ConfigError(f"the resource map has no class {name}")
-    nodes = int(raw.get("nodes") or 1)
-    processes = int(raw["tasks_per_node"]) * nodes if raw.get("tasks_per_node") else 1
-    gpus = int(raw.get("gpu") or 0)
-    gres = str(raw.get("gres") or "")
-    if not gpus and gres.startswith("gpu:"):
-        gpus = int(gres.rsplit(":", 1)[1]) * nodes
+    processes = ranks(raw)
+    gpus = int(raw.get("gpus") or 0) * int(raw.get("nodes") or 1)
     cap = raw.get("max_runtime")
     return ClassLimits(
         max(gpus, 1), processes, float(raw["runtime"]), None if cap is None else float(cap)

@@ -25,7 +25,8 @@ from typing import Any
 
 from workflow.common.config import ConfigError
 from workflow.common.experiments import SERVES, enabled_datasets, run_settings
-from workflow.common.resources import class_resources
+from workflow.common.resources import class_spec
+from workflow.common.sites import ranks
 
 log = logging.getLogger("lsai.schedule")
 
@@ -66,12 +67,10 @@ def warmup_steps(settings: Mapping[str, Any], total: int) -> int:
     return max(int(settings["warmup_steps"]), 1)
 
 
-def world_size(resources: Mapping[str, Any]) -> int:
-    """DDP processes of a job with these resources (``class_resources``): one per task of a
-    DDP class, else one (a ``GPU_1`` job, or any job on a CPU)."""
-    if "tasks_per_node" in resources:
-        return max(int(resources["tasks_per_node"]) * int(resources.get("nodes", 1)), 1)
-    return 1
+def world_size(spec: Mapping[str, Any]) -> int:
+    """DDP processes of a job of a class (``class_spec``): one per rank of a DDP class, else
+    one (a ``GPU_1`` job, or any job on a CPU)."""
+    return ranks(spec)
 
 
 @dataclass(frozen=True)
@@ -203,7 +202,7 @@ def track_schedules(
             if not serves(track_config["datasets"][dataset], settings):
                 continue
             for phase, phase_settings in phases(track_config, settings):
-                resources = class_resources(phase_settings.get("resources", "GPU_1"), site)
+                resources = class_spec(phase_settings.get("resources", "GPU_1"), site)
                 yield Schedule(
                     track,
                     dataset,
