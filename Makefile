@@ -5,6 +5,10 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= all
+# htcondor's Python bindings (the HTCondor executor plugin) warn at every Snakemake start on a
+# machine without an HTCondor configuration; the venv's activate script says the same.
+CONDOR_QUIET := ignore:The environment variable CONDOR_CONFIG is unset
+export PYTHONWARNINGS ?= $(CONDOR_QUIET)
 
 .PHONY: setup demo test lint dryrun pytest slurm-packages nerfstudio clean
 
@@ -16,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	grep -q CONDOR_CONFIG $(VENV)/bin/activate || \
+		echo 'export PYTHONWARNINGS="$${PYTHONWARNINGS:-$(CONDOR_QUIET)}"' >> $(VENV)/bin/activate
 	touch $@
 
 # The NeRF track's nerfstudio engine (experiments with `engine: nerfstudio`) in its own venv:

@@ -34,6 +34,7 @@ LONG_MODULES = [
     "tests/test_workflow.py",
     "tests/flip/test_flip_workflow.py",
     "tests/watermark/test_watermark_workflow.py",
+    "tests/lsf/test_lsf.py",
 ]
 
 

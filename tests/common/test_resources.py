@@ -98,7 +98,8 @@ def test_overlay_changes_only_what_it_names():
     gpu = class_resources("GPU_1", site)
     assert gpu["qos"] == "boost_qos_dbg" and gpu["runtime"](None, 3) == 30
     assert gpu["gpu"] == 1 and gpu["mem_mb"] == 120000
-    assert class_resources("CPU_PREP", site)["qos"] == "normal"
+    assert class_resources("CPU_PREP", site)["qos"] == "dcgp_qos_dbg"
+    assert class_resources("CPU_PREP", site)["cpus_per_task"] == 16  # the base map's
 
 
 def test_null_in_an_overlay_unsets_a_key(tmp_path):

@@ -8,6 +8,7 @@ override single keys of earlier ones. A site map file::
 
     scheduler: slurm              # slurm | lsf | htcondor | kubernetes (workflow/common/sites.py)
     account: $LEONARDO_ACCOUNT    # every class's account; null -> none (a test cluster)
+    account_hint: saldo -b lists them   # said when an account variable is unset
     classes:
       CPU_PREP: {cpus_per_task: 16, mem_mb: 64000, runtime: 240, max_runtime: 1440,
                  account: $LEONARDO_DCGP_ACCOUNT, slurm_partition: dcgp_usr_prod}
@@ -112,9 +113,9 @@ def load_site(paths: Sequence[str | Path], environ: Mapping[str, str] = os.envir
         site["classes"][name] = entry
     if unset:
         # A dry-run still shows the DAG; the workflow stops a real run on this message.
+        hint = f" ({site['account_hint']})" if site.get("account_hint") else ""
         site["unset_account"] = "; ".join(
-            f"{source}: account is ${name}, which is not set; export {name}=<your budget> "
-            "(saldo -b lists them)"
+            f"{source}: account is ${name}, which is not set; export {name}=<your budget>{hint}"
             for name, source in unset.items()
         )
     return site
