@@ -30,6 +30,7 @@ TEST_FILES = [
     "tests/slurm/slurm.yaml",
     "tests/slurm/faults.yaml",
     "tests/slurm/flip.yaml",
+    "tests/slurm/groups.yaml",
     "tests/slurm/profile/config.yaml",
     "tests/slurm/profile/resources.yaml",
 ]
@@ -323,3 +324,29 @@ def test_flip_pretraining_runs_two_ranks_with_gathered_features(dag, cluster, wo
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
     metrics = json.loads((workdir / target).read_text())
     assert metrics["world_size"] == 2 and metrics["extra"]["images_per_s"] > 0
+
+
+def test_short_gpu_runs_share_one_allocation_one_after_another(dag, cluster, workdir):
+    """Leonardo's group jobs, as its profile forms them (a local `gpu` limit of 1): the
+    group asks SLURM for one GPU and for its runs' minutes summed."""
+    seen = {r["JobId"] for r in jobs(cluster)}
+    targets = [f"results/distance/demo/{e}/seed0/final.ckpt" for e in ("disnet_a", "disnet_b")]
+    grouping = ["--groups", "distance_train=runs", "--group-components", "runs=2"]
+    minutes_each = 4
+    runtime = ["--set-resources", f"distance_train:runtime={minutes_each}"]
+    run(
+        cluster,
+        workdir,
+        *targets,
+        *grouping,
+        *runtime,
+        configs=[*CONFIGS, "tests/slurm/flip.yaml", "tests/slurm/groups.yaml"],  # flip: as before
+    )
+    new = [r for r in jobs(cluster) if r["JobId"] not in seen]
+    assert len(new) == 1, [r["Comment"] for r in new]  # both runs, one sbatch job
+    (group,) = new
+    assert group["JobState"] == "COMPLETED" and group["Partition"] == "boost_usr_prod"
+    assert gpus_of(group) == 1 and int(group["NumTasks"]) == 1
+    assert minutes(group["TimeLimit"]) == 2 * minutes_each  # consecutive, not side by side
+    for target in targets:
+        assert (workdir / target).is_file()
