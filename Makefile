@@ -47,27 +47,35 @@ lint: setup
 	ruff check .
 	snakemake --lint
 
+# Every site's profile dry-runs the Leonardo-size DAG (the local one the demo's); the image's
+# (profiles/apptainer) needs an apptainer command even for a dry-run: tests/test_container.py.
 dryrun: setup
 	snakemake -n --cores 1 --quiet rules
 	snakemake -n --quiet rules \
 		--profile profiles/leonardo --configfile config/leonardo.yaml
 	snakemake -n --quiet rules \
 		--profile profiles/leonardo --profile profiles/leonardo-debug \
-		--configfile config/leonardo.yaml tests/ddp.yaml
+		--configfile config/leonardo.yaml config/smoke.yaml tests/ddp.yaml
+	snakemake -n --quiet rules --profile profiles/dtu-lsf --configfile config/leonardo.yaml
+	snakemake -n --quiet rules --profile profiles/infn-htcondor --configfile config/leonardo.yaml
+	snakemake -n --quiet rules --profile profiles/infn-k8s --configfile config/leonardo.yaml
 
 # One worker per core (at most 4): each test module runs whole on one worker, so the SLURM
 # cluster and the module-scoped demo runs start once; the end-to-end DAGs overlap.
 pytest: setup
 	pytest -ra --durations 15 --numprocesses auto --maxprocesses 4 --dist loadfile
 
-# tests/slurm starts a one-node SLURM cluster: it needs Debian's slurm-wlm and munge (root).
-# Without them (or without root and apt-get) those tests skip and say what to install.
+# tests/slurm starts a one-node SLURM cluster: it needs Debian's slurm-wlm and munge (root);
+# tests/sites moves the Kubernetes jobs' files with rsync. Without them (or without root and
+# apt-get) those tests skip and say what to install.
 slurm-packages:
-	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then :; \
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null \
+		&& command -v rsync >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			slurm-wlm munge >/dev/null; \
-	else echo "note: slurm-wlm/munge missing and not installable here: tests/slurm will skip"; fi
+			slurm-wlm munge rsync >/dev/null; \
+	else echo "note: slurm-wlm/munge/rsync missing and not installable here: tests/slurm \
+		and tests/sites skip in part"; fi
 
 test: slurm-packages lint dryrun pytest
 

@@ -165,8 +165,8 @@ rule wsi_features:
     shell:
         "python scripts/wsi.py features --tiles {input:q} --index {output.index:q} "
         "--skipped {output.skipped:q} --settings {params.settings:q} "
-        "--on-bad-sample {params.policy:q} --devices {params.devices} "
-        "--workers {params.workers} > {log:q} 2>&1"
+        "--on-bad-sample {params.policy:q} --devices {params.devices:q} "
+        "--workers {params.workers:q} > {log:q} 2>&1"
 
 
 rule wsi_graph:

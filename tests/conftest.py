@@ -35,6 +35,7 @@ LONG_MODULES = [
     "tests/flip/test_flip_workflow.py",
     "tests/watermark/test_watermark_workflow.py",
     "tests/lsf/test_lsf.py",
+    "tests/sites/test_htcondor_k8s.py",
 ]
 
 

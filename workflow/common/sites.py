@@ -40,7 +40,6 @@ DERIVED = {
         "request_disk",
         "htcondor_request_mem_mb",
         "htcondor_request_disk_mb",
-        "htcondor_submit_request_cpus",
         "htcondor_submit_accounting_group",
     ),
     "kubernetes": ("gpu",),
@@ -130,8 +129,8 @@ def _lsf(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _htcondor(spec: Mapping[str, Any]) -> dict[str, Any]:
+    # request_cpus: the plugin (0.3.0) sets it from the rule's threads and lets nothing override
     resources = _passthrough(spec)
-    resources["htcondor_submit_request_cpus"] = _cores(spec)
     if spec.get("mem_mb") is not None:
         resources["htcondor_request_mem_mb"] = int(spec["mem_mb"])
     if spec.get("disk_mb") is not None:
