@@ -73,3 +73,9 @@ def test_report_mean_sd_and_best(tmp_path):
     assert bool(row.loc[("mean", "ALP@1m"), "best"])  # higher is better
     assert "| disnet | 2 | **2 ± 1.4** |" in md
     assert "## distance / demo" in md
+
+
+def test_a_table_of_one_experiment_bolds_nothing(tmp_path):
+    summary, md = build_report([write_run(tmp_path, "kgw", 0, 1.0, 0.6)])
+    assert not summary["best"].any()
+    assert "**" not in md.split("\n", 3)[-1]  # the legend above the tables may say **bold**

@@ -45,8 +45,11 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
     summary["sd"] = summary["sd"].fillna(0.0)
 
     def mark(group: pd.DataFrame) -> pd.Series:
+        """The best of two or more experiments; alone, an experiment is best of nothing."""
         values = group["mean"] if group["higher_is_better"].iloc[0] else -group["mean"]
-        return values == values.max() if values.notna().any() else values.notna()
+        if values.notna().sum() < 2:
+            return values.notna() & False
+        return values == values.max()
 
     summary["best"] = summary.groupby(["track", "dataset", "metric"], sort=False, group_keys=False)[
         ["mean", "higher_is_better"]

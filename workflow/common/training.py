@@ -403,7 +403,29 @@ def build_trainer(settings: TrainSettings) -> L.Trainer:
         "default_root_dir": settings.run_dir,
         **settings.trainer_overrides,
     }
+    one_lightning_log()
     return L.Trainer(**kwargs)
+
+
+class _NoAdvert(logging.Filter):
+    """Lightning's tips that advertise its cloud services say nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud" not in record.getMessage()
+
+
+def one_lightning_log() -> None:
+    """Lightning's lines once, in the rule log's format: ``import lightning`` gives its loggers
+    handlers of their own that also propagate to ours, so every line was printed twice."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        own = logging.getLogger(name)
+        for handler in list(own.handlers):
+            own.removeHandler(handler)
+        own.propagate = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvert) for f in logger.filters):
+            logger.addFilter(_NoAdvert())
 
 
 def fit(
