@@ -159,10 +159,7 @@ class ClassLimits:
 def class_limits(name: str, site: Mapping[str, Any] | None) -> ClassLimits:
     """What class ``name`` holds and how long it may run, from the site map (or the local
     classes)."""
-    try:
-        raw = class_spec(name, site)
-    except ConfigError:
-        raw = {}
+    raw = class_spec(name, site)
     if not raw:
         raise ConfigError(f"the resource map has no class {name}")
     processes = ranks(raw)

@@ -48,7 +48,7 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
         """The best of two or more experiments; alone, an experiment is best of nothing."""
         values = group["mean"] if group["higher_is_better"].iloc[0] else -group["mean"]
         if values.notna().sum() < 2:
-            return values.notna() & False
+            return pd.Series(False, index=values.index)
         return values == values.max()
 
     summary["best"] = summary.groupby(["track", "dataset", "metric"], sort=False, group_keys=False)[

@@ -202,14 +202,14 @@ def track_schedules(
             if not serves(track_config["datasets"][dataset], settings):
                 continue
             for phase, phase_settings in phases(track_config, settings):
-                resources = class_spec(phase_settings.get("resources", "GPU_1"), site)
+                spec = class_spec(phase_settings.get("resources", "GPU_1"), site)
                 yield Schedule(
                     track,
                     dataset,
                     experiment,
                     phase,
                     size_of(track_config, dataset, phase_settings),
-                    int(phase_settings["batch_size"]) * world_size(resources),
+                    int(phase_settings["batch_size"]) * world_size(spec),
                     int(phase_settings["max_epochs"]),
                     phase_settings,
                     drop_last,
