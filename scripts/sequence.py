@@ -108,7 +108,9 @@ def cmd_figures(args: argparse.Namespace) -> None:
             ceilings = json.loads(args.manifest.read_text()).get("ceiling", {})
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(args.manifest, f"not a readable demo manifest: {err}") from None
-    scatter_figure(predictions_by_experiment(args.predictions), args.scatter, ceilings)
+    scatter_figure(
+        predictions_by_experiment(args.predictions, run_column="run"), args.scatter, ceilings
+    )
     log.info("scatter -> %s", args.scatter)
 
 

@@ -34,7 +34,8 @@ def test_sequence_dag_end_to_end(tmp_path):
     perceiver, xpresso = statistics.mean(r2["perceiver_mrna"]), statistics.mean(r2["xpresso_mrna"])
     assert len(r2["perceiver_mrna"]) == 3 and len(r2["xpresso_mrna"]) == 1
     assert perceiver >= ceiling["mrna"] - 0.1, (r2, ceiling)  # near the best reachable r^2
-    assert perceiver > xpresso, r2  # the far motifs need more than Xpresso's positional dense
+    # the far motifs need more than Xpresso's positional dense layer: ahead by > 3 seed sd
+    assert perceiver - xpresso > 3 * statistics.stdev(r2["perceiver_mrna"]), r2
     assert {"mrna", "protein", "joint"} == set(tasks.values())
     assert len(r2["perceiver_protein"]) == 3 and len(r2["perceiver_joint"]) == 1  # 3 folds
     for experiment in ("perceiver_protein", "perceiver_joint"):
@@ -56,4 +57,11 @@ def test_sequence_dag_end_to_end(tmp_path):
     rows = summary[summary.track == "sequence"]
     assert set(rows.experiment) == set(r2) and "r2" in set(rows.metric)
     assert (results / "figures/scatter.png").stat().st_size > 10_000
+    for experiment, values in r2.items():  # each run's r^2 from its own predictions, as plotted
+        runs = sorted(results.glob(f"{experiment}/seed*/predictions.parquet"))
+        recomputed = [
+            np.corrcoef(frame["label"], frame["prediction"])[0, 1] ** 2
+            for frame in map(pd.read_parquet, runs)
+        ]
+        assert np.allclose(sorted(recomputed), sorted(values), atol=1e-5), experiment
     assert "Nothing to be done" in smk(workdir, "-n", "--cores", "1").stdout

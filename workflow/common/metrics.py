@@ -3,7 +3,7 @@
 Schema (version 1)::
 
     {"schema": 1, "track", "dataset", "experiment", "seed",
-     "metrics": {name: float}, "higher_is_better": {name: bool},
+     "metrics": {name: float}, "higher_is_better": {name: bool or null (not ranked)},
      "config_hash", "git_commit", "packages": {name: version}, "device",
      "world_size", "wall_time_s", "extra": {...}}
 """
@@ -32,7 +32,7 @@ class RunMetrics:
     experiment: str
     seed: int
     metrics: dict[str, float]
-    higher_is_better: dict[str, bool]
+    higher_is_better: dict[str, bool | None]  # None: reported, not ranked
     config_hash: str
     git_commit: str = field(default_factory=git_commit)
     packages: dict[str, str] = field(default_factory=package_versions)
@@ -54,7 +54,7 @@ def evaluated_run(
     experiment: str,
     seed: int,
     metrics: dict[str, float],
-    higher_is_better: Mapping[str, bool],
+    higher_is_better: Mapping[str, bool | None],
     settings: Mapping[str, Any],
     run_info: Mapping[str, Any],
     eval_seconds: float,
@@ -112,9 +112,13 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
     return dict(record)
 
 
-def predictions_by_experiment(paths: Sequence[str | Path]) -> dict[str, Any]:
+def predictions_by_experiment(
+    paths: Sequence[str | Path], run_column: str | None = None
+) -> dict[str, Any]:
     """Runs' ``predictions.parquet`` files, seeds pooled per experiment (the folder two up:
-    ``.../<experiment>/seed<k>/predictions.parquet``), for a track's figures."""
+    ``.../<experiment>/seed<k>/predictions.parquet``), for a track's figures. With
+    ``run_column`` each row also names its run (``seed<k>``), so a figure can give per-run
+    metrics as the summary does."""
     import pandas as pd
 
     frames: dict[str, list[pd.DataFrame]] = {}
@@ -123,5 +127,7 @@ def predictions_by_experiment(paths: Sequence[str | Path]) -> dict[str, Any]:
             frame = pd.read_parquet(path)
         except Exception as err:
             raise InputError(path, f"not a readable Parquet table: {err}") from None
+        if run_column:
+            frame[run_column] = Path(path).parent.name
         frames.setdefault(Path(path).parent.parent.name, []).append(frame)
     return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}

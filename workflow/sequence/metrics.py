@@ -11,8 +11,8 @@ HIGHER_IS_BETTER = {"r2": True, "pearson": True, "spearman": True, "MSE": False}
 
 
 def expression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-    target = torch.as_tensor(np.asarray(labels), dtype=torch.float64)
-    preds = torch.as_tensor(np.asarray(predictions), dtype=torch.float64)
+    target = torch.tensor(np.asarray(labels, dtype=np.float64))
+    preds = torch.tensor(np.asarray(predictions, dtype=np.float64))
     if target.numel() < 2 or target.shape != preds.shape:
         raise ValueError(f"need equal arrays of >= 2 genes, got {target.shape} and {preds.shape}")
     pearson = float(pearson_corrcoef(preds, target))
