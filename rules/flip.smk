@@ -238,12 +238,22 @@ rule flip_evaluate:
 rule flip_figures:
     input:
         metrics=lambda wc: [f"{run.folder}/metrics.json" for run in dataset_runs("flip", wc.dataset)],
+        predictions=lambda wc: [
+            f"{run.folder}/predictions.parquet" for run in dataset_runs("flip", wc.dataset)
+        ],
     output:
-        report(
+        figure=report(
             "results/flip/{dataset}/figures/mask_ratio.png",
             category="flip",
             subcategory="{dataset}",
             caption="../report/flip_mask_ratio.rst",
+        ),
+        csv="results/flip/{dataset}/figures/comparison.csv",
+        md=report(
+            "results/flip/{dataset}/figures/comparison.md",
+            category="flip",
+            subcategory="{dataset}",
+            caption="../report/flip_comparison.rst",
         ),
     params:
         val=lambda wc: val_folder(FLIP, wc.dataset),
@@ -255,7 +265,7 @@ rule flip_figures:
         **resource_class("CPU_SMALL"),
     shell:
         "python scripts/flip.py figures --metrics {input.metrics:q} --val {params.val:q} "
-        "--out {output:q} > {log:q} 2>&1"
+        "--out {output.figure:q} --comparison {output.csv:q} > {log:q} 2>&1"
 
 
 rule flip:

@@ -119,6 +119,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.common.metrics import evaluated_run, write_metrics
     from workflow.common.training import checkpoint_run_info
     from workflow.flip.evaluate import HIGHER_IS_BETTER, evaluate_run
+    from workflow.flip.model import image_tower_gflops
 
     started = time.monotonic()
     zeroshot = parse_settings(args.zeroshot, "flip_zeroshot", "--zeroshot")
@@ -129,7 +130,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         policy=args.on_bad_sample, val_skips=val_skips, train_skips=train_skips,
         cache_dir=args.cache_dir, device=args.device,
     )  # fmt: skip
-    metrics, predictions = result.metrics, result.predictions
+    predictions = result.predictions
+    # the masked phase's cost per sample (the tuning phase runs unmasked in every experiment)
+    metrics = {**result.metrics, "image_gflops": image_tower_gflops(args.settings)}
     with atomic_path(args.predictions) as tmp:
         predictions.to_parquet(tmp, index=False)
     if args.skipped:
@@ -153,26 +156,45 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )  # fmt: skip
     log.info(
         "%s seed %d (mask %.2f): zero-shot top-1 %.3f, top-5 %.3f (%d templates) on %d val "
-        "images; linear probe %.3f (l2 %.3g, %d train images); pre-training %.1f images/s",
+        "images; linear probe %.3f (l2 %.3g, %d train images); pre-training %.1f images/s, "
+        "image tower %.4g GFLOPs per sample",
         args.experiment, args.seed, float(args.settings.get("mask_ratio", 0.0)),
         metrics["zeroshot_top1"], metrics["zeroshot_top5"], result.extra["templates"],
         len(predictions), metrics["probe_top1"], result.extra["probe_l2"],
-        result.extra["train_images"], images_per_s,
+        result.extra["train_images"], images_per_s, metrics["image_gflops"],
     )  # fmt: skip
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from workflow.common.atomic import atomic_path, write_text
     from workflow.common.metrics import read_metrics
+    from workflow.flip.compare import comparison_table, markdown
     from workflow.flip.data import read_classnames
     from workflow.flip.plots import mask_ratio_figure
 
     records = [read_metrics(path) for path in args.metrics]
+    comparison = None
+    if args.comparison:  # predictions.parquet beside each metrics.json
+        predictions = {
+            (r["experiment"], int(r["seed"])): pd.read_parquet(
+                Path(p).with_name("predictions.parquet")
+            )
+            for r, p in zip(records, args.metrics, strict=True)
+        }
+        comparison = comparison_table(records, predictions)
+        with atomic_path(args.comparison) as tmp:
+            comparison.to_csv(tmp, index=False, float_format="%.6g")
+        text = markdown(comparison)
+        write_text(args.comparison.with_suffix(".md"), text)
+        log.info("comparison -> %s\n%s", args.comparison, text)
     classes = {r.get("extra", {}).get("classes") for r in records}  # recorded by evaluate
     if len(classes) == 1 and None not in classes:
         chance = 1 / int(classes.pop())
     else:  # metrics of an older evaluation: the val folder's classnames.txt
         chance = 1 / len(read_classnames(args.val)) if args.val else None
-    mask_ratio_figure(records, args.out, chance)
+    mask_ratio_figure(records, args.out, chance, comparison)
     log.info("mask-ratio figure of %d runs -> %s", len(records), args.out)
 
 
@@ -296,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=Path, nargs="+", required=True)
     p.add_argument("--val", type=Path, help="the val folder (its class count gives chance)")
     p.add_argument("--out", type=Path, required=True, help="figure to write")
+    p.add_argument(
+        "--comparison", type=Path,
+        help="also write each mask ratio against mask 0 (paired, with its confidence interval; "
+        "workflow/flip/compare.py) to this CSV and beside it as .md, reading the "
+        "predictions.parquet beside each metrics.json",
+    )  # fmt: skip
     return parser
 
 

@@ -307,7 +307,9 @@ def test_cli_writes_the_protocol_into_metrics_and_lists_damaged_train_images(
     ]  # fmt: skip
     assert run_cli(script().build_parser, [str(a) for a in args]) == 0
     record = json.loads((out / "metrics.json").read_text())
-    assert set(record["metrics"]) == {"zeroshot_top1", "zeroshot_top5", "probe_top1"}
+    accuracies = {"zeroshot_top1", "zeroshot_top5", "probe_top1"}
+    assert set(record["metrics"]) == accuracies | {"image_gflops"}  # the counted cost
+    assert record["metrics"]["image_gflops"] > 0 and not record["higher_is_better"]["image_gflops"]
     extra = record["extra"]
     assert extra["templates"] == len(TEMPLATES) and extra["probe_l2"] in extra["probe_l2_grid"]
     assert len(extra["probe_l2_grid"]) == FAST["probe_l2_steps"]

@@ -36,11 +36,19 @@ def test_clean_detection_meets_the_papers_operating_point(demo):
         assert (settings["gamma"], settings["delta"], settings["new_tokens"]) == (0.25, 2.0, 200)
         assert m["tpr"] >= 0.95 and m["fpr_human"] == 0.0 and m["fpr_plain"] == 0.0, name
         assert m["auc"] > 0.99 and record["extra"]["texts"] == 48
-        # quality: perplexity under the oracle is finite and watermarking costs some of it
-        assert 1 < m["ppl_plain"] < m["ppl_human"] and m["ppl_marked"] > 1
+        assert 1 < m["ppl_plain"] < m["ppl_human"] and m["ppl_marked"] > 1, name
+        if name == "kgw_lefthash":
+            # the green-list bias moves sampling off the model's preferred tokens, so perplexity
+            # under the oracle rises (seeds 0-2: 20.9 +- 0.5 marked, 16.4 +- 0.5 unmarked): more
+            # than 2 points is 4 seed sd. Self-hash biases only the 40 likeliest candidates (the
+            # reference's fixed_compute), which keeps it near the unmarked perplexity.
+            assert m["ppl_marked"] > m["ppl_plain"] + 2, m
         lengths = record["extra"]["curves"]["z_vs_length"]
         z = [lengths[k]["z_mean"] for k in sorted(lengths, key=int)]
         assert z == sorted(z) and int(max(lengths, key=int)) == 200  # z grows with T
+        # mean z of marked texts at T = 200 (lefthash seeds 0-2: 13.9 +- 0.25) clears the
+        # threshold 4 by far more than the seed spread
+        assert z[-1] > 4 + 5, (name, z)
     scores = pd.read_parquet(results / "kgw_lefthash/seed0/scores.parquet")
     assert scores.z.notna().all() and (scores.problem == "").all()
 

@@ -45,7 +45,7 @@ RGB = {
     "yellow": (230, 210, 40), "purple": (140, 50, 170), "orange": (240, 140, 30),
     "white": (235, 235, 235), "black": (25, 25, 25), "gray": (128, 128, 128),
 }  # fmt: skip
-SHAPES = ("circle", "square", "triangle", "cross", "diamond")
+SHAPES = ("circle", "square", "triangle", "cross", "diamond", "ring", "star", "hexagon")
 #: Caption templates: {c} colour, {s} shape, {b} background, {z} size, {p} position words.
 TEMPLATES = (
     "a photo of a {c} {s}",
@@ -138,6 +138,15 @@ def draw(
         d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
     elif shape == "diamond":
         d.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
+    elif shape == "ring":  # a circle's outline: the same colour mass as no other shape
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=fill, width=max(int(r / 3), 2))
+    elif shape == "star":  # five points, the inner radius 0.4 of the outer
+        radii = [r if k % 2 == 0 else 0.4 * r for k in range(10)]
+        angles = [k * np.pi / 5 for k in range(10)]
+        corners = zip(radii, angles, strict=True)
+        d.polygon([(cx + q * np.sin(a), cy - q * np.cos(a)) for q, a in corners], fill=fill)
+    elif shape == "hexagon":
+        d.regular_polygon((cx, cy, r), 6, fill=fill)
     else:  # cross
         t = r / 3
         d.rectangle([cx - r, cy - t, cx + r, cy + t], fill=fill)

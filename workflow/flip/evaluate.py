@@ -50,7 +50,11 @@ from workflow.flip.zeroshot import (
 
 log = logging.getLogger("lsai.flip.evaluate")
 
-HIGHER_IS_BETTER = {"zeroshot_top1": True, "zeroshot_top5": True, "probe_top1": True}
+#: ``image_gflops``: the pre-training image tower's GFLOPs per sample and step (forward and
+#: backward at the run's mask ratio; workflow/flip/model.py), the cost that masking cuts.
+HIGHER_IS_BETTER = {
+    "zeroshot_top1": True, "zeroshot_top5": True, "probe_top1": True, "image_gflops": False,
+}  # fmt: skip
 #: The schema's defaults of ``flip.evaluate`` ($defs/flip_evaluate) and of a dataset's
 #: ``zeroshot`` ($defs/flip_zeroshot); a test keeps them equal.
 EVALUATE_DEFAULTS: dict[str, Any] = {

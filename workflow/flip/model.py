@@ -20,6 +20,7 @@ from typing import Any
 
 import open_clip
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from workflow.common.errors import InputError
 
@@ -85,3 +86,16 @@ def tokenizer(settings: Mapping[str, Any]) -> Callable[..., torch.Tensor]:
     return open_clip.get_tokenizer(
         s["model"], context_length=int(s.get("context_length", CONTEXT_LENGTH))
     )
+
+
+def image_tower_gflops(settings: Mapping[str, Any], batch: int = 2) -> float:
+    """GFLOPs of one pre-training step of the image tower per sample (forward and backward,
+    at the run's ``mask_ratio``): the cost that masking cuts, counted by torch's FLOP counter
+    from the operators' shapes on the meta device, so it is the same number on any machine
+    and costs no compute (a ViT-L/16 as much as the demo's model)."""
+    visual = build_clip(settings).visual.to("meta").train()
+    size = open_clip.transformer.to_2tuple(visual.preprocess_cfg["size"])
+    images = torch.zeros(batch, 3, *size, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        visual(images).sum().backward()
+    return counter.get_total_flops() / batch / 1e9

@@ -1,4 +1,6 @@
-"""The FLIP figure: what masking buys (images/s) and costs (accuracy), per mask ratio."""
+"""The FLIP figure: what masking buys (images/s) and costs (accuracy), per mask ratio, and,
+given the comparison (workflow/flip/compare.py), each masked run's paired difference to mask 0
+with its confidence interval against its image-tower cost."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from workflow.common.plotting import plt, save_figure
+from workflow.flip.compare import finding
 
 ACCURACIES = {"zeroshot_top1": "zero-shot top-1", "probe_top1": "linear probe"}
 
@@ -29,13 +32,25 @@ def runs_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
-def mask_ratio_figure(records: Sequence[dict[str, Any]], path: Path, chance: float | None) -> None:
-    """Left: accuracies vs mask ratio (mean +- sd over seeds, runs as dots); right: training
-    images/s of the masked phase vs mask ratio, relative to mask 0 when it ran."""
+def mask_ratio_figure(
+    records: Sequence[dict[str, Any]],
+    path: Path,
+    chance: float | None,
+    comparison: pd.DataFrame | None = None,
+) -> None:
+    """Left: accuracies vs mask ratio (mean +- sd over seeds, runs as dots); middle: training
+    images/s of the masked phase vs mask ratio, relative to mask 0 when it ran; right (with a
+    ``comparison``): zero-shot top-1 minus mask 0's with its interval vs the image-tower cost,
+    and the mask-0.5 finding as the title."""
     table = runs_table(records).sort_values("mask_ratio")
     mean = table.groupby("mask_ratio").mean(numeric_only=True)
     sd = table.groupby("mask_ratio").std(numeric_only=True).fillna(0.0)
-    fig, (acc, speed) = plt.subplots(1, 2, figsize=(9, 3.6))
+    paired = None
+    if comparison is not None and "delta_top1" in comparison:
+        paired = comparison.dropna(subset=["delta_top1"])
+    panels = 2 if paired is None or paired.empty else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.8))
+    acc, speed = axes[0], axes[1]
     for key, label in ACCURACIES.items():
         acc.errorbar(mean.index, mean[key], yerr=sd[key], marker="o", capsize=3, label=label)
         acc.scatter(table["mask_ratio"], table[key], s=8, alpha=0.4)
@@ -53,7 +68,25 @@ def mask_ratio_figure(records: Sequence[dict[str, Any]], path: Path, chance: flo
                            textcoords="offset points", xytext=(4, 4), fontsize=8)  # fmt: skip
     speed.set_xlabel("mask ratio")
     speed.set_ylabel("training images/s")
-    for ax in (acc, speed):
+    title = "FLIP: accuracy and training speed vs mask ratio"
+    if panels == 3:
+        delta = axes[2]
+        low = 100 * (paired["delta_top1"] - paired["ci_low"])
+        high = 100 * (paired["ci_high"] - paired["delta_top1"])
+        delta.errorbar(paired["cost_ratio"], 100 * paired["delta_top1"], yerr=[low, high],
+                       fmt="o", capsize=4)  # fmt: skip
+        for _, row in paired.iterrows():
+            at = (row["cost_ratio"], 100 * row["delta_top1"])
+            delta.annotate(f"mask {row['mask_ratio']:g}", at, textcoords="offset points",
+                           xytext=(6, 4), fontsize=8)  # fmt: skip
+        delta.axhline(0.0, color="grey", ls=":", lw=1)
+        delta.set_xlim(0, 1.05)
+        delta.set_xlabel("image-tower GFLOPs per sample / mask 0's")
+        delta.set_ylabel("zero-shot top-1 - mask 0 (points, 95% CI)")
+        half = paired[paired["mask_ratio"] == 0.5]
+        if not half.empty:
+            title = "FLIP: " + finding(half.iloc[0])
+    for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle("FLIP: accuracy and training speed vs mask ratio")
+    fig.suptitle(title, fontsize=9 if panels == 3 else None)
     save_figure(fig, path)
