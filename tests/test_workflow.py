@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,10 +67,17 @@ def test_demo_dag_end_to_end(workdir):
         record = json.loads(path.read_text())
         ale.setdefault(record["experiment"], []).append(record["metrics"]["ALE"])
         assert record["git_commit"] and record["packages"]["torch"]
+        # the demo's planted effects fill every distance and occlusion (ALOE) bin
+        bins = {k: v for k, v in record["metrics"].items() if k.startswith(("ALE_", "ALOE_"))}
+        assert len(bins) == 8 and None not in bins.values(), (path, bins)
     assert set(ale) == {"mean", "pinhole", "disnet", "zhu"} and len(ale["disnet"]) == 2
-    mean_ale = ale["mean"][0]
-    assert max(ale["disnet"]) < 0.5 * mean_ale, ale  # the planted signal is learnt
-    assert ale["pinhole"][0] < 0.3 * mean_ale, ale
+    mean_ale, pinhole = ale["mean"][0], ale["pinhole"][0]
+    # mean >> pinhole > DisNet, Zhu & Fang: the box is often not a whole adult (demo.py), so
+    # the learnt models beat f * 1.75 m / h by more than 3 DisNet seed sds and by 10 %
+    disnet, disnet_sd = float(np.mean(ale["disnet"])), float(np.std(ale["disnet"], ddof=1))
+    for model in (disnet, ale["zhu"][0]):
+        assert model < pinhole - 3 * disnet_sd and model < 0.9 * pinhole, ale
+    assert pinhole < 0.5 * mean_ale, ale
 
     summary = pd.read_csv(results / "report" / "summary.csv")
     disnet = summary[(summary.experiment == "disnet") & (summary.metric == "ALE")].iloc[0]

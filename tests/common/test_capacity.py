@@ -217,8 +217,8 @@ def test_without_data_or_hint_the_size_is_unknown(tmp_path: Path) -> None:
 def test_demo_distance_sizes_by_hand() -> None:
     config = validate_config(load_yaml(ROOT / "config" / "config.yaml"))
     jobs = by_id(distance_jobs(config, None, ROOT / "no-such-folder"))
-    # 12 sequences split 0.5 / 0.17 / 0.33: val round(2.04) = 2, test round(3.96) = 4,
-    # train 6; stride 1: 20 frames each, 120 frames; 4-8 pedestrians: 6 a frame, 720 objects
+    # 24 sequences split 0.5 / 0.17 / 0.33: val round(4.08) = 4, test round(7.92) = 8,
+    # train 12; stride 1: 10 frames each, 120 frames; 4-8 pedestrians: 6 a frame, 720 objects
     # DisNet (batch 64, 40 epochs): 40 x 720; Zhu & Fang (batch 8, 10 epochs): 10 x 120
     assert jobs["distance_train/demo/disnet/seed0"].work == 40 * 720
     assert jobs["distance_train/demo/zhu/seed0"].work == 10 * 120

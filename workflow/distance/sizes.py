@@ -70,7 +70,7 @@ def expected(
     stride = int(index["frame_stride"]["train"])
     if entry.get("demo"):
         demo = track_config.get("demo", {})
-        sequences, length = int(demo.get("sequences", 10)), int(demo.get("frames_per_sequence", 20))
+        sequences, length = int(demo.get("sequences", 24)), int(demo.get("frames_per_sequence", 10))
         kept = math.ceil(length / stride)  # the demo numbers frames from 0 (demo.py)
         people = demo.get("pedestrians", [4, 8])
         per_frame = (float(people[0]) + float(people[1])) / 2  # demo.py refills the view
