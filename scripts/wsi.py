@@ -107,13 +107,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.common.training import checkpoint_run_info
-    from workflow.wsi.evaluate import predict_slides
+    from workflow.wsi.evaluate import predict_slides, stored_threshold
     from workflow.wsi.metrics import HIGHER_IS_BETTER, slide_metrics
     from workflow.wsi.prepare import split_files
 
     started = time.monotonic()
+    threshold = stored_threshold(args.checkpoint)  # before the slides: a bad file fails fast
     predictions = predict_slides(args.checkpoint, split_files(args.graphs, "test"), args.attention)
-    metrics = slide_metrics(predictions["label"].to_numpy(), predictions["prob"].to_numpy())
+    metrics = slide_metrics(
+        predictions["label"].to_numpy(), predictions["prob"].to_numpy(), threshold
+    )
     with atomic_path(args.predictions) as tmp:
         predictions.to_parquet(tmp, index=False)
     run_info = checkpoint_run_info(args.checkpoint)
@@ -122,11 +125,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         evaluated_run(
             "wsi", args.dataset, args.experiment, args.seed, metrics, HIGHER_IS_BETTER,
             args.settings, run_info, time.monotonic() - started, test_slides=len(predictions),
+            threshold_rule=run_info.get("threshold_rule"),
         ),
     )  # fmt: skip
     log.info(
-        "%s seed %d: AUC %.3f, ACC %.3f on %d test slides",
-        args.experiment, args.seed, metrics["AUC"], metrics["ACC"], len(predictions),
+        "%s seed %d: AUC %.3f, ACC %.3f at threshold %.4f on %d test slides",
+        args.experiment, args.seed, metrics["AUC"], metrics["ACC"], threshold, len(predictions),
     )  # fmt: skip
 
 

@@ -9,8 +9,20 @@ from pathlib import Path
 import h5py
 import pandas as pd
 import pytest
+import torch
 
 from tests.conftest import copy_repo, snakemake_in
+
+
+def check_stored_threshold(run: Path, record: dict) -> None:
+    """The run's metrics are at the threshold its training stored in final.ckpt (chosen on
+    the validation slides), and ACC is the test predictions' accuracy at that cut."""
+    info = torch.load(run / "final.ckpt", weights_only=False)["run_info"]
+    assert info["threshold_rule"] == record["extra"]["threshold_rule"] == "youden_val"
+    assert record["metrics"]["threshold"] == info["threshold"]
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    called = predictions["prob"] > info["threshold"]
+    assert record["metrics"]["ACC"] == pytest.approx((called == predictions["label"]).mean())
 
 
 def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -32,6 +44,7 @@ def test_wsi_dag_end_to_end(tmp_path):
         record = json.loads(path.read_text())
         auc.setdefault(record["experiment"], []).append(record["metrics"]["AUC"])
         assert record["track"] == "wsi" and record["extra"]["test_slides"] == 10
+        check_stored_threshold(path.parent, record)
     assert len(auc["dasmil"]) == 3
     assert min(auc["dasmil"]) >= 0.9, auc  # the finest-scale signal is found
     assert max(auc["dsmil_x5"]) < min(auc["dasmil"]), auc  # and is invisible at x5
@@ -43,5 +56,8 @@ def test_wsi_dag_end_to_end(tmp_path):
     heatmaps = sorted((results / "figures/heatmaps").glob("*.png"))
     assert len(heatmaps) == 10 and (results / "figures/roc.png").stat().st_size > 10_000
     summary = pd.read_csv(workdir / "results/report/summary.csv")
-    assert {"dasmil", "dsmil_x5", "abmil"} <= set(summary[summary.track == "wsi"].experiment)
+    wsi = summary[summary.track == "wsi"]
+    assert {"dasmil", "dsmil_x5", "abmil"} <= set(wsi.experiment)
+    thresholds = wsi[wsi.metric == "threshold"]
+    assert len(thresholds) == 3 and not thresholds["best"].any()  # reported, never ranked
     assert "Nothing to be done" in smk(workdir, "-n", "--cores", "1").stdout

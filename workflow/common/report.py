@@ -15,6 +15,10 @@ from workflow.common.metrics import read_metrics
 KEYS = ["track", "dataset", "experiment"]
 
 
+def _direction(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
 def long_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in records:
@@ -27,7 +31,8 @@ def long_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                     "seed": int(r["seed"]),
                     "metric": name,
                     "value": math.nan if value is None else float(value),
-                    "higher_is_better": bool(r["higher_is_better"][name]),
+                    # None: a value reported, not ranked (e.g. a decision threshold)
+                    "higher_is_better": _direction(r["higher_is_better"][name]),
                 }
             )
     return pd.DataFrame(rows, columns=[*KEYS, "seed", "metric", "value", "higher_is_better"])
@@ -40,12 +45,15 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
         mean=("value", "mean"),
         sd=("value", "std"),
         seeds=("seed", "nunique"),
-        higher_is_better=("higher_is_better", "first"),
+        higher_is_better=("higher_is_better", lambda v: v.iloc[0]),
     ).reset_index()
     summary["sd"] = summary["sd"].fillna(0.0)
 
     def mark(group: pd.DataFrame) -> pd.Series:
-        """The best of two or more experiments; alone, an experiment is best of nothing."""
+        """The best of two or more experiments; alone, an experiment is best of nothing, and
+        a metric without a direction has no best."""
+        if group["higher_is_better"].iloc[0] is None:
+            return pd.Series(False, index=group.index)
         values = group["mean"] if group["higher_is_better"].iloc[0] else -group["mean"]
         if values.notna().sum() < 2:
             return pd.Series(False, index=values.index)
@@ -64,18 +72,22 @@ def _cell(row: pd.Series) -> str:
     return f"**{text}**" if row["best"] else text
 
 
+def _heading(metric: str, higher_is_better: bool | None) -> str:
+    return metric if higher_is_better is None else f"{metric} {'↑' if higher_is_better else '↓'}"
+
+
 def markdown(summary: pd.DataFrame) -> str:
     lines = [
         "# Summary",
         "",
         "Mean ± sd over seeds; **bold** = best per metric within a track and dataset; "
-        "↑ higher is better, ↓ lower is better.",
+        "↑ higher is better, ↓ lower is better, no arrow: reported, not ranked.",
         "",
     ]
     for (track, dataset), block in summary.groupby(["track", "dataset"], sort=False):
         metrics: Sequence[str] = list(dict.fromkeys(block["metric"]))
         arrows = block.drop_duplicates("metric").set_index("metric")["higher_is_better"]
-        header = ["experiment", "seeds", *[f"{m} {'↑' if arrows[m] else '↓'}" for m in metrics]]
+        header = ["experiment", "seeds", *[_heading(m, arrows[m]) for m in metrics]]
         lines += [
             f"## {track} / {dataset}",
             "",

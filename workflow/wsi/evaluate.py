@@ -1,4 +1,5 @@
-"""``wsi_evaluate``: slide probabilities, metrics and attention scores of one trained run."""
+"""``wsi_evaluate``: slide probabilities, metrics and attention scores of one trained run, at
+the decision threshold its training chose on the validation slides."""
 
 from __future__ import annotations
 
@@ -12,8 +13,24 @@ import pandas as pd
 import torch
 
 from workflow.common.atomic import atomic_path
+from workflow.common.errors import InputError
+from workflow.common.training import checkpoint_run_info
 from workflow.wsi.graph import load_graph
 from workflow.wsi.train import load_module
+
+
+def stored_threshold(checkpoint: str | PathLike[str]) -> float:
+    """The decision threshold ``wsi_train`` chose on the validation slides and stored in the
+    checkpoint's ``run_info``. There is no silent 0.5 for a checkpoint without one: ACC and
+    F1 at an unchosen cut say nothing about an uncalibrated model."""
+    value = checkpoint_run_info(checkpoint).get("threshold")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InputError(
+            checkpoint,
+            f"no decision threshold in run_info (got {value!r}): it was not published by "
+            "this wsi_train, which chooses one on the validation slides; train it again",
+        )
+    return float(value)
 
 
 def predict_slides(

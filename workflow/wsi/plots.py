@@ -14,13 +14,13 @@ from workflow.wsi.metrics import roc_curve
 
 def roc_figure(predictions: Mapping[str, pd.DataFrame], path: Path) -> None:
     """One ROC curve per experiment over its test slides (seeds pooled), AUC in the legend."""
-    from workflow.wsi.metrics import slide_metrics
+    from workflow.wsi.metrics import slide_auc
 
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, frame in sorted(predictions.items()):
         labels, probs = frame["label"].to_numpy(), frame["prob"].to_numpy()
         fpr, tpr = roc_curve(labels, probs)
-        auc = slide_metrics(labels, probs)["AUC"]
+        auc = slide_auc(labels, probs)
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
     ax.set_xlabel("false positive rate")

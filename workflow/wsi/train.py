@@ -4,7 +4,10 @@ both handed to the shared scaffold (:func:`workflow.common.training.fit`).
 One slide per step, as the reference trains. Optimiser as in mil4wsi: Adam with betas
 (0.5, 0.9), cosine annealing per epoch down to ``lr_min``. Validation logs ``val_loss`` and
 ``val_auc`` (slide-level AUROC), so checkpoints are selected on the validation split, not on
-the test split as the reference code did.
+the test split as the reference code did. After the fit the selected checkpoint scores the
+validation slides once more and the decision threshold chosen on them
+(:func:`workflow.wsi.metrics.youden_threshold`) is published inside ``final.ckpt``'s
+``run_info``, which the evaluation reads for ACC and F1.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from workflow.common.training import (
     run_key,
 )
 from workflow.wsi.graph import load_graph
+from workflow.wsi.metrics import FALLBACK_THRESHOLD, youden_threshold
 from workflow.wsi.models import build_model, probability
 
 log = logging.getLogger("lsai.wsi.train")
@@ -233,6 +237,34 @@ def load_module(checkpoint: str | PathLike[str]) -> WSIModule:
     return module.eval()
 
 
+def slide_probabilities(
+    module: WSIModule, files: Sequence[str | PathLike[str]]
+) -> tuple[list[int], list[float]]:
+    """(labels, probabilities) of ``files`` under a module in eval mode."""
+    labels, probs = [], []
+    with torch.inference_mode():
+        for path in files:
+            out = module.predict_step(load_graph(path), 0)
+            labels.append(out["label"])
+            probs.append(out["probability"])
+    return labels, probs
+
+
+def validation_threshold(
+    checkpoint: str | PathLike[str], val_files: Sequence[str | PathLike[str]]
+) -> dict[str, Any]:
+    """``{"threshold", "threshold_rule"}`` for ``run_info``: Youden's J on the validation
+    slides' probabilities under ``checkpoint``; where they hold one class (or one value),
+    the documented fallback ``FALLBACK_THRESHOLD`` with the reason as its rule."""
+    labels, probs = slide_probabilities(load_module(checkpoint), val_files)
+    try:
+        return {"threshold": youden_threshold(labels, probs), "threshold_rule": "youden_val"}
+    except ValueError as err:
+        log.warning("no threshold from the validation slides (%s): using %s", err,
+                    FALLBACK_THRESHOLD)  # fmt: skip
+        return {"threshold": FALLBACK_THRESHOLD, "threshold_rule": f"fallback: {err}"}
+
+
 def train_experiment(
     settings: Mapping[str, Any],
     train_files: Sequence[str | PathLike[str]],
@@ -275,6 +307,10 @@ def train_experiment(
         ),
     )
     if final is not None and result.is_global_zero:
-        publish_run(result, final, seed, monitor=monitor)
-        log.info("selected %s (best %s) -> %s", result.best_checkpoint.name, monitor, final)
+        chosen = validation_threshold(result.best_checkpoint, val_files)
+        publish_run(result, final, seed, monitor=monitor, **chosen)
+        log.info(
+            "selected %s (best %s), threshold %.4f (%s) -> %s", result.best_checkpoint.name,
+            monitor, chosen["threshold"], chosen["threshold_rule"], final,
+        )  # fmt: skip
     return result
