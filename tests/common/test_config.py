@@ -70,7 +70,7 @@ def test_experiment_overrides_merge_onto_track_defaults():
     config = validate_config(default_config(), SCHEMA)
     zhu = experiment_settings(config["distance"], "zhu")
     assert zhu["model"] == "zhu"
-    assert zhu["lr"] == 0.001  # override
+    assert zhu["batch_size"] == 8 and zhu["max_epochs"] == 10  # overrides
     assert zhu["backbone"] == config["distance"]["train"]["backbone"]  # default
     with pytest.raises(ConfigError, match="unknown experiment"):
         experiment_settings(config["distance"], "nope")

@@ -150,9 +150,9 @@ def test_demo_sizes_by_hand() -> None:
         if s.experiment == "flip_mask0"
     }
     # 5 shards x 240 less 10 planted reasons x 2 = 1,180 kept -> shards of 240: the last (220)
-    # is held out; 960 // 64 = 15 steps an epoch, 5 epochs pre-training and 1 tuning
+    # is held out; 960 // 64 = 15 steps an epoch, 6 epochs pre-training and 1 tuning
     assert flip["pretrain"].size.samples == 960
-    assert (flip["pretrain"].total, flip["pretrain"].warmup) == (75, 20)
+    assert (flip["pretrain"].total, flip["pretrain"].warmup) == (90, 20)
     assert (flip["tune"].total, flip["tune"].warmup) == (15, 5)
     (lm,) = watermark_schedules(demo)
     # 350 documents less round(0.05 x 350) = 18 held out; 332 x 330 tokens // 512 = 213 blocks
