@@ -166,10 +166,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from workflow.common.atomic import atomic_path, write_text
-    from workflow.common.metrics import read_metrics
+    from workflow.common.metrics import read_metrics, read_predictions
     from workflow.flip.compare import comparison_table, markdown
     from workflow.flip.data import read_classnames
     from workflow.flip.plots import mask_ratio_figure
@@ -178,7 +176,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
     comparison = None
     if args.comparison:  # predictions.parquet beside each metrics.json
         predictions = {
-            (r["experiment"], int(r["seed"])): pd.read_parquet(
+            (r["experiment"], int(r["seed"])): read_predictions(
                 Path(p).with_name("predictions.parquet")
             )
             for r, p in zip(records, args.metrics, strict=True)

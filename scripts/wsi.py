@@ -112,14 +112,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.wsi.prepare import split_files
 
     started = time.monotonic()
-    threshold = stored_threshold(args.checkpoint)  # before the slides: a bad file fails fast
+    run_info = checkpoint_run_info(args.checkpoint)
+    threshold = stored_threshold(args.checkpoint, run_info)  # before the slides: fails fast
     predictions = predict_slides(args.checkpoint, split_files(args.graphs, "test"), args.attention)
     metrics = slide_metrics(
         predictions["label"].to_numpy(), predictions["prob"].to_numpy(), threshold
     )
     with atomic_path(args.predictions) as tmp:
         predictions.to_parquet(tmp, index=False)
-    run_info = checkpoint_run_info(args.checkpoint)
     write_metrics(
         args.metrics,
         evaluated_run(

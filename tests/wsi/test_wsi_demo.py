@@ -19,7 +19,6 @@ from workflow.wsi.demo import (
     write_demo,
 )
 from workflow.wsi.labels import read_labels
-from workflow.wsi.segment import saturation
 from workflow.wsi.slide import open_slide
 
 
@@ -120,6 +119,7 @@ def test_tumor_texture_vanishes_at_x5_only():
     with_t = render_slide(np.random.default_rng([3, 1]), settings, tumor=True)
     without = render_slide(np.random.default_rng([3, 1]), settings, tumor=True, plant=False)
     assert with_t.regions == without.regions and with_t.regions
+    assert with_t.mimics == without.mimics
     a, b = pyramid(with_t.image, 4), pyramid(without.image, 4)
     for level, least in enumerate([8.0, 6.0, 3.0]):
         ds = 2**level
@@ -127,7 +127,7 @@ def test_tumor_texture_vanishes_at_x5_only():
         yy, xx = (np.mgrid[0:h, 0:w] + 0.5) * ds
         inside = np.zeros((h, w), bool)
         near = np.zeros((h, w), bool)
-        for cx, cy, r in with_t.regions:
+        for cx, cy, r in with_t.regions + with_t.mimics:  # the same texture in both
             inside |= (xx - cx) ** 2 + (yy - cy) ** 2 <= (r - 8) ** 2
             near |= (xx - cx) ** 2 + (yy - cy) ** 2 <= (r + 8) ** 2
         diff = np.abs(a[level].astype(int) - b[level].astype(int))
@@ -143,36 +143,91 @@ def _fine_energy(rgb: np.ndarray) -> float:
     return float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean())
 
 
-def test_tumor_regions_differ_at_x20_not_at_x5_through_openslide(wsi_demo, wsi_manifest):
-    """Through the written JPEG slide: inside each tumour disc vs tissue next to it."""
-    tumours = [e for e in wsi_manifest["slides"] if e["tumor_regions"]]
-    assert tumours
-    ratios = {1: [], 3: []}
+def test_textured_lesions_differ_at_x20_not_at_x5_through_openslide(
+    wsi_demo, wsi_manifest, tmp_path
+):
+    """Through the written JPEG slides: a 256 px square at the centre of every textured disc
+    (metastasis or mimic) against the same square of the same slide written without the
+    texture. x20 shows the dots; at x5 the two files hold the same pixels."""
+    from tests.wsi.conftest import SMALL
+    from workflow.wsi.demo import _assign, _slide_ids, write_slide
+
+    ids = _slide_ids(_assign(np.random.default_rng([SMALL.seed, 0xC16]), SMALL))
+    half = 128
+    ratios: dict[int, list[float]] = {1: [], 3: []}
     colour_gap = []
-    for entry in tumours:
-        with open_slide(wsi_demo / entry["file"]) as slide:
-            for region in entry["tumor_regions"]:
-                cx, cy, r = region["x"], region["y"], region["radius"]
-                half = int(r / 1.6)  # a square inside the disc
+    for entry in wsi_manifest["slides"]:
+        discs = entry["tumor_regions"] + entry["mimic_regions"]
+        i = ids.index(entry["slide_id"])
+        plain = render_slide(
+            np.random.default_rng([SMALL.seed, i]), SMALL, entry["label"] == "tumor", plant=False
+        )
+        plain_path = tmp_path / f"{entry['slide_id']}.tif"
+        write_slide(
+            plain_path,
+            pyramid(plain.image, SMALL.levels),
+            SMALL.mpp,
+            SMALL.tile,
+            SMALL.jpeg_quality,
+        )
+        with open_slide(wsi_demo / entry["file"]) as slide, open_slide(plain_path) as without:
+            for disc in discs:
+                corner = (disc["x"] - half, disc["y"] - half)
                 for level in ratios:
-                    ds = int(slide.level_downsamples[level])
-                    side = 2 * half // ds
-                    inner = slide.read_rgb((cx - half, cy - half), level, (side, side))
-                    # same-sized square of tissue beside the disc, on the side with most tissue
-                    best = None
-                    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-                        ox, oy = cx + dx * (r + half + 64) - half, cy + dy * (r + half + 64) - half
-                        outer = slide.read_rgb((ox, oy), level, (side, side))
-                        tissue = (saturation(outer) > 0.15).mean()
-                        if best is None or tissue > best[0]:
-                            best = (tissue, outer)
-                    if best[0] < 0.95:
-                        continue
-                    ratios[level].append(_fine_energy(inner) / _fine_energy(best[1]))
+                    side = 2 * half // int(slide.level_downsamples[level])
+                    got = slide.read_rgb(corner, level, (side, side))
+                    base = without.read_rgb(corner, level, (side, side))
+                    ratios[level].append(_fine_energy(got) / _fine_energy(base))
                     if level == 3:
-                        colour_gap.append(np.abs(inner.mean((0, 1)) - best[1].mean((0, 1))).max())
-    assert len(ratios[1]) >= 2 and len(ratios[3]) >= 2
-    # x20: the dots stand out; x5: no more than tissue-to-tissue variation, same colour
-    assert min(ratios[1]) > 3, ratios
-    assert max(abs(np.log(ratios[3]))) < np.log(1.4), ratios
-    assert max(colour_gap) < 12, colour_gap
+                        colour_gap.append(np.abs(got.mean((0, 1)) - base.mean((0, 1))).max())
+    assert len(ratios[1]) >= 8  # 4 slides: 3-5 lesions each
+    assert min(ratios[1]) > 3, ratios  # x20: the dots multiply the fine detail
+    assert max(abs(np.log(ratios[3]))) < np.log(1.05), ratios  # x5: the same detail ...
+    assert max(colour_gap) < 1, colour_gap  # ... and colour
+
+
+def _coverage(disc: tuple[int, int, int], tile: int, size: int = 4096) -> np.ndarray:
+    """Fraction of each ``tile`` x ``tile`` cell of a grid from (0, 0) inside the disc,
+    sampled every 8 px."""
+    cx, cy, r = disc
+    grid = np.arange(0, size, 8) + 4
+    xx, yy = np.meshgrid(grid, grid)
+    inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    t = tile // 8
+    return inside.reshape(size // tile, t, size // tile, t).mean(axis=(1, 3))
+
+
+def test_lesions_are_as_stated_an_x20_tile_cannot_tell_a_metastasis_an_x10_tile_can():
+    """The planted layout of 40 slides (drawn as render_slide draws it), measured with the
+    demo's tiles (128 px: x20 256, x10 512 level-0 px): mimics fill whole x20 tiles as the
+    metastasis does, but only the metastasis fills an x10 tile."""
+    from workflow.wsi.demo import _assign, _layout, _lesions
+
+    s = DemoSettings(slides=40)
+    assigned = _assign(np.random.default_rng([s.seed, 0xC16]), s)
+    area: dict[int, list[float]] = {0: [], 1: []}
+    mimic_x10, mimic_x20, metastasis_x10, gaps = [], [], [], []
+    for i, (label, _) in enumerate(assigned):
+        rng = np.random.default_rng([s.seed, i])
+        layout = _layout(rng, s)
+        metastases, mimics = _lesions(rng, layout["hard"], s, bool(label))
+        assert len(metastases) == label
+        assert (3 <= len(mimics) <= 5) if label == 0 else (0 <= len(mimics) <= 2)
+        lesions = metastases + mimics
+        for k, (x, y, r) in enumerate(lesions):
+            assert layout["hard"][y // 16, x // 16]  # centred in tissue
+            gaps += [np.hypot(x - x2, y - y2) - r - r2 for x2, y2, r2 in lesions[k + 1 :]]
+        area[label].append(sum(np.pi * r * r for *_, r in lesions))
+        for disc in mimics:
+            assert 240 <= disc[2] <= 300
+            mimic_x20.append(_coverage(disc, 256).max())
+            mimic_x10.append(_coverage(disc, 512).max())
+        for disc in metastases:
+            assert disc[2] >= 500  # 560-680, a little less where an island is narrow
+            metastasis_x10.append(_coverage(disc, 512).max())
+    # lesions an x20 tile apart where the tissue has room, never overlapping
+    assert min(gaps) >= 0 and np.mean(np.array(gaps) >= s.lesion_gap) > 0.9
+    assert np.mean(np.array(mimic_x20) > 0.9) > 0.9  # nearly every mimic fills an x20 tile
+    assert min(metastasis_x10) > 0.95  # every metastasis fills an x10 tile ...
+    assert np.mean(mimic_x10) < 0.6 and np.mean(np.array(mimic_x10) > 0.95) == 0  # no mimic
+    assert 1 < np.mean(area[1]) / np.mean(area[0]) < 2  # similar textured area per slide

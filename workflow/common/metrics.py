@@ -112,6 +112,16 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
     return dict(record)
 
 
+def read_predictions(path: str | Path) -> Any:
+    """One run's ``predictions.parquet``; an unreadable file is an input error."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:
+        raise InputError(path, f"not a readable Parquet table: {err}") from None
+
+
 def predictions_by_experiment(
     paths: Sequence[str | Path], run_column: str | None = None
 ) -> dict[str, Any]:
@@ -123,10 +133,7 @@ def predictions_by_experiment(
 
     frames: dict[str, list[pd.DataFrame]] = {}
     for path in paths:
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as err:
-            raise InputError(path, f"not a readable Parquet table: {err}") from None
+        frame = read_predictions(path)
         if run_column:
             frame[run_column] = Path(path).parent.name
         frames.setdefault(Path(path).parent.parent.name, []).append(frame)

@@ -3,11 +3,31 @@
 Slides carry pink H&E-like tissue islands (with nuclei and darker purple blobs) on a white
 background, in the real format: each pyramid level is its own top-level tiled TIFF page (the
 reduced ones with ``subfiletype=1``) with its resolution in centimetres, so OpenSlide sees
-every level and reports ``openslide.mpp-x``. Tumour slides carry a few small regions with a
-dense lattice of tiny dark dots whose mean over every ``tumor_cell``-sized block is zero: the
-pyramid is built by block means, so at x5 (downsample 8 at 0.25 um/px) tumour and normal tissue
-are identical, while x20 and x10 show the texture. Only a model looking at fine scales can
-find them, which is what multi-scale MIL is about.
+every level and reports ``openslide.mpp-x``.
+
+The planted effect needs both of DAS-MIL's scales, as metastases do on real slides: tumour-like
+cells are seen at the fine scale, but what makes them a metastasis rather than a benign
+look-alike is the extent of the lesion, seen with the context of the coarser scale.
+
+- Texture (fine scales only): a dense lattice of tiny dark dots whose mean over every
+  ``tumor_cell``-sized block is zero. The pyramid is built by block means, so at x5
+  (downsample 8 at 0.25 um/px) textured and plain tissue are identical; x20 and x10 show it.
+- Every slide, of either class, carries ``mimics`` = 3-5 textured look-alike foci (benign
+  mimics) of radius ``mimic_radius`` = 240-300 px. With the demo's 128 px tiles an x20 tile
+  spans 256 level-0 px and an x10 tile 512, so a mimic fills whole x20 tiles but only about
+  half of an x10 tile.
+- A tumour slide has one metastasis of radius ``tumor_radius`` = 560-680 px, which fills
+  whole x10 tiles and a dozen x20 tiles, and gives up ``mimics_per_metastasis`` = 3 of its
+  mimics for it (0-2 left): its textured area is about 1.5 times a normal slide's. Lesions
+  keep ``lesion_gap`` = 256 px (one x20 tile) between their edges where the tissue has room.
+- So an x20 tile inside a lesion looks the same in both classes; what tells a metastasis is
+  that its neighbours and its x10 parent are textured too. A model of x20 tiles alone has
+  only the amount of texture per slide to go on. Classes 50/50, split 50/25/25 into
+  train/val/test, stratified.
+
+Expected ordering: DAS-MIL (x10 and x20 graph with spatial and parent-child edges) above the
+single-scale x20 models (ABMIL, DSMIL, max pooling), which see the texture but not its
+extent, above the x5-only model (``dsmil_x5``), blind to the texture and at chance.
 """
 
 from __future__ import annotations
@@ -54,8 +74,11 @@ class DemoSettings:
     tumor_fraction: float = 0.5
     splits: tuple[tuple[str, float], ...] = (("train", 0.5), ("val", 0.25), ("test", 0.25))
     islands: tuple[int, int] = (2, 4)  # tissue islands per slide (inclusive range)
-    tumor_regions: tuple[int, int] = (2, 4)  # per tumour slide
-    tumor_radius: tuple[int, int] = (160, 320)  # level-0 px
+    mimics: tuple[int, int] = (3, 5)  # textured look-alike foci per slide (inclusive range)
+    mimic_radius: tuple[int, int] = (240, 300)  # level-0 px: about one x20 tile across
+    tumor_radius: tuple[int, int] = (560, 680)  # the one metastasis: fills x10 tiles
+    mimics_per_metastasis: int = 3  # mimics a tumour slide gives up for its metastasis
+    lesion_gap: int = 256  # level-0 px between lesions' edges (one x20 tile)
     seed: int = 0
 
     @property
@@ -114,28 +137,46 @@ def _layout(rng: np.random.Generator, s: DemoSettings) -> dict[str, np.ndarray]:
     return {"tissue": tissue, "hard": hard, "haem": np.clip(haem, 0.05, 0.7), "eosin": eosin}
 
 
-def _tumor_regions(
-    rng: np.random.Generator, hard: np.ndarray, s: DemoSettings
+def _discs(
+    rng: np.random.Generator, hard: np.ndarray, radii: Sequence[int], gap: int
 ) -> list[tuple[int, int, int]]:
-    """(cx, cy, r) level-0 discs lying inside tissue, apart from each other where possible."""
+    """(cx, cy, r) level-0 discs inside tissue, in the order of ``radii``, each ``gap`` px
+    from the others' edges; where the tissue has no room, half the gap, then touching, then
+    anywhere inside tissue (a disc that fits nowhere shrinks to the deepest point)."""
     depth = ndimage.distance_transform_edt(hard) * LOW
-    free = np.ones_like(hard)
     yy, xx = (np.mgrid[0 : hard.shape[0], 0 : hard.shape[1]] + 0.5) * LOW
-    regions: list[tuple[int, int, int]] = []
-    for _ in range(int(rng.integers(s.tumor_regions[0], s.tumor_regions[1] + 1))):
-        radius = int(rng.integers(s.tumor_radius[0], s.tumor_radius[1] + 1))
+    discs: list[tuple[int, int, int]] = []
+    for radius in radii:
         fits = depth >= radius + 2 * LOW
-        ys, xs = np.nonzero(fits & free)
-        if ys.size == 0:
-            ys, xs = np.nonzero(fits)
-        if ys.size == 0:
-            ys, xs = np.nonzero(depth == depth.max())
+        if not fits.any():
+            fits = depth == depth.max()
             radius = max(LOW, int(depth.max()) - LOW)
+        for spacing in (gap, gap / 2, 0, None):
+            free = fits.copy()
+            for cx, cy, r in discs if spacing is not None else []:
+                free &= (xx - cx) ** 2 + (yy - cy) ** 2 >= (radius + r + spacing) ** 2
+            if free.any():
+                break
+        ys, xs = np.nonzero(free)
         pick = int(rng.integers(ys.size))
-        cx, cy = int(xs[pick] * LOW + LOW // 2), int(ys[pick] * LOW + LOW // 2)
-        regions.append((cx, cy, radius))
-        free &= (xx - cx) ** 2 + (yy - cy) ** 2 > (radius + s.tumor_radius[1] + 4 * LOW) ** 2
-    return regions
+        discs.append((int(xs[pick] * LOW + LOW // 2), int(ys[pick] * LOW + LOW // 2), radius))
+    return discs
+
+
+def _lesions(
+    rng: np.random.Generator, hard: np.ndarray, s: DemoSettings, tumor: bool
+) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """(metastases, mimics): every slide draws ``mimics`` look-alike foci; a tumour slide
+    gives ``mimics_per_metastasis`` of them up for its one metastasis, so the textured area
+    per slide is about the same in both classes."""
+    count = int(rng.integers(s.mimics[0], s.mimics[1] + 1))
+    big = [int(rng.integers(s.tumor_radius[0], s.tumor_radius[1] + 1))] if tumor else []
+    small = max(count - s.mimics_per_metastasis * len(big), 0)
+    radii = big + [
+        int(rng.integers(s.mimic_radius[0], s.mimic_radius[1] + 1)) for _ in range(small)
+    ]
+    discs = _discs(rng, hard, radii, s.lesion_gap)
+    return discs[: len(big)], discs[len(big) :]
 
 
 def _interp(n_out: int, n_in: int, cell: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -166,7 +207,8 @@ def _lattice(
 @dataclass(frozen=True)
 class Rendered:
     image: np.ndarray  # level-0 RGB (H, W, 3) uint8
-    regions: list[tuple[int, int, int]]  # tumour discs (cx, cy, r), level-0 px
+    regions: list[tuple[int, int, int]]  # metastases (cx, cy, r), level-0 px
+    mimics: list[tuple[int, int, int]]  # look-alike foci, the same texture
     tissue: np.ndarray  # bool layout, one cell per LOW x LOW level-0 px
 
 
@@ -176,7 +218,7 @@ def render_slide(
     """One slide at level 0. ``plant=False`` draws the same slide (same random stream, same
     tumour discs) without the tumour texture: the pair shows what the texture changes."""
     lay = _layout(rng, s)
-    regions = _tumor_regions(rng, lay["hard"], s) if tumor else []
+    regions, mimics = _lesions(rng, lay["hard"], s, tumor)
     # bilinear upsampling, separable: columns now for the whole slide, rows strip by strip
     y_lo, y_hi, y_w = _interp(s.height, s.height // LOW, LOW)
     x_lo, x_hi, x_w = _interp(s.width, s.width // LOW, LOW)
@@ -196,7 +238,7 @@ def render_slide(
     t_radius = np.full((th, tw), 1.6, np.float32)
     centres_y, centres_x = np.mgrid[0:th, 0:tw] * tc + tc / 2
     in_tumor = np.zeros((th, tw), bool)
-    for cx, cy, r in regions if plant else []:
+    for cx, cy, r in regions + mimics if plant else []:
         in_tumor |= (centres_x - cx) ** 2 + (centres_y - cy) ** 2 <= r * r
     image = np.empty((s.height, s.width, 3), np.uint8)
     strip = 48 * tc  # a multiple of every lattice cell, so strips start on cell borders
@@ -212,7 +254,7 @@ def render_slide(
             nuclei=_lattice(y0, rows, s.width, nc, n_offset, n_radius),
             tumor=_tumor_texture(y0, rows, s.width, tc, t_offset, t_radius, in_tumor),
         )
-    return Rendered(image, regions, lay["hard"])
+    return Rendered(image, regions, mimics, lay["hard"])
 
 
 def _render_strip(
@@ -367,6 +409,7 @@ def write_demo(root: str | PathLike[str], settings: DemoSettings) -> dict[str, A
                 "mpp": s.mpp,
                 "tissue_fraction": round(float(slide.tissue.mean()), 4),
                 "tumor_regions": [{"x": x, "y": y, "radius": r} for x, y, r in slide.regions],
+                "mimic_regions": [{"x": x, "y": y, "radius": r} for x, y, r in slide.mimics],
             }
         )
     entries.sort(key=lambda e: e["slide_id"])

@@ -3,9 +3,10 @@ the decision threshold its training chose on the validation slides."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -19,11 +20,15 @@ from workflow.wsi.graph import load_graph
 from workflow.wsi.train import load_module
 
 
-def stored_threshold(checkpoint: str | PathLike[str]) -> float:
+def stored_threshold(
+    checkpoint: str | PathLike[str], run_info: Mapping[str, Any] | None = None
+) -> float:
     """The decision threshold ``wsi_train`` chose on the validation slides and stored in the
-    checkpoint's ``run_info``. There is no silent 0.5 for a checkpoint without one: ACC and
-    F1 at an unchosen cut say nothing about an uncalibrated model."""
-    value = checkpoint_run_info(checkpoint).get("threshold")
+    checkpoint's ``run_info`` (read from ``checkpoint`` unless given). There is no silent 0.5
+    for a checkpoint without one: ACC and F1 at an unchosen cut say nothing about an
+    uncalibrated model."""
+    info = checkpoint_run_info(checkpoint) if run_info is None else run_info
+    value = info.get("threshold")
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise InputError(
             checkpoint,

@@ -59,6 +59,12 @@ class TileDataset(Dataset):
         return torch.from_numpy(np.array(pixels)).permute(2, 0, 1), s
 
 
+def feature_width(model: torch.nn.Module) -> int:
+    """Width of a timm model's pooled output without classifier (its head's hidden size where
+    it has one, as MobileNetV3's 1024 after ``conv_head``; otherwise ``num_features``)."""
+    return int(getattr(model, "head_hidden_size", None) or getattr(model, "num_features", 0))
+
+
 def build_encoder(settings: Mapping[str, Any]) -> torch.nn.Module:
     """A timm model without its classifier; weights from ``settings['weights']`` or seeded."""
     import timm
@@ -110,7 +116,7 @@ def encode_slide(
             features = encoder(batch).float().cpu().numpy()
             for s in np.unique(scale_ids.numpy()):
                 outputs[s].append(features[scale_ids.numpy() == s])
-    width = getattr(encoder, "num_features", 0)
+    width = feature_width(encoder)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs.update({**tiling.attrs, **(attrs or {})})
         for scale, chunks in zip(tiling.scales, outputs, strict=True):
