@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow.flip.compare import comparison_table, finding, markdown, paired_interval
+from workflow.flip.compare import (
+    bootstrap_means,
+    comparison_table,
+    finding,
+    markdown,
+    paired_interval,
+)
 from workflow.flip.model import image_tower_gflops
 from workflow.flip.plots import mask_ratio_figure
 
@@ -110,3 +116,11 @@ def test_without_a_mask_0_experiment_the_table_has_accuracies_only():
     assert "delta_top1" not in table and table["cost_ratio"].isna().all()
     text = markdown(table)
     assert "| mask50 | 0.5 | 1 |" in text and "within" not in text
+
+
+def test_blocked_bootstrap_draws_what_one_call_draws():
+    """Resampling in blocks (to bound memory at ImageNet's size) changes no number."""
+    values = np.random.default_rng(3).normal(size=257)
+    whole = values[np.random.default_rng(9).integers(257, size=(1000, 257))].mean(axis=1)
+    blocked = bootstrap_means(values, 1000, np.random.default_rng(9), block=64)
+    assert np.array_equal(blocked, whole)
