@@ -75,7 +75,7 @@ class DemoSettings:
     splits: tuple[tuple[str, float], ...] = (("train", 0.5), ("val", 0.25), ("test", 0.25))
     islands: tuple[int, int] = (2, 4)  # tissue islands per slide (inclusive range)
     mimics: tuple[int, int] = (3, 5)  # textured look-alike foci per slide (inclusive range)
-    mimic_radius: tuple[int, int] = (240, 300)  # level-0 px: about one x20 tile across
+    mimic_radius: tuple[int, int] = (240, 300)  # level-0 px: about two x20 tiles across
     tumor_radius: tuple[int, int] = (560, 680)  # the one metastasis: fills x10 tiles
     mimics_per_metastasis: int = 3  # mimics a tumour slide gives up for its metastasis
     lesion_gap: int = 256  # level-0 px between lesions' edges (one x20 tile)
@@ -168,7 +168,7 @@ def _lesions(
 ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
     """(metastases, mimics): every slide draws ``mimics`` look-alike foci; a tumour slide
     gives ``mimics_per_metastasis`` of them up for its one metastasis, so the textured area
-    per slide is about the same in both classes."""
+    of the two classes stays comparable (about 1.5 : 1)."""
     count = int(rng.integers(s.mimics[0], s.mimics[1] + 1))
     big = [int(rng.integers(s.tumor_radius[0], s.tumor_radius[1] + 1))] if tumor else []
     small = max(count - s.mimics_per_metastasis * len(big), 0)
