@@ -17,7 +17,7 @@ TRACKS = ("distance", "wsi", "sequence", "flip", "watermark", "nerf")  # every t
 
 
 try:
-    validate_config(config, "config/schema.yaml")
+    validate_config(config, "config/schema/config.yaml")
     for track in TRACKS:
         enabled_datasets(track, config[track])
 except ConfigError as err:

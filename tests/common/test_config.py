@@ -8,12 +8,14 @@ from workflow.common.config import (
     config_hash,
     deep_merge,
     experiment_settings,
+    load_schema,
+    stage_settings,
     validate_config,
 )
 from workflow.common.experiments import run_settings, runs
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "config" / "schema.yaml"
+SCHEMA = ROOT / "config" / "schema" / "config.yaml"
 
 
 def default_config() -> dict:
@@ -127,3 +129,42 @@ def test_schema_descriptions_are_whole_strings():
 
     walk(schema, [])
     assert not stray
+
+
+TRACKS = ("distance", "wsi", "sequence", "flip", "watermark", "nerf")
+
+
+def test_each_track_section_lives_in_its_own_schema_file():
+    """config/schema/<track>.yaml holds every `$defs/<track>*` and nothing else; the root holds
+    the shared definitions, and every track file is referenced from the root."""
+    schema = load_schema(SCHEMA)
+    for name, home in schema.homes.items():
+        track = next((t for t in TRACKS if name == t or name.startswith(t + "_")), "config")
+        assert home == f"{track}.yaml", name
+    root = (ROOT / "config" / "schema" / "config.yaml").read_text()
+    for track in TRACKS:
+        assert f'$ref: "{track}.yaml#/$defs/{track}"' in root
+
+
+def test_a_definition_in_two_schema_files_is_refused(tmp_path):
+    (tmp_path / "config.yaml").write_text("type: object\n$defs: {a: {type: integer}}\n")
+    (tmp_path / "other.yaml").write_text("$defs: {a: {type: string}}\n")
+    with pytest.raises(ConfigError, match=r"other.yaml: \$defs/a is also in config.yaml"):
+        load_schema(tmp_path / "config.yaml")
+
+
+def test_references_across_schema_files_resolve_and_fill_defaults(tmp_path):
+    """A section in its own file, with a reference back to the root's shared definitions."""
+    (tmp_path / "config.yaml").write_text(
+        "type: object\nproperties:\n  t: {$ref: 't.yaml#/$defs/t', default: {}}\n"
+        "$defs:\n  steps: {type: integer, default: 7}\n"
+    )
+    (tmp_path / "t.yaml").write_text(
+        "$defs:\n  t:\n    type: object\n    additionalProperties: false\n    properties:\n"
+        "      n: {$ref: 'config.yaml#/$defs/steps'}\n      inner: {$ref: '#/$defs/t_inner'}\n"
+        "  t_inner: {type: object, properties: {x: {type: string, default: a}}, default: {}}\n"
+    )
+    assert validate_config({}, tmp_path / "config.yaml") == {"t": {"n": 7, "inner": {"x": "a"}}}
+    with pytest.raises(ConfigError, match="t.n: 'x' is not of type 'integer'"):
+        validate_config({"t": {"n": "x"}}, tmp_path / "config.yaml")
+    assert stage_settings({}, "t_inner", tmp_path / "config.yaml") == {"x": "a"}

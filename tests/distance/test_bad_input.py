@@ -175,12 +175,12 @@ def test_corrupt_jpeg_at_extract(prepared, tmp_path):
 
 def test_index_by_hand_fills_the_schema_defaults(data, tmp_path):
     """A partial --settings (as a user typing the command writes it) runs with the defaults of
-    config/schema.yaml: the same tables as the whole section spelled out."""
-    from workflow.common.config import SCHEMA, load_yaml
+    config/schema/distance.yaml: the same tables as the whole section spelled out."""
+    from workflow.common.config import load_schema
 
     defaults = {
         key: spec["default"]
-        for key, spec in load_yaml(SCHEMA)["$defs"]["distance_index"]["properties"].items()
+        for key, spec in load_schema().definition("distance_index")["properties"].items()
     }
     full, partial = tmp_path / "full", tmp_path / "partial"
     args = ["scripts/distance.py", "index", "--root", data, "--on-bad-sample", "fail"]

@@ -92,5 +92,5 @@ def test_the_shipped_configs_name_known_models(overlay):
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     if overlay:
         config = deep_merge(config, yaml.safe_load((ROOT / overlay).read_text()))
-    config = validate_config(config, ROOT / "config/schema.yaml")
+    config = validate_config(config, ROOT / "config/schema/config.yaml")
     check_models(config["flip"])

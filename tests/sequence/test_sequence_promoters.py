@@ -286,8 +286,8 @@ def test_config_accepts_a_promoter_dataset():
 
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     config["sequence"]["datasets"]["fa"] = dict(dataset)
-    validated = validate_config(config, ROOT / "config/schema.yaml")
+    validated = validate_config(config, ROOT / "config/schema/config.yaml")
     assert validated["sequence"]["datasets"]["fa"]["promoters"] == dataset["promoters"]
     config["sequence"]["datasets"]["fa"]["promoter"] = "/data/promoters.fa"  # a misspelt key
     with pytest.raises(ConfigError, match=r"unknown key sequence\.datasets\.fa\.promoter\b"):
-        validate_config(config, ROOT / "config/schema.yaml")
+        validate_config(config, ROOT / "config/schema/config.yaml")

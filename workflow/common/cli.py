@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workflow.common.config import ConfigError, schema_default, stage_settings
+from workflow.common.config import ConfigError, load_schema, schema_default, stage_settings
 from workflow.common.errors import InputError
 from workflow.common.images import set_max_pixels
 
@@ -35,7 +35,8 @@ def add_settings(parser: argparse.ArgumentParser, definition: str, what: str) ->
         "--settings",
         default="{}",
         metavar="JSON",
-        help=f"{what} as a JSON object (config/schema.yaml $defs/{definition}; "
+        help=f"{what} as a JSON object (config/schema/{load_schema().homes[definition]} "
+        f"$defs/{definition}; "
         "omitted keys take their defaults)",
     )
     parser.set_defaults(settings_definition=definition)

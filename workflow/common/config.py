@@ -1,4 +1,4 @@
-"""Config validation against ``config/schema.yaml`` and per-experiment settings.
+"""Config validation against ``config/schema/`` and per-experiment settings.
 
 Validation fills defaults from the schema and reports every problem with the dotted key that
 holds it, so a typo in a 200-line config is found in one read.
@@ -7,16 +7,21 @@ holds it, so a typo in a 200-line config is found in one read.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver
 
 
 class ConfigError(ValueError):
@@ -48,43 +53,89 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{where}: {error.message}"
 
 
-def _fill_defaults(instance: Any, schema: Mapping[str, Any], registry: Registry) -> None:
+def _fill_defaults(instance: Any, schema: Mapping[str, Any], resolver: Resolver) -> None:
     """Fill ``default`` values through ``properties`` (and ``$ref``s), in place.
 
     Maps keyed by user names (``additionalProperties``: datasets, experiments) are not filled:
     an experiment holds only its overrides, so the track defaults stay the single source.
     """
     if "$ref" in schema:
-        schema = registry.resolver().lookup(schema["$ref"]).contents
+        resolved = resolver.lookup(schema["$ref"])
+        schema, resolver = resolved.contents, resolved.resolver
     if not isinstance(instance, dict):
         return
     for key, sub in schema.get("properties", {}).items():
-        target = sub
+        target, target_resolver = sub, resolver
         if "$ref" in sub:
-            target = {**registry.resolver().lookup(sub["$ref"]).contents, **sub}
+            # The referring schema's own keys (a section's `default: {}`) win over the target's.
+            resolved = resolver.lookup(sub["$ref"])
+            local = {k: v for k, v in sub.items() if k != "$ref"}
+            target, target_resolver = {**resolved.contents, **local}, resolved.resolver
         if key not in instance and "default" in target:
             instance[key] = copy.deepcopy(target["default"])
         if key in instance:
-            _fill_defaults(instance[key], target, registry)
+            _fill_defaults(instance[key], target, target_resolver)
 
 
-#: The schema every config and every stage's settings are checked against.
-SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+#: The root of the schema every config and every stage's settings are checked against; each
+#: track's section lives beside it in ``config/schema/<track>.yaml``.
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema" / "config.yaml"
 
 
-def _problems(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[str]:
-    """Fill ``instance``'s defaults in place; describe what still does not match ``schema``."""
-    registry = _root_registry(root)
-    _fill_defaults(instance, schema, registry)
-    validator = jsonschema.Draft202012Validator(schema, registry=registry)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
-    return [_describe(e) for e in errors]
+@dataclass(frozen=True)
+class Schema:
+    """The root schema and the files beside it, registered under their file names so that
+    ``distance.yaml#/$defs/distance_train`` resolves from any of them."""
+
+    path: Path
+    root: dict[str, Any]
+    registry: Registry
+    #: ``$defs`` name -> the file name that holds it (names are unique across files).
+    homes: dict[str, str]
+
+    def definition(self, name: str) -> dict[str, Any]:
+        """The contents of ``$defs/<name>``, wherever it lives."""
+        if name not in self.homes:
+            raise ConfigError(f"{self.path.parent}: no $defs/{name}")
+        return self.registry[self.homes[name]].contents["$defs"][name]
+
+    def problems(self, instance: Any, schema: Mapping[str, Any]) -> list[str]:
+        """Fill ``instance``'s defaults in place; describe what still does not match."""
+        _fill_defaults(instance, schema, self.registry.resolver())
+        validator = jsonschema.Draft202012Validator(schema, registry=self.registry)
+        errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+        return [_describe(e) for e in errors]
+
+
+@functools.cache
+def _load_schema(path: Path) -> Schema:
+    resources: list[tuple[str, Resource[Any]]] = []
+    homes: dict[str, str] = {}
+    for file in sorted(path.parent.glob("*.yaml")):
+        contents = load_yaml(file)
+        for name in contents.get("$defs", {}):
+            if name in homes:
+                raise ConfigError(f"{file}: $defs/{name} is also in {homes[name]}")
+            homes[name] = file.name
+        resource = Resource.from_contents(contents, default_specification=DRAFT202012)
+        resources.append((file.name, resource))
+        if file == path:  # the root is also the base that a bare "#/..." resolves against
+            resources.append(("", resource))
+    if not any(uri == "" for uri, _ in resources):
+        raise ConfigError(f"{path}: no such schema")
+    root = load_yaml(path)
+    return Schema(path, root, Registry().with_resources(resources), homes)
+
+
+def load_schema(path: str | Path = SCHEMA) -> Schema:
+    """The schema rooted at ``path`` with every ``*.yaml`` beside it (read once per process)."""
+    return _load_schema(Path(path).resolve())
 
 
 def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
     """Validate ``config`` in place (defaults filled) or raise ``ConfigError``."""
-    schema = load_yaml(schema_path)
-    problems = _problems(config, schema, schema)
+    schema = load_schema(schema_path)
+    problems = schema.problems(config, schema.root)
     if problems:
         lines = "\n  ".join(problems)
         raise ConfigError(f"config does not match {schema_path}:\n  {lines}")
@@ -98,32 +149,21 @@ def stage_settings(
 
     Rules pass a whole config section; a stage run by hand may pass only the keys it changes.
     """
-    schema = load_yaml(schema_path)
-    if definition not in schema.get("$defs", {}):
-        raise ConfigError(f"{schema_path}: no $defs/{definition}")
+    schema = load_schema(schema_path)
+    schema.definition(definition)  # a clear error for an unknown name
     if not isinstance(settings, dict):
         raise ConfigError(f"expected a JSON object, got {type(settings).__name__}")
-    # By reference into the whole schema, so the definition's own $refs resolve there too.
-    problems = _problems(settings, {"$ref": f"{ROOT_URI}#/$defs/{definition}"}, schema)
+    reference = f"{schema.homes[definition]}#/$defs/{definition}"
+    problems = schema.problems(settings, {"$ref": reference})
     if problems:
         raise ConfigError("; ".join(problems))
     return settings
 
 
-ROOT_URI = "urn:lsai:config"
-
-
 def schema_default(key: str, schema_path: str | Path = SCHEMA) -> Any:
     """The default of a top-level config key: a script's option that mirrors it takes this
     as its own default, so the value lives in the schema only."""
-    return copy.deepcopy(load_yaml(schema_path)["properties"][key]["default"])
-
-
-def _root_registry(schema: Mapping[str, Any]) -> Registry:
-    """A registry in which ``#/$defs/...`` references (and ``ROOT_URI#/$defs/...`` ones, from
-    a definition validated alone) resolve against ``schema``."""
-    resource = Resource.from_contents(schema, default_specification=DRAFT202012)
-    return Registry().with_resources([("", resource), (ROOT_URI, resource)])
+    return copy.deepcopy(load_schema(schema_path).root["properties"][key]["default"])
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The slide list of a dataset: ``slide_id,label,split`` rows, checked against the slides.
 
 Camelyon16's reference CSV and TCGA manifests are converted to this one layout (see
-config/schema.yaml); the demo writes it directly.
+config/schema/wsi.yaml); the demo writes it directly.
 """
 
 from __future__ import annotations
