@@ -29,12 +29,10 @@ from workflow.common.metrics import evaluated_run, predictions_by_experiment, wr
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from workflow.common.config import settings_object
     from workflow.distance.demo import DemoSettings, write_demo
 
-    settings = DemoSettings(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in args.settings.items()}
-    )
-    manifest = write_demo(args.root, settings)
+    manifest = write_demo(args.root, settings_object(DemoSettings, args.settings))
     log.info(
         "demo: %d sequences, %d frames, %d objects in %s",
         len(manifest["sequences"]),

@@ -32,12 +32,10 @@ from workflow.common.errors import InputError
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from workflow.common.config import settings_object
     from workflow.flip.demo import DemoSettings, write_demo
 
-    settings = DemoSettings(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in args.settings.items()}
-    )
-    manifest = write_demo(args.root, settings)
+    manifest = write_demo(args.root, settings_object(DemoSettings, args.settings))
     log.info(
         "demo: %d samples (%d planted bad) in %d shards, %d val images of %d classes in %s",
         manifest["samples"], manifest["samples"] - manifest["good"], len(manifest["shards"]),

@@ -223,13 +223,10 @@ def test_parse_time_constants_match_their_sources() -> None:
     from workflow.flip.sizes import NOT_INHERITED, PLANTED_REASONS
     from workflow.flip.train import NOT_INHERITED as TRAIN_NOT_INHERITED
     from workflow.sequence.data import CV_VAL_FRACTION, fold_indices
-    from workflow.watermark.lm import LM_DEFAULTS
-    from workflow.watermark.sizes import LM_DEFAULTS as SIZE_DEFAULTS
 
     assert PLANTED_REASONS == len(PLANTED)
     assert NOT_INHERITED == TRAIN_NOT_INHERITED
     assert seq_sizes.CV_VAL_FRACTION == CV_VAL_FRACTION
-    assert {k: LM_DEFAULTS[k] for k in SIZE_DEFAULTS} == SIZE_DEFAULTS
     for pool, folds in ((2700, 3), (1001, 5), (97, 10)):  # the smallest fold's training part
         assert seq_sizes.fold_train(pool, folds) == min(
             len(fold_indices(pool, folds, k)["train"]) for k in range(folds)

@@ -14,7 +14,6 @@ from workflow.flip.demo import DemoSettings, write_demo
 from workflow.flip.layout import list_shards
 from workflow.flip.model import build_clip, image_transforms, tokenizer
 from workflow.flip.train import (
-    DEMO_TRAIN,
     FlipModule,
     load_module,
     load_weights,
@@ -35,7 +34,8 @@ QUIET = {"enable_model_summary": False}
 # shards x 160 + 1 val shard, 16 classes x 6 val images; the demo training settings at mask
 # 0.5 with batch 32 (100 steps): about 15 s on one thread.
 ZS_DEMO = DemoSettings(shards=3, samples_per_shard=160, val_per_class=6, bad_per_reason=0, seed=0)
-ZS_SETTINGS = {**DEMO_TRAIN, "mask_ratio": 0.5, "batch_size": 32, "shuffle": 200}
+ZS_SETTINGS = {"model": "flip-tiny", "mask_ratio": 0.5, "batch_size": 32, "shuffle": 200,
+               "lr": 2e-3, "warmup_steps": 20, "max_epochs": 10}  # fmt: skip
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jsonschema
 import yaml
@@ -22,6 +22,9 @@ from referencing.jsonschema import DRAFT202012
 
 if TYPE_CHECKING:
     from referencing._core import Resolver
+
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -158,6 +161,31 @@ def stage_settings(
     if problems:
         raise ConfigError("; ".join(problems))
     return settings
+
+
+def schema_defaults(definition: str, schema_path: str | Path = SCHEMA) -> dict[str, Any]:
+    """Every default of ``$defs/<definition>``: what a library call takes for a setting it is
+    not given, so the pipeline and a direct call agree (the schema is their one source)."""
+    return copy.deepcopy(_defaults(definition, Path(schema_path).resolve()))
+
+
+@functools.cache
+def _defaults(definition: str, schema_path: Path) -> dict[str, Any]:
+    return stage_settings({}, definition, schema_path)
+
+
+def frozen(value: Any) -> Any:
+    """``value`` with its lists as tuples, for a frozen dataclass field's default."""
+    if isinstance(value, list):
+        return tuple(frozen(v) for v in value)
+    if isinstance(value, dict):
+        return {k: frozen(v) for k, v in value.items()}
+    return value
+
+
+def settings_object(cls: type[T], settings: Mapping[str, Any]) -> T:
+    """A frozen settings dataclass from a stage's ``--settings`` (JSON lists become tuples)."""
+    return cls(**{k: frozen(v) for k, v in settings.items()})
 
 
 def schema_default(key: str, schema_path: str | Path = SCHEMA) -> Any:

@@ -24,7 +24,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -497,3 +497,54 @@ def publish_run(result: FitResult, final: Path, seed: int, **extra: Any) -> None
             **extra,
         },
     )
+
+
+def train_settings(
+    settings: Mapping[str, Any],
+    run_dir: str | os.PathLike[str],
+    seed: int,
+    *,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    key_data: Mapping[str, Any] | None = None,
+    trainer_overrides: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> TrainSettings:
+    """One run's :class:`TrainSettings` from a track's ``train`` settings: its epochs,
+    precision, budget and checkpoint cadence, and the resume key of its settings and
+    ``inputs``. ``fields`` are the rest (monitor, mode, gpus...) and win over all of these."""
+    derived: dict[str, Any] = {
+        "max_epochs": int(settings["max_epochs"]),
+        "precision": settings.get("precision"),
+        **budget(settings),
+    }
+    return TrainSettings(
+        run_dir=Path(run_dir),
+        seed=seed,
+        trainer_overrides=dict(trainer_overrides or {}),
+        key=run_key(settings, inputs, **dict(key_data or {})),
+        **{**derived, **fields},
+    )
+
+
+def fit_and_publish(
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    run: TrainSettings,
+    final: str | os.PathLike[str] | None,
+    run_info: Mapping[str, Any] | Callable[[FitResult], Mapping[str, Any]] | None = None,
+    last: bool = False,
+) -> FitResult:
+    """Every track's recipe after the module is built: :func:`fit`, then on rank 0 publish
+    the selected checkpoint (``last``: the last one, not the monitored best) to ``final``
+    with the fit's run info and ``run_info`` (a callable is given the fit's result, for what
+    is measured on the selected checkpoint)."""
+    result = fit(module, datamodule, run)
+    if final is None or not result.is_global_zero:
+        return result
+    if last:
+        result.best_checkpoint = run.last_checkpoint
+    extra = run_info(result) if callable(run_info) else run_info
+    publish_run(result, Path(final), run.seed, **dict(extra or {}))
+    log.info("selected %s (%s) -> %s", result.best_checkpoint.name,
+             "last" if last else f"best {run.monitor}", final)  # fmt: skip
+    return result

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from workflow.common.loaders import resumable_loader
+from workflow.common.loaders import SplitDataModule, resumable_loader
 from workflow.distance.store import FrameDataset, collate_frames, geometry_features, object_table
 
 
@@ -58,25 +57,15 @@ def make_loader(
     )
 
 
-class DistanceDataModule(L.LightningDataModule):
+class DistanceDataModule(SplitDataModule):
+    """Train / val objects (frames, for Zhu's whole-image model) of two stores."""
+
     def __init__(
         self, model: str, train_store: Path, val_store: Path, batch_size: int, num_workers: int = 0
     ) -> None:
-        super().__init__()
-        self.model, self.batch_size, self.num_workers = model, batch_size, num_workers
+        super().__init__(batch_size, num_workers, collate_frames if model == "zhu" else None)
+        self.model = model
         self.stores = {"train": Path(train_store), "val": Path(val_store)}
-        self.datasets: dict[str, Dataset] = {}
 
-    def setup(self, stage: str | None = None) -> None:
-        for split, store in self.stores.items():
-            self.datasets.setdefault(split, make_dataset(self.model, store))
-
-    def train_dataloader(self) -> DataLoader:
-        return make_loader(
-            self.model, self.datasets["train"], self.batch_size, self.num_workers, shuffle=True
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(
-            self.model, self.datasets["val"], self.batch_size, self.num_workers, shuffle=False
-        )
+    def make_datasets(self) -> dict[str, Dataset]:
+        return {split: make_dataset(self.model, store) for split, store in self.stores.items()}

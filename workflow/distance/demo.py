@@ -43,6 +43,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from workflow.common.atomic import write_bytes, write_json
+from workflow.common.config import frozen, schema_defaults
 from workflow.distance.scene import (
     Camera,
     Occluder,
@@ -56,24 +57,28 @@ PRIOR_HEIGHT = 1.75
 MIN_BOX_PX = 2.0  # a visible sliver thinner than this is not annotated
 
 
+#: The schema's defaults (config/schema/distance.yaml $defs/distance_demo): the one source.
+DEMO = frozen(schema_defaults("distance_demo"))
+
+
 @dataclass(frozen=True)
 class DemoSettings:
-    sequences: int = 24
-    frames_per_sequence: int = 10
-    width: int = 640
-    height: int = 360
-    fov_deg: float = 70.0
-    pedestrians: tuple[int, int] = (4, 8)
-    distance_range: tuple[float, float] = (1.5, 80.0)
-    camera_height: tuple[float, float] = (1.2, 1.8)
+    sequences: int = DEMO["sequences"]
+    frames_per_sequence: int = DEMO["frames_per_sequence"]
+    width: int = DEMO["width"]
+    height: int = DEMO["height"]
+    fov_deg: float = DEMO["fov_deg"]
+    pedestrians: tuple[int, int] = DEMO["pedestrians"]
+    distance_range: tuple[float, float] = DEMO["distance_range"]
+    camera_height: tuple[float, float] = DEMO["camera_height"]
     camera_pitch_deg: tuple[float, float] = (2.0, 8.0)
     person_height_sd: float = 0.07
-    children: float = 0.1
-    seated: float = 0.1
-    behind_occluder: float = 0.08
-    crowd: float = 0.2
-    border: float = 0.1
-    seed: int = 0
+    children: float = DEMO["children"]
+    seated: float = DEMO["seated"]
+    behind_occluder: float = DEMO["behind_occluder"]
+    crowd: float = DEMO["crowd"]
+    border: float = DEMO["border"]
+    seed: int = DEMO["seed"]
 
     def __post_init__(self) -> None:
         if self.behind_occluder + self.crowd + self.border > 1:

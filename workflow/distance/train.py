@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from workflow.common.atomic import atomic_path
-from workflow.common.training import TrainSettings, budget, fit, publish_run, run_key
+from workflow.common.training import fit_and_publish, train_settings
 from workflow.distance.data import DistanceDataModule, training_statistics
 from workflow.distance.models import NETWORKS, REFERENCES
 from workflow.distance.store import PRIORS, object_table
@@ -53,21 +53,7 @@ def train_experiment(
     data = DistanceDataModule(
         model, train_store, val_store, settings["batch_size"], settings["num_workers"]
     )
-    result = fit(
-        module,
-        data,
-        TrainSettings(
-            run_dir=run_dir,
-            max_epochs=settings["max_epochs"],
-            seed=seed,
-            gpus=gpus,
-            num_nodes=num_nodes,
-            monitor="val_loss",
-            mode="min",
-            key=run_key(settings, [train_store, val_store]),
-            **budget(settings),
-        ),
+    run = train_settings(
+        settings, run_dir, seed, inputs=[train_store, val_store], gpus=gpus, num_nodes=num_nodes
     )
-    if result.is_global_zero:
-        publish_run(result, final, seed)
-        log.info("selected %s (best val_loss) -> %s", result.best_checkpoint.name, final)
+    fit_and_publish(module, data, run, final)

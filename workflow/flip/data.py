@@ -55,13 +55,14 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
+from workflow.common.config import schema_defaults
 from workflow.common.errors import InputError, Skips
 from workflow.common.images import BadImage, decode_image
 from workflow.common.training import gather_objects
 
 log = logging.getLogger("lsai.flip.data")
 
-DATA_DEFAULTS: dict[str, Any] = {"batch_size": 64, "shuffle": 1000, "num_workers": 0}
+DATA_DEFAULTS: dict[str, Any] = schema_defaults("flip_train")
 
 
 def shard_count(shard: str | PathLike[str]) -> int:

@@ -32,6 +32,7 @@ import webdataset as wds
 from PIL import Image, ImageDraw
 
 from workflow.common.atomic import atomic_path, write_json, write_text
+from workflow.common.config import frozen, schema_defaults
 from workflow.common.errors import InputError
 from workflow.flip.layout import parquet_row, sample_key, shard_files, write_parquet
 
@@ -70,19 +71,23 @@ FILTER_ASSUMES = {
 }  # fmt: skip
 
 
+#: The schema's defaults (config/schema/flip.yaml $defs/flip_demo): the one source.
+DEMO = frozen(schema_defaults("flip_demo"))
+
+
 @dataclass(frozen=True)
 class DemoSettings:
-    shards: int = 5
-    samples_per_shard: int = 240
-    image_size: int = 64
-    colors: tuple[str, ...] = ("red", "green", "blue", "yellow")
-    shapes: tuple[str, ...] = ("circle", "square", "triangle", "cross")
-    background: str = "gray"
-    val_per_class: int = 20
-    train_per_class: int = 50
-    bad_per_reason: int = 2
-    jpeg_quality: int = 90
-    seed: int = 0
+    shards: int = DEMO["shards"]
+    samples_per_shard: int = DEMO["samples_per_shard"]
+    image_size: int = DEMO["image_size"]
+    colors: tuple[str, ...] = DEMO["colors"]
+    shapes: tuple[str, ...] = DEMO["shapes"]
+    background: str = DEMO["background"]
+    val_per_class: int = DEMO["val_per_class"]
+    train_per_class: int = DEMO["train_per_class"]
+    bad_per_reason: int = DEMO["bad_per_reason"]
+    jpeg_quality: int = DEMO["jpeg_quality"]
+    seed: int = DEMO["seed"]
 
     def check(self) -> None:
         problems = []

@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from workflow.common.config import schema_defaults
 from workflow.common.errors import InputError, Skips
 from workflow.flip.eval_data import (
     autocast,
@@ -55,20 +56,9 @@ log = logging.getLogger("lsai.flip.evaluate")
 HIGHER_IS_BETTER = {
     "zeroshot_top1": True, "zeroshot_top5": True, "probe_top1": True, "image_gflops": False,
 }  # fmt: skip
-#: The schema's defaults of ``flip.evaluate`` ($defs/flip_evaluate) and of a dataset's
-#: ``zeroshot`` ($defs/flip_zeroshot); a test keeps them equal.
-EVALUATE_DEFAULTS: dict[str, Any] = {
-    "batch_size": 256,
-    "num_workers": 0,
-    "amp": True,
-    "probe_holdout": 0.1,
-    "probe_seed": 0,
-    "probe_l2_min": 1.0e-6,
-    "probe_l2_max": 1.0,
-    "probe_l2_steps": 13,
-    "probe_max_iter": 200,
-}
-ZEROSHOT_DEFAULTS: dict[str, Any] = {"classnames": "file", "templates": "openai"}
+#: The schema's defaults of ``flip.evaluate`` and of a dataset's ``zeroshot``.
+EVALUATE_DEFAULTS: dict[str, Any] = schema_defaults("flip_evaluate")
+ZEROSHOT_DEFAULTS: dict[str, Any] = schema_defaults("flip_zeroshot")
 
 
 @dataclass

@@ -68,6 +68,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from workflow.common.atomic import write_json
+from workflow.common.config import schema_defaults
 from workflow.common.errors import BadSample, InputError
 from workflow.common.images import BadImage, decode_image
 from workflow.common.images import image_size as header_size
@@ -96,13 +97,8 @@ REASONS = (
 #: Reasons that mean a damaged sample (subject to on_bad_sample) rather than an unwanted one.
 DAMAGE = frozenset({"bad_key", "duplicate_key", "bad_metadata", "missing_caption",
                     "bad_caption", "decompression_bomb", "undecodable"})  # fmt: skip
-DEFAULTS: dict[str, Any] = {
-    "nsfw_tags": ["NSFW"], "min_similarity": None, "max_punsafe": 0.5, "max_pwatermark": 0.5,
-    "min_size": 32, "max_aspect": 3.0, "min_caption_words": 1, "max_pixels": 100_000_000,
-    "shard_size": 10000,
-    "shards_per_group": 100,  # input shards per filter job (workflow/flip/sources.py)
-    "dedup_buckets": 1,  # bucket jobs of the dedup stage (workflow/flip/dedup.py)
-}  # fmt: skip
+#: The schema's defaults of ``flip.filter`` (config/schema/flip.yaml $defs/flip_filter).
+DEFAULTS: dict[str, Any] = schema_defaults("flip_filter")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import open_clip
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from workflow.common.config import schema_defaults
 from workflow.common.errors import InputError
 
 log = logging.getLogger("lsai.flip.model")
@@ -29,7 +30,9 @@ log = logging.getLogger("lsai.flip.model")
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 #: The paper's text length (tokens, start and end included).
 CONTEXT_LENGTH = 32
-MODEL_DEFAULTS: dict[str, Any] = {"model": "flip-tiny", "mask_ratio": 0.0}
+#: Every pre-training setting (config/schema/flip.yaml $defs/flip_train): what a setting the
+#: caller leaves out takes, as in the pipeline.
+DEFAULTS: dict[str, Any] = schema_defaults("flip_train")
 
 if CONFIG_DIR not in {Path(p).resolve() for p in open_clip.factory._MODEL_CONFIG_PATHS}:
     open_clip.add_model_config(CONFIG_DIR)
@@ -37,7 +40,7 @@ if CONFIG_DIR not in {Path(p).resolve() for p in open_clip.factory._MODEL_CONFIG
 
 def model_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The model part of ``settings`` with defaults, checked (an InputError names the key)."""
-    s = {**MODEL_DEFAULTS, **dict(settings)}
+    s = {**DEFAULTS, **dict(settings)}
     if s["model"] not in open_clip.list_models():
         raise InputError("model", f"unknown open_clip model {s['model']!r}")
     if not 0.0 <= float(s["mask_ratio"]) < 1.0:

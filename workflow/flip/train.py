@@ -34,42 +34,18 @@ from workflow.common.optim import adamw_warmup_cosine
 from workflow.common.schedule import warmup_steps
 from workflow.common.training import (
     FitResult,
-    TrainSettings,
-    budget,
-    fit,
-    publish_run,
+    fit_and_publish,
     read_checkpoint,
-    run_key,
+    train_settings,
 )
 from workflow.flip.data import ShardDataModule
-from workflow.flip.model import build_clip, image_transforms, model_settings, tokenizer
+from workflow.flip.model import DEFAULTS, build_clip, image_transforms, model_settings, tokenizer
 
 log = logging.getLogger("lsai.flip.train")
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 5e-4,
-    "base_lr": None,
-    "weight_decay": 0.2,
-    "betas": (0.9, 0.95),
-    "eps": 1e-6,
-    "warmup_steps": 100,
-    "warmup_fraction": None,  # of the run's steps; when set, it replaces warmup_steps
-    "local_loss": False,
-    "gather_with_grad": False,
-    "max_epochs": 10,
-}
-#: Recommended pre-training settings for the demo (``DemoSettings()`` defaults: 4 train shards
-#: + 1 held out, 150 steps; flip-tiny) on one CPU thread: about 30-75 s per mask ratio on a
-#: shared 2-core machine, zero-shot top-1 on the demo val set 33-48% (3x chance is 18.75%,
-#: top-5 ~100%) for mask ratios 0, 0.5 and 0.75 and seeds 0-2.
-DEMO_TRAIN: dict[str, Any] = {
-    "model": "flip-tiny",
-    "batch_size": 64,
-    "shuffle": 500,
-    "lr": 2e-3,
-    "warmup_steps": 20,
-    "max_epochs": 10,
-}
+#: AdamW's betas and eps: constants of the recipe, not settings.
+BETAS = (0.9, 0.95)
+EPS = 1e-6
 #: CLIP's cap on the logit scale (temperature 0.01).
 MAX_LOGIT_SCALE = math.log(100.0)
 #: Tuning's peak lr over pre-training's when the tune section names none (FLIP: 4e-8 / 4e-6).
@@ -86,7 +62,7 @@ def peak_lr(settings: Mapping[str, Any], world_size: int) -> float:
     if settings.get("base_lr"):
         batch = int(settings.get("batch_size", 256)) * int(world_size)
         return float(settings["base_lr"]) * batch / 256
-    return float(settings.get("lr", TRAIN_DEFAULTS["lr"]))
+    return float(settings.get("lr", DEFAULTS["lr"]))
 
 
 def sample_budget(settings: Mapping[str, Any], train_samples: int) -> dict[str, Any]:
@@ -106,7 +82,7 @@ class FlipModule(L.LightningModule):
     def __init__(self, settings: Mapping[str, Any]) -> None:
         super().__init__()
         self.save_hyperparameters({"settings": dict(settings)})
-        self.settings = {**TRAIN_DEFAULTS, **model_settings(settings)}
+        self.settings = {**DEFAULTS, **model_settings(settings)}
         self.model = build_clip(self.settings)
         self.train_criterion = ClipLoss()
         self.val_criterion = ClipLoss()  # per rank on the whole val set: world-size free
@@ -173,7 +149,7 @@ class FlipModule(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         return adamw_warmup_cosine(
             self.model, self.peak_lr(), float(s["weight_decay"]), warmup_steps(s, total),
-            total, betas=tuple(s["betas"]), eps=float(s["eps"]),
+            total, betas=BETAS, eps=EPS,
         )  # fmt: skip
 
 
@@ -193,7 +169,7 @@ def tune_settings(settings: Mapping[str, Any], tune: Mapping[str, Any]) -> dict[
         if settings.get("base_lr"):
             out["base_lr"] = float(fraction) * float(settings["base_lr"])
         else:
-            out["lr"] = float(fraction) * float(settings.get("lr", TRAIN_DEFAULTS["lr"]))
+            out["lr"] = float(fraction) * float(settings.get("lr", DEFAULTS["lr"]))
     return {"max_epochs": 1, **out, **tune, "mask_ratio": 0.0}
 
 
@@ -246,7 +222,7 @@ def train_experiment(
     ``init_checkpoint``: start from those weights (unmasked tuning); a ``last.ckpt`` in
     ``run_dir`` still wins, so a killed tuning run resumes rather than restarting.
     """
-    s = {**TRAIN_DEFAULTS, **model_settings(settings)}
+    s = {**DEFAULTS, **model_settings(settings)}
     L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on it
     module = FlipModule(s)
     if init_checkpoint is not None:
@@ -266,26 +242,13 @@ def train_experiment(
     if s.get("epoch_fraction"):
         log.info("%s of an epoch: %d samples", s["epoch_fraction"], s["max_samples"])
     overrides = {"reload_dataloaders_every_n_epochs": 1, **dict(trainer_overrides or {})}
-    result = fit(
-        module,
-        data,
-        TrainSettings(
-            run_dir=Path(run_dir),
-            max_epochs=int(s["max_epochs"]),
-            seed=seed,
-            gpus=gpus,
-            num_nodes=num_nodes,
-            monitor="val_loss",
-            mode="min",
-            precision=s.get("precision"),
-            trainer_overrides=overrides,
-            key=run_key(s, [*shards, *(val_shards or []), *filter(None, [init_checkpoint])]),
-            **budget(s),
-        ),
-    )
-    if final is not None and result.is_global_zero:
-        init = None if init_checkpoint is None else str(init_checkpoint)
-        publish_run(result, final, seed, monitor="val_loss", init_checkpoint=init,
-                    images_per_s=round(module.images_per_s(), 2))  # fmt: skip
-        log.info("selected %s -> %s", result.best_checkpoint.name, final)
-    return result
+    run = train_settings(
+        s, run_dir, seed, inputs=[*shards, *(val_shards or []), *filter(None, [init_checkpoint])],
+        trainer_overrides=overrides, gpus=gpus, num_nodes=num_nodes,
+    )  # fmt: skip
+    init = None if init_checkpoint is None else str(init_checkpoint)
+    return fit_and_publish(
+        module, data, run, final,
+        lambda _: {"monitor": "val_loss", "init_checkpoint": init,
+                   "images_per_s": round(module.images_per_s(), 2)},
+    )  # fmt: skip

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from workflow.common.loaders import resumable_loader
-from workflow.common.training import TrainSettings, budget, fit, publish_run, run_key
+from workflow.common.training import fit_and_publish, train_settings
 from workflow.nerf.field import PoseCorrection, RadianceField, camera_rays, render_rays
 from workflow.nerf.geometry import pose_errors
 from workflow.nerf.transforms import Scene, load_views
@@ -216,23 +216,19 @@ def train_builtin(
     module = NerfModule(
         settings, data["intrinsics"], data["poses"], data["gt_poses"], data["box"], total
     )
-    result = fit(
-        module,
-        RayData(data["images"], int(settings["rays"]), steps),
-        TrainSettings(
-            run_dir=run_dir, max_epochs=int(settings["max_epochs"]), seed=seed, gpus=gpus,
-            monitor="train_loss", mode="min", log_every_n_steps=max(1, min(50, steps)),
-            precision="32-true",  # pose gradients are small: no bf16 on the GPU either
-            trainer_overrides={"limit_val_batches": 0, "num_sanity_val_steps": 0},
-            key=run_key(settings, [scene.root / "transforms.json",
-                                   *(scene.image_path(v) for v in scene.views)]),
-            **budget(settings),
-        ),
+    run = train_settings(
+        settings, run_dir, seed,
+        inputs=[scene.root / "transforms.json", *(scene.image_path(v) for v in scene.views)],
+        trainer_overrides={"limit_val_batches": 0, "num_sanity_val_steps": 0},
+        gpus=gpus, monitor="train_loss", mode="min", log_every_n_steps=max(1, min(50, steps)),
+        precision="32-true",  # pose gradients are small: no bf16 on the GPU either
+    )  # fmt: skip
+    # The last epoch, not the lowest loss: with pose refinement, later is better aligned.
+    result = fit_and_publish(
+        module, RayData(data["images"], int(settings["rays"]), steps), run, final,
+        lambda _: {"history": module.history, "engine": "builtin"}, last=True,
     )  # fmt: skip
     if result.is_global_zero:
-        # The last epoch, not the lowest loss: with pose refinement, later is better aligned.
-        result.best_checkpoint = Path(run_dir) / "checkpoints" / "last.ckpt"
-        publish_run(result, final, seed, history=module.history, engine="builtin")
         if module.history and "rotation_error_deg" in module.history[-1]:
             log.info(
                 "pose error after training: %.3f deg, %.4f scene units",

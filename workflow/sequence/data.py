@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from workflow.common.errors import InputError
-from workflow.common.loaders import resumable_loader
+from workflow.common.loaders import SplitDataModule
 from workflow.sequence.layout import SPLITS, TASKS
 
 PROTEIN_KEYS = ("protein", "protein_length", "protein_label")
@@ -161,7 +160,7 @@ def gene_sets(
     return {part: FoldGenes(pool, where[part]) for part in parts}
 
 
-class GeneDataModule(L.LightningDataModule):
+class GeneDataModule(SplitDataModule):
     """Train / validation genes of one task from an encoded folder (or of one CV fold)."""
 
     def __init__(
@@ -174,25 +173,11 @@ class GeneDataModule(L.LightningDataModule):
         folds: int | None = None,
         fold: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         self.folder, self.task, self.window = Path(folder), task, tuple(window)
-        self.batch_size, self.num_workers = batch_size, num_workers
         self.folds, self.fold = folds, fold
-        self.datasets: dict[str, GeneSplit | FoldGenes] = {}
 
-    def setup(self, stage: str | None = None) -> None:
-        if not self.datasets:
-            self.datasets = gene_sets(
-                self.folder, self.task, self.window, self.folds, self.fold, ("train", "val")
-            )
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return resumable_loader(
-            self.datasets[split], self.batch_size, shuffle=shuffle, num_workers=self.num_workers
+    def make_datasets(self) -> dict[str, GeneSplit | FoldGenes]:
+        return gene_sets(
+            self.folder, self.task, self.window, self.folds, self.fold, ("train", "val")
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)

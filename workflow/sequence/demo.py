@@ -29,6 +29,7 @@ from Bio.SeqRecord import SeqRecord
 from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path, write_json, write_text
+from workflow.common.config import frozen, schema_defaults
 from workflow.common.errors import InputError
 from workflow.sequence.layout import DEMO_FILES, HALF_LIFE_FEATURES, LENGTH_FEATURES
 
@@ -47,28 +48,32 @@ EDGE_MARGIN = 50  # bp between an edge gene's signal region and its chromosome's
 LINE_WIDTH = 60
 
 
+#: The schema's defaults (config/schema/sequence.yaml $defs/sequence_demo): the one source.
+DEMO = frozen(schema_defaults("sequence_demo"))
+
+
 @dataclass(frozen=True)
 class DemoSettings:
-    genes: int = 3000
-    chromosomes: int = 4
-    flank: int = 10000
-    signal_window: tuple[int, int] = (-1200, 800)
-    proximal: int = 150
-    distal_min: int = 500
-    motif_length: int = 8
-    max_motifs: int = 3
-    motif_weights: tuple[float, float] = (0.0, 0.7)  # proximal: a decoy
-    halflife_weight: float = 1.0
-    mrna_noise: float = 0.4
-    protein_fraction: float = 0.9
-    protein_length: tuple[int, int] = (100, 600)
-    protein_mrna_weight: float = 1.0
-    protein_composition_weight: float = 0.8
-    protein_noise: float = 0.6
-    edge_genes: int = 2
-    n_run: int = 500
-    gc: float = 0.42
-    seed: int = 0
+    genes: int = DEMO["genes"]
+    chromosomes: int = DEMO["chromosomes"]
+    flank: int = DEMO["flank"]
+    signal_window: tuple[int, int] = DEMO["signal_window"]
+    proximal: int = DEMO["proximal"]
+    distal_min: int = DEMO["distal_min"]
+    motif_length: int = DEMO["motif_length"]
+    max_motifs: int = DEMO["max_motifs"]
+    motif_weights: tuple[float, float] = DEMO["motif_weights"]  # proximal: a decoy
+    halflife_weight: float = DEMO["halflife_weight"]
+    mrna_noise: float = DEMO["mrna_noise"]
+    protein_fraction: float = DEMO["protein_fraction"]
+    protein_length: tuple[int, int] = DEMO["protein_length"]
+    protein_mrna_weight: float = DEMO["protein_mrna_weight"]
+    protein_composition_weight: float = DEMO["protein_composition_weight"]
+    protein_noise: float = DEMO["protein_noise"]
+    edge_genes: int = DEMO["edge_genes"]
+    n_run: int = DEMO["n_run"]
+    gc: float = DEMO["gc"]
+    seed: int = DEMO["seed"]
 
     def edge_distance(self) -> int:
         """Distance of an edge gene's TSS from its chromosome end: its signal region stays

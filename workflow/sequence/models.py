@@ -31,28 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workflow.common.config import schema_defaults
 from workflow.sequence.layout import AMINO_ACIDS, DNA, HALF_LIFE_FEATURES
 
 N_DATA = len(HALF_LIFE_FEATURES)
 N_AMINO = len(AMINO_ACIDS)
 ATTENTIONS = ("softmax", "sigmoid")
 
-MODEL_DEFAULTS: dict[str, Any] = {
-    "dim": 64,
-    "latents": 32,
-    "heads": 4,
-    "self_layers": 2,
-    "null_key": True,
-    "attention": "sigmoid",
-    "stem_kernel": 11,
-    "stem_pool": 10,
-    "protein_pool": 2,
-    "dropout": 0.1,
-    "xpresso_filters": [128, 32],
-    "xpresso_kernels": [6, 9],
-    "xpresso_pools": [30, 10],
-    "xpresso_protein_pools": [4, 4],
-}
+#: Every training and model setting, as the pipeline passes them (config/schema/sequence.yaml
+#: $defs/sequence_train).
+DEFAULTS: dict[str, Any] = schema_defaults("sequence_train")
 
 
 def one_hot_dna(dna: torch.Tensor) -> torch.Tensor:
@@ -243,7 +231,7 @@ class Perceiver(nn.Module):
 
 
 def build_model(settings: Mapping[str, Any], window: int, protein_length: int) -> nn.Module:
-    s = {**MODEL_DEFAULTS, **settings}
+    s = {**DEFAULTS, **settings}
     models = {"xpresso": Xpresso, "perceiver": Perceiver}
     if s["model"] not in models:
         raise ValueError(f"model must be one of {sorted(models)}, got {s['model']!r}")

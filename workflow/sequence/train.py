@@ -24,26 +24,14 @@ from torchmetrics import PearsonCorrCoef
 from workflow.common.errors import InputError
 from workflow.common.schedule import warmup_steps
 from workflow.common.training import (
-    TrainSettings,
-    budget,
-    fit,
-    publish_run,
+    fit_and_publish,
     read_checkpoint,
-    run_key,
+    train_settings,
 )
 from workflow.sequence.data import GeneDataModule, split_file
-from workflow.sequence.models import build_model
+from workflow.sequence.models import DEFAULTS, build_model
 
 log = logging.getLogger("lsai.sequence.train")
-
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3,
-    "weight_decay": 1e-4,
-    "warmup_steps": 200,
-    "warmup_fraction": None,
-    "loss": "mse",
-    "huber_delta": 1.0,
-}
 
 
 def shapes(folder: str | PathLike[str], window: list[int] | None) -> tuple[int, int]:
@@ -65,7 +53,7 @@ class SequenceModule(L.LightningModule):
         self.save_hyperparameters(
             {"settings": dict(settings), "window": window, "protein_length": protein_length}
         )
-        self.settings = {**TRAIN_DEFAULTS, **dict(settings)}
+        self.settings = {**DEFAULTS, **dict(settings)}
         self.model = build_model(self.settings, window, protein_length)
         self.val_pearson = PearsonCorrCoef()
 
@@ -176,24 +164,8 @@ def train_experiment(
         len(data.datasets["train"]),
         len(data.datasets["val"]), window or "all", sum(p.numel() for p in module.parameters()),
     )  # fmt: skip
-    result = fit(
-        module,
-        data,
-        TrainSettings(
-            run_dir=Path(run_dir),
-            max_epochs=int(settings["max_epochs"]),
-            seed=seed,
-            gpus=gpus,
-            num_nodes=num_nodes,
-            monitor="val_r2",
-            mode="max",
-            precision=settings.get("precision"),
-            trainer_overrides=dict(trainer_overrides or {}),
-            key=run_key(settings, [folder]),
-            **budget(settings),
-        ),
-    )
-    if final is not None and result.is_global_zero:
-        publish_run(result, final, seed, monitor="val_r2")
-        log.info("selected %s -> %s", result.best_checkpoint.name, final)
-    return result
+    run = train_settings(
+        settings, run_dir, seed, inputs=[folder], trainer_overrides=trainer_overrides,
+        monitor="val_r2", mode="max", gpus=gpus, num_nodes=num_nodes,
+    )  # fmt: skip
+    return fit_and_publish(module, data, run, final, {"monitor": "val_r2"})

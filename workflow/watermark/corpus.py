@@ -26,9 +26,6 @@ from typing import Any
 
 import numpy as np
 
-#: Recommended size of the demo's training corpus, 0.7 MB (``workflow.watermark.lm.LM_DEFAULTS``
-#: says what training on it takes and reaches).
-DEMO_TRAIN_DOCUMENTS = 350
 #: A document grows by sentences until it reaches a length drawn from this range (characters;
 #: 330-500 tokens of the demo's tokenizer, so that a >= 50-token prompt and its 200-token
 #: completion fit the LM's 512 positions).

@@ -35,10 +35,11 @@ from transformers import (
 )
 
 from workflow.common.atomic import atomic_dir
+from workflow.common.config import schema_defaults
 from workflow.common.loaders import resumable_loader
 from workflow.common.optim import adamw_warmup_cosine
 from workflow.common.schedule import warmup_steps
-from workflow.common.training import TrainSettings, budget, fit, read_checkpoint, resumable, run_key
+from workflow.common.training import fit, read_checkpoint, resumable, train_settings
 
 log = logging.getLogger("lsai.watermark.lm")
 
@@ -46,37 +47,17 @@ log = logging.getLogger("lsai.watermark.lm")
 EOS = "<|endoftext|>"
 #: GPT-style AdamW betas: a shorter second-moment memory than Adam's 0.999 steadies short runs.
 BETAS = (0.9, 0.95)
-#: Settings of :func:`train_lm`. On ``corpus.DEMO_TRAIN_DOCUMENTS`` documents (0.7 MB, 140k
-#: tokens) the defaults train in 59 s on one CPU thread (35 s on two) to a validation perplexity
-#: of 22.7 (the generator's own entropy is about 2.2 nats per token, perplexity 9): sampled text
-#: has the corpus's words in roughly its patterns, which is all the watermark needs. Measured
-#: on 50 held-out documents (lefthash, gamma 0.25, delta 2, temperature 0.7, 200 new tokens):
-#: z >= 4 for 50/50 watermarked completions (min z 11.1), max z 2.45 unwatermarked and 2.29 for
-#: the human completions.
+#: Settings of :func:`train_lm`: config/schema/watermark.yaml $defs/watermark_lm without its
+#: ``CORPUS_KEYS`` (the stage uses those to write the documents). On the default 350 documents
+#: (0.7 MB, 140k tokens) the defaults train in 59 s on one CPU thread (35 s on two) to a
+#: validation perplexity of 22.7 (the generator's own entropy is about 2.2 nats per token,
+#: perplexity 9): sampled text has the corpus's words in roughly its patterns, which is all the
+#: watermark needs. Measured on 50 held-out documents (lefthash, gamma 0.25, delta 2,
+#: temperature 0.7, 200 new tokens): z >= 4 for 50/50 watermarked completions (min z 11.1), max
+#: z 2.45 unwatermarked and 2.29 for the human completions.
+CORPUS_KEYS = ("documents", "seed")
 LM_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 2048,  # BPE vocabulary (tokenizer and model); the corpus has ~900 words
-    "n_layer": 2,
-    "n_head": 4,
-    "n_embd": 128,
-    "n_positions": 512,
-    "dropout": 0.0,  # a few epochs on fresh generated text do not overfit
-    # Absolute positions are only learnt up to the block size, and a prompt plus its 200-token
-    # completion (a whole demo document) reaches ~480 tokens: train on full-length blocks.
-    "block_size": 512,
-    # Small batches: in a minute of CPU, more optimiser steps beat smoother gradients.
-    "batch_size": 2,
-    "lr": 3e-3,
-    "warmup_steps": 30,
-    "warmup_fraction": None,  # of the run's steps; when set, it replaces warmup_steps
-    "max_epochs": 3,
-    "weight_decay": 0.1,
-    "grad_clip": 1.0,  # max gradient norm: high learning rates without loss spikes
-    "val_fraction": 0.05,  # documents held out for val_loss
-    # the training scaffold's budget and checkpoint cadence (workflow/common/training.py)
-    "max_steps": None,
-    "max_samples": None,
-    "checkpoint_every_steps": None,
-    "checkpoint_every_minutes": None,
+    k: v for k, v in schema_defaults("watermark_lm").items() if k not in CORPUS_KEYS
 }
 
 
@@ -251,17 +232,12 @@ def train_lm(
     started = time.monotonic()
     s = lm_settings(settings)
     run_dir = Path(run_dir)
-    train_settings = TrainSettings(
-        run_dir=run_dir,
-        max_epochs=int(s["max_epochs"]),
-        seed=seed,
-        monitor="val_loss",
-        mode="min",
+    run = train_settings(
+        s, run_dir, seed,
+        key_data={"texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest()},
         trainer_overrides={"gradient_clip_val": float(s["grad_clip"]) or None},
-        key=run_key(s, texts=hashlib.sha256("\x00".join(texts).encode()).hexdigest()),
-        **budget(s),
-    )
-    resuming = resumable(train_settings) is not None
+    )  # fmt: skip
+    resuming = resumable(run) is not None
     tokenizer = run_tokenizer(texts, s, run_dir, resuming=resuming)
     data = BlockDataModule(texts, tokenizer, s["block_size"], s["batch_size"],
                            s["val_fraction"], seed)  # fmt: skip
@@ -273,7 +249,7 @@ def train_lm(
         data.train_documents, data.val_documents, len(data.train_blocks), len(data.val_blocks),
         s["block_size"], parameters,
     )  # fmt: skip
-    result = fit(module, data, train_settings)
+    result = fit(module, data, run)
     best = read_checkpoint(result.best_checkpoint, "LM checkpoint")
     module.load_state_dict(best["state_dict"])
     val_loss = mean_loss(module.model, data.val_blocks, s["batch_size"])

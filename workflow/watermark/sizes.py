@@ -14,28 +14,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from workflow.common.capacity import Job
+from workflow.common.config import schema_defaults
 from workflow.common.experiments import run_settings, runs
 from workflow.common.schedule import Schedule, Size
 
 #: Fewest tokens of a generated document under the demo's tokenizer (workflow/watermark/
 #: corpus.py ``LENGTH``: 330-500 tokens).
 TOKENS_PER_DOCUMENT = 330
-#: The keys of workflow/watermark/lm.py ``LM_DEFAULTS`` this estimate needs (a test keeps them
-#: equal; importing lm.py would load transformers and Lightning at parse time).
-LM_DEFAULTS: dict[str, Any] = {
-    "block_size": 512,
-    "batch_size": 2,
-    "val_fraction": 0.05,
-    "max_epochs": 3,
-    "warmup_steps": 30,
-    "warmup_fraction": None,
-}
+#: The schema's ``watermark.lm`` defaults (what workflow/watermark/lm.py trains with).
+LM_DEFAULTS: dict[str, Any] = schema_defaults("watermark_lm")
 
 
 def lm_size(lm: Mapping[str, Any]) -> Size:
     """Training blocks of the demo LM trained with the ``lm`` section ``lm``."""
     s = {**LM_DEFAULTS, **dict(lm)}
-    documents = int(s.get("documents", 350))
+    documents = int(s["documents"])
     held_out = min(max(1, round(float(s["val_fraction"]) * documents)), documents - 1)
     blocks = (documents - held_out) * TOKENS_PER_DOCUMENT // int(s["block_size"])
     return Size(blocks, f"{documents - held_out} documents x {TOKENS_PER_DOCUMENT} tokens")

@@ -47,6 +47,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path, write_json, write_text
+from workflow.common.config import frozen, schema_defaults
 from workflow.wsi.labels import LABELS, SPLITS
 from workflow.wsi.slide import magnification_mpp
 
@@ -60,18 +61,22 @@ BACKGROUND = (244.0, 243.0, 246.0)
 TUMOR_DOT = (-70.0, -85.0, -45.0)  # darkening of a tumour dot's pixels
 
 
+#: The schema's defaults (config/schema/wsi.yaml $defs/wsi_demo): the one source.
+DEMO = frozen(schema_defaults("wsi_demo"))
+
+
 @dataclass(frozen=True)
 class DemoSettings:
     """Sizes are level-0 pixels at ``mpp`` um/px (0.25 == x40, as Camelyon16)."""
 
-    slides: int = 24
-    width: int = 4096
-    height: int = 4096
-    mpp: float = 0.25
-    levels: int = 4  # downsamples 1, 2, 4, 8
+    slides: int = DEMO["slides"]
+    width: int = DEMO["width"]
+    height: int = DEMO["height"]
+    mpp: float = DEMO["mpp"]
+    levels: int = DEMO["levels"]  # downsamples 1, 2, 4, 8
     tile: int = 256
     jpeg_quality: int = 90
-    tumor_fraction: float = 0.5
+    tumor_fraction: float = DEMO["tumor_fraction"]
     splits: tuple[tuple[str, float], ...] = (("train", 0.5), ("val", 0.25), ("test", 0.25))
     islands: tuple[int, int] = (2, 4)  # tissue islands per slide (inclusive range)
     mimics: tuple[int, int] = (3, 5)  # textured look-alike foci per slide (inclusive range)
@@ -79,7 +84,7 @@ class DemoSettings:
     tumor_radius: tuple[int, int] = (560, 680)  # the one metastasis: fills x10 tiles
     mimics_per_metastasis: int = 3  # mimics a tumour slide gives up for its metastasis
     lesion_gap: int = 256  # level-0 px between lesions' edges (one x20 tile)
-    seed: int = 0
+    seed: int = DEMO["seed"]
 
     @property
     def tumor_cell(self) -> int:

@@ -22,20 +22,19 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
+from workflow.common.config import schema_defaults
 from workflow.common.errors import InputError
-from workflow.common.loaders import resumable_loader
+from workflow.common.loaders import SplitDataModule
 from workflow.common.training import (
-    TrainSettings,
-    budget,
-    fit,
-    publish_run,
+    FitResult,
+    fit_and_publish,
     read_checkpoint,
-    run_key,
+    train_settings,
 )
 from workflow.wsi.graph import load_graph
 from workflow.wsi.metrics import FALLBACK_THRESHOLD, youden_threshold
@@ -46,13 +45,8 @@ log = logging.getLogger("lsai.wsi.train")
 #: Weight of the log loss in ``val_select``: small enough never to outweigh one AUC step.
 SELECT_TIE_BREAK = 1e-4
 
-# What the LightningModule itself reads from the settings (the model reads its own keys).
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 2e-4,
-    "weight_decay": 5e-3,
-    "lr_min": 5e-6,
-    "betas": [0.5, 0.9],
-}
+#: The schema's defaults of ``wsi.train`` (config/schema/wsi.yaml $defs/wsi_train).
+TRAIN_DEFAULTS: dict[str, Any] = schema_defaults("wsi_train")
 
 
 class WSIModule(L.LightningModule):
@@ -173,7 +167,7 @@ def single(batch: list[Data]) -> Data:
     return batch[0]
 
 
-class GraphDataModule(L.LightningDataModule):
+class GraphDataModule(SplitDataModule):
     """Train / validation slide graphs, one slide per batch."""
 
     def __init__(
@@ -183,30 +177,16 @@ class GraphDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(1, num_workers, single)
         if not train_files or not val_files:
             raise InputError(
                 "graphs", f"need train and val slides, got {len(train_files)} / {len(val_files)}"
             )
         self.files = {"train": list(train_files), "val": list(val_files)}
-        self.num_workers, self.cache = num_workers, cache
-        self.datasets: dict[str, GraphDataset] = {}
+        self.cache = cache
 
-    def setup(self, stage: str | None = None) -> None:
-        for split, files in self.files.items():
-            self.datasets.setdefault(split, GraphDataset(files, self.cache))
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return resumable_loader(
-            self.datasets[split], 1, shuffle=shuffle, collate_fn=single,
-            num_workers=self.num_workers,
-        )  # fmt: skip
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    def make_datasets(self) -> dict[str, GraphDataset]:
+        return {split: GraphDataset(files, self.cache) for split, files in self.files.items()}
 
 
 def feature_statistics(files: Sequence[str | PathLike[str]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,27 +270,17 @@ def train_experiment(
     data = GraphDataModule(
         train_files, val_files, num_workers=num_workers, cache=bool(settings.get("cache", False))
     )
-    result = fit(
-        module,
-        data,
-        TrainSettings(
-            run_dir=Path(run_dir),
-            max_epochs=int(settings["max_epochs"]),
-            seed=seed,
-            gpus=gpus,
-            num_nodes=num_nodes,
-            monitor="val_select" if monitor == "val_auc" else monitor,
-            mode="max" if monitor == "val_auc" else "min",
-            trainer_overrides=dict(trainer_overrides or {}),
-            key=run_key(settings, [*train_files, *val_files]),
-            **{"batch_size": 1, **budget(settings)},  # one slide a step
-        ),
-    )
-    if final is not None and result.is_global_zero:
+    run = train_settings(
+        settings, run_dir, seed, inputs=[*train_files, *val_files],
+        trainer_overrides=trainer_overrides, gpus=gpus, num_nodes=num_nodes,
+        monitor="val_select" if monitor == "val_auc" else monitor,
+        mode="max" if monitor == "val_auc" else "min",
+        batch_size=settings.get("batch_size") or 1,  # one slide a step
+    )  # fmt: skip
+
+    def threshold(result: FitResult) -> dict[str, Any]:
         chosen = validation_threshold(result.best_checkpoint, val_files)
-        publish_run(result, final, seed, monitor=monitor, **chosen)
-        log.info(
-            "selected %s (best %s), threshold %.4f (%s) -> %s", result.best_checkpoint.name,
-            monitor, chosen["threshold"], chosen["threshold_rule"], final,
-        )  # fmt: skip
-    return result
+        log.info("threshold %.4f (%s)", chosen["threshold"], chosen["threshold_rule"])
+        return {"monitor": monitor, **chosen}
+
+    return fit_and_publish(module, data, run, final, threshold)
