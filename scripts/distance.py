@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
 
 
-from workflow.common.atomic import atomic_path
 from workflow.common.cli import (
     add_evaluate_args,
     add_image_args,
@@ -25,7 +23,7 @@ from workflow.common.cli import (
     run_cli,
     stage_parser,
 )
-from workflow.common.metrics import evaluated_run, predictions_by_experiment, write_metrics
+from workflow.common.metrics import RunEvaluation, predictions_by_experiment
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -84,22 +82,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.distance.evaluate import predict
     from workflow.distance.metrics import distance_metrics, higher_is_better
 
-    started = time.monotonic()
+    evaluation = RunEvaluation.from_args("distance", args)
     checkpoint = read_checkpoint(args.checkpoint)
     predictions = predict(checkpoint, args.checkpoint, args.test_store)
     metrics = distance_metrics(
         predictions["distance"], predictions["prediction"], predictions["occlusion"]
     )
-    run_info = checkpoint.get("run_info", {})
-    with atomic_path(args.predictions) as tmp:
-        predictions.to_parquet(tmp, index=False)
-    write_metrics(
-        args.metrics,
-        evaluated_run(
-            "distance", args.dataset, args.experiment, args.seed, metrics,
-            {k: higher_is_better(k) for k in metrics}, args.settings, run_info,
-            time.monotonic() - started, test_objects=len(predictions),
-        ),
+    evaluation.publish(
+        metrics, {k: higher_is_better(k) for k in metrics}, checkpoint.get("run_info", {}),
+        predictions, test_objects=len(predictions),
     )  # fmt: skip
     log.info(
         "%s seed %d: ALE %.3f m, AbsRel %.3f, delta<1.25 %.3f on %d objects",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
@@ -112,14 +111,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from workflow.common.atomic import atomic_path, write_text
+    from workflow.common.atomic import write_text
     from workflow.common.errors import Skips
-    from workflow.common.metrics import evaluated_run, write_metrics
+    from workflow.common.metrics import RunEvaluation
     from workflow.common.training import checkpoint_run_info
     from workflow.flip.evaluate import HIGHER_IS_BETTER, evaluate_run
     from workflow.flip.model import image_tower_gflops
 
-    started = time.monotonic()
+    evaluation = RunEvaluation.from_args("flip", args)
     zeroshot = parse_settings(args.zeroshot, "flip_zeroshot", "--zeroshot")
     evaluate = parse_settings(args.evaluate, "flip_evaluate", "--evaluate")
     val_skips, train_skips = Skips(), Skips()
@@ -131,8 +130,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     predictions = result.predictions
     # the masked phase's cost per sample (the tuning phase runs unmasked in every experiment)
     metrics = {**result.metrics, "image_gflops": image_tower_gflops(args.settings)}
-    with atomic_path(args.predictions) as tmp:
-        predictions.to_parquet(tmp, index=False)
     if args.skipped:
         write_text(args.skipped, val_skips.to_tsv())
     if args.train_skipped:
@@ -141,16 +138,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     wall = sum(float(info.get("train_wall_time_s", 0.0)) for info in (pretrain, tune))
     run_info = {**tune, "train_wall_time_s": wall}  # both phases' training time
     images_per_s = float(pretrain.get("images_per_s", 0.0))  # the masked phase's
-    write_metrics(
-        args.metrics,
-        evaluated_run(
-            "flip", args.dataset, args.experiment, args.seed, metrics, HIGHER_IS_BETTER,
-            args.settings, run_info, time.monotonic() - started,
-            mask_ratio=float(args.settings.get("mask_ratio", 0.0)), images_per_s=images_per_s,
-            val_images=len(predictions), val_skipped=len(val_skips),
-            model=args.settings.get("model"), evaluate=evaluate, zeroshot=zeroshot,
-            **result.extra,
-        ),
+    evaluation.publish(
+        metrics, HIGHER_IS_BETTER, run_info, predictions,
+        mask_ratio=float(args.settings.get("mask_ratio", 0.0)), images_per_s=images_per_s,
+        val_images=len(predictions), val_skipped=len(val_skips),
+        model=args.settings.get("model"), evaluate=evaluate, zeroshot=zeroshot, **result.extra,
     )  # fmt: skip
     log.info(
         "%s seed %d (mask %.2f): zero-shot top-1 %.3f, top-5 %.3f (%d templates) on %d val "

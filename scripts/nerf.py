@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
@@ -66,28 +65,24 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from workflow.common.atomic import atomic_path
-    from workflow.common.metrics import evaluated_run, write_metrics
+    from workflow.common.metrics import RunEvaluation
     from workflow.common.training import checkpoint_run_info
     from workflow.nerf.evaluate import HIGHER_IS_BETTER, evaluate_nerfstudio, evaluate_run
     from workflow.nerf.plots import renders_figure
     from workflow.nerf.transforms import read_transforms
 
-    started = time.monotonic()
+    evaluation = RunEvaluation.from_args("nerf", args)
     if args.settings["engine"] == "nerfstudio":
         result = evaluate_nerfstudio(args.checkpoint)
         run_info = result["run_info"]
     else:
         result = evaluate_run(args.checkpoint, read_transforms(args.scene), args.seed)
         run_info = checkpoint_run_info(args.checkpoint)
-    with atomic_path(args.predictions) as tmp:
-        pd.DataFrame(result["rows"]).to_parquet(tmp)
     renders_figure(result["renders"], args.renders, f"{args.experiment} seed {args.seed}")
-    record = evaluated_run(
-        "nerf", args.dataset, args.experiment, args.seed, result["metrics"], HIGHER_IS_BETTER,
-        args.settings, run_info, time.monotonic() - started, **result["extra"],
+    evaluation.publish(
+        result["metrics"], HIGHER_IS_BETTER, run_info, pd.DataFrame(result["rows"]),
+        **result["extra"],
     )  # fmt: skip
-    write_metrics(args.metrics, record)
     m, extra = result["metrics"], result["extra"]
     log.info(
         "PSNR %.2f SSIM %.3f; rotation error %.2f deg (from %.2f), translation %.4f (from %.4f)",

@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
 
 
-from workflow.common.atomic import atomic_path, write_text
+from workflow.common.atomic import write_text
 from workflow.common.cli import (
     add_evaluate_args,
     add_run_args,
@@ -27,7 +26,7 @@ from workflow.common.cli import (
     stage_parser,
 )
 from workflow.common.errors import InputError, Skips
-from workflow.common.metrics import evaluated_run, predictions_by_experiment, write_metrics
+from workflow.common.metrics import RunEvaluation, predictions_by_experiment
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -75,20 +74,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.sequence.evaluate import predict_genes
     from workflow.sequence.metrics import HIGHER_IS_BETTER, expression_metrics
 
-    started = time.monotonic()
+    evaluation = RunEvaluation.from_args("sequence", args)
     predictions = predict_genes(args.checkpoint, args.encoded)
     predictions["task"] = args.settings["task"]
     metrics = expression_metrics(predictions["label"].to_numpy(), predictions["prediction"])
-    with atomic_path(args.predictions) as tmp:
-        predictions.to_parquet(tmp, index=False)
-    run_info = checkpoint_run_info(args.checkpoint)
-    write_metrics(
-        args.metrics,
-        evaluated_run(
-            "sequence", args.dataset, args.experiment, args.seed, metrics, HIGHER_IS_BETTER,
-            args.settings, run_info, time.monotonic() - started, task=args.settings["task"],
-            test_genes=len(predictions),
-        ),
+    evaluation.publish(
+        metrics, HIGHER_IS_BETTER, checkpoint_run_info(args.checkpoint), predictions,
+        task=args.settings["task"], test_genes=len(predictions),
     )  # fmt: skip
     log.info(
         "%s seed %d (%s): r2 %.3f, Spearman %.3f, MSE %.3f on %d test genes",

@@ -10,7 +10,6 @@ downloaded); documents are C4 ``realnewslike`` JSONL files (``.json.gz`` or plai
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -166,32 +165,23 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
 
-    from workflow.common.metrics import evaluated_run, write_metrics
-    from workflow.watermark.evaluate import HIGHER_IS_BETTER, perplexities, run_metrics
+    from workflow.common.metrics import RunEvaluation
+    from workflow.watermark.evaluate import HIGHER_IS_BETTER, mean_perplexities, run_metrics
     from workflow.watermark.hf import load_lm
     from workflow.watermark.records import read_generations, read_speed_record
     from workflow.watermark.scoring import read_scores
 
-    started = time.monotonic()
+    evaluation = RunEvaluation.from_args("watermark", args)
     table = read_scores(args.scores)
     generations = read_generations(args.generations)
     info = read_speed_record(args.info) if args.info else {}
     threshold = float(parse_settings(args.detect, "watermark_detect", "--detect")["z_threshold"])
     metrics, curves = run_metrics(table, threshold)
     if args.oracle:
-        oracle, tokenizer = load_lm(args.oracle)
-        prompts = [g["prompt"] for g in generations]
-        for text in ("marked", "plain", "human"):
-            ppl = perplexities(oracle, tokenizer, prompts, [g[text] for g in generations])
-            finite = [p for p in ppl if math.isfinite(p)]
-            metrics[f"ppl_{text}"] = float(sum(finite) / len(finite)) if finite else math.nan
-    write_metrics(
-        args.metrics,
-        evaluated_run(
-            "watermark", args.dataset, args.experiment, args.seed, metrics, HIGHER_IS_BETTER,
-            args.settings, info, time.monotonic() - started, curves=curves,
-            z_threshold=threshold, texts=len(generations), generation=info,
-        ),
+        metrics.update(mean_perplexities(*load_lm(args.oracle), generations))
+    evaluation.publish(
+        metrics, HIGHER_IS_BETTER, info, curves=curves, z_threshold=threshold,
+        texts=len(generations), generation=info,
     )  # fmt: skip
     log.info("%s seed %d: %s", args.experiment, args.seed,
              ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))  # fmt: skip

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
 
 
-from workflow.common.atomic import atomic_path
 from workflow.common.cli import (
     add_evaluate_args,
     add_run_args,
@@ -25,7 +23,7 @@ from workflow.common.cli import (
     run_cli,
     stage_parser,
 )
-from workflow.common.metrics import evaluated_run, predictions_by_experiment, write_metrics
+from workflow.common.metrics import RunEvaluation, predictions_by_experiment
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -109,22 +107,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.wsi.metrics import HIGHER_IS_BETTER, slide_metrics
     from workflow.wsi.prepare import split_files
 
-    started = time.monotonic()
+    evaluation = RunEvaluation.from_args("wsi", args)
     run_info = checkpoint_run_info(args.checkpoint)
     threshold = stored_threshold(args.checkpoint, run_info)  # before the slides: fails fast
     predictions = predict_slides(args.checkpoint, split_files(args.graphs, "test"), args.attention)
     metrics = slide_metrics(
         predictions["label"].to_numpy(), predictions["prob"].to_numpy(), threshold
     )
-    with atomic_path(args.predictions) as tmp:
-        predictions.to_parquet(tmp, index=False)
-    write_metrics(
-        args.metrics,
-        evaluated_run(
-            "wsi", args.dataset, args.experiment, args.seed, metrics, HIGHER_IS_BETTER,
-            args.settings, run_info, time.monotonic() - started, test_slides=len(predictions),
-            threshold_rule=run_info.get("threshold_rule"),
-        ),
+    evaluation.publish(
+        metrics, HIGHER_IS_BETTER, run_info, predictions, test_slides=len(predictions),
+        threshold_rule=run_info.get("threshold_rule"),
     )  # fmt: skip
     log.info(
         "%s seed %d: AUC %.3f, ACC %.3f at threshold %.4f on %d test slides",
@@ -133,37 +125,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    import h5py
-    import numpy as np
-    from PIL import Image
-
-    from workflow.wsi.plots import heatmap_figure, roc_figure
+    from workflow.wsi.plots import attention_heatmaps, roc_figure
     from workflow.wsi.prepare import read_index
 
     roc_figure(predictions_by_experiment(args.predictions), args.roc)
-
     segments = read_index(args.segments).set_index("slide_id") if args.segments else None
-    args.heatmaps.mkdir(parents=True, exist_ok=True)
-    with h5py.File(args.attention, "r") as h5:
-        for slide_id, group in h5.items():
-            coords, footprint = group["coords"][()], int(group.attrs["footprint"])
-            thumbnail, downsample = None, 1.0
-            if segments is not None:
-                row = segments.loc[slide_id]
-                thumbnail = np.asarray(Image.open(row["thumbnail"]).convert("RGB"))
-                downsample = float(row["mask_downsample"])
-            heatmap_figure(
-                thumbnail,
-                downsample,
-                coords,
-                footprint,
-                group["scores"][()],
-                f"{slide_id} ({'tumor' if group.attrs['label'] else 'normal'}): "
-                f"{args.attention.parent.parent.name} attention at "
-                f"x{group.attrs['magnification']:g}",
-                args.heatmaps / f"{slide_id}.png",
-            )
-    log.info("ROC -> %s; heatmaps -> %s", args.roc, args.heatmaps)
+    model = args.attention.parent.parent.name
+    drawn = attention_heatmaps(args.attention, segments, args.heatmaps, model)
+    log.info("ROC -> %s; %d heatmaps -> %s", args.roc, drawn, args.heatmaps)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from workflow.common.atomic import write_json
+from workflow.common.atomic import atomic_path, write_json
 from workflow.common.config import config_hash
 from workflow.common.errors import InputError
 from workflow.common.provenance import device_description, git_commit, package_versions
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 
@@ -48,36 +52,75 @@ class RunMetrics:
             raise ValueError(f"no higher_is_better entry for metrics {sorted(missing)}")
 
 
-def evaluated_run(
-    track: str,
-    dataset: str,
-    experiment: str,
-    seed: int,
-    metrics: dict[str, float],
-    higher_is_better: Mapping[str, bool | None],
-    settings: Mapping[str, Any],
-    run_info: Mapping[str, Any],
-    eval_seconds: float,
-    **extra: Any,
-) -> RunMetrics:
-    """The record of an evaluated run: its metrics, the settings' hash, and how it trained
-    (``run_info`` of the published checkpoint; wall time = training + evaluation)."""
-    return RunMetrics(
-        track=track,
-        dataset=dataset,
-        experiment=experiment,
-        seed=seed,
-        metrics=metrics,
-        higher_is_better={k: higher_is_better[k] for k in metrics},
-        config_hash=config_hash(settings),
-        world_size=int(run_info.get("world_size", 1)),
-        wall_time_s=round(float(run_info.get("train_wall_time_s", 0.0)) + eval_seconds, 2),
-        extra={
-            **extra,
-            "settings": dict(settings),
-            "resumed_from_epoch": run_info.get("resumed_from_epoch"),
-        },
-    )
+@dataclass
+class RunEvaluation:
+    """One run's evaluation stage: who the run is, where its records go and when the stage
+    started; :meth:`publish` writes them. Every track's ``evaluate`` ends in it."""
+
+    track: str
+    dataset: str
+    experiment: str
+    seed: int
+    settings: Mapping[str, Any]
+    metrics_path: Path
+    predictions_path: Path | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def from_args(cls, track: str, args: Any) -> RunEvaluation:
+        """From a stage's ``--dataset --experiment --seed --settings --metrics
+        [--predictions]`` (the clock starts now)."""
+        return cls(
+            track, args.dataset, args.experiment, args.seed, args.settings, Path(args.metrics),
+            getattr(args, "predictions", None),
+        )  # fmt: skip
+
+    def record(
+        self,
+        metrics: dict[str, float],
+        higher_is_better: Mapping[str, bool | None],
+        run_info: Mapping[str, Any],
+        **extra: Any,
+    ) -> RunMetrics:
+        """The run's metrics, the settings' hash, and how it trained (``run_info`` of the
+        published checkpoint; wall time = training + this evaluation so far)."""
+        return RunMetrics(
+            track=self.track,
+            dataset=self.dataset,
+            experiment=self.experiment,
+            seed=self.seed,
+            metrics=metrics,
+            higher_is_better={k: higher_is_better[k] for k in metrics},
+            config_hash=config_hash(self.settings),
+            world_size=int(run_info.get("world_size", 1)),
+            wall_time_s=round(
+                float(run_info.get("train_wall_time_s", 0.0)) + time.monotonic() - self.started, 2
+            ),
+            extra={
+                **extra,
+                "settings": dict(self.settings),
+                "resumed_from_epoch": run_info.get("resumed_from_epoch"),
+            },
+        )
+
+    def publish(
+        self,
+        metrics: dict[str, float],
+        higher_is_better: Mapping[str, bool | None],
+        run_info: Mapping[str, Any],
+        predictions: pd.DataFrame | None = None,
+        **extra: Any,
+    ) -> RunMetrics:
+        """Write ``predictions`` (Parquet) and then ``metrics.json``, each atomically: a
+        ``metrics.json`` always has its predictions beside it."""
+        if predictions is not None:
+            if self.predictions_path is None:
+                raise ValueError("predictions given but no predictions path")
+            with atomic_path(self.predictions_path) as tmp:
+                predictions.to_parquet(tmp, index=False)
+        run = self.record(metrics, higher_is_better, run_info, **extra)
+        write_metrics(self.metrics_path, run)
+        return run
 
 
 def write_metrics(path: str | Path, run: RunMetrics) -> None:

@@ -124,3 +124,17 @@ def _point(rows: pd.DataFrame, threshold: float) -> dict[str, float]:
     if rows.window_z.notna().any():
         point["window_tpr"] = float((rows.window_z.fillna(-math.inf) >= threshold).mean())
     return point
+
+
+def mean_perplexities(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, generations: Sequence[dict]
+) -> dict[str, float]:
+    """``ppl_marked``, ``ppl_plain`` and ``ppl_human``: the oracle's mean perplexity of each
+    completion given its prompt, over the texts where it is finite (NaN if none is)."""
+    prompts = [g["prompt"] for g in generations]
+    means = {}
+    for text in ("marked", "plain", "human"):
+        ppl = perplexities(model, tokenizer, prompts, [g[text] for g in generations])
+        finite = [p for p in ppl if math.isfinite(p)]
+        means[f"ppl_{text}"] = float(sum(finite) / len(finite)) if finite else math.nan
+    return means

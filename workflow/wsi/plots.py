@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from workflow.common.plotting import plt, save_figure
 from workflow.wsi.metrics import roc_curve
@@ -77,3 +79,27 @@ def heatmap_figure(
     fig.colorbar(shown, ax=axes[-1], fraction=0.046)
     fig.suptitle(title)
     save_figure(fig, path)
+
+
+def attention_heatmaps(
+    attention: Path, segments: pd.DataFrame | None, out_dir: Path, model: str
+) -> int:
+    """One ``<slide_id>.png`` per slide of an ``attention.h5`` (the test slides' attention
+    at one magnification), over its thumbnail when the segmentation ``segments`` (index by
+    ``slide_id``) has one; returns how many were drawn."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with h5py.File(attention, "r") as h5:
+        for slide_id, group in h5.items():
+            thumbnail, downsample = None, 1.0
+            if segments is not None:
+                row = segments.loc[slide_id]
+                thumbnail = np.asarray(Image.open(row["thumbnail"]).convert("RGB"))
+                downsample = float(row["mask_downsample"])
+            label = "tumor" if group.attrs["label"] else "normal"
+            heatmap_figure(
+                thumbnail, downsample, group["coords"][()], int(group.attrs["footprint"]),
+                group["scores"][()],
+                f"{slide_id} ({label}): {model} attention at x{group.attrs['magnification']:g}",
+                out_dir / f"{slide_id}.png",
+            )  # fmt: skip
+        return len(h5)
