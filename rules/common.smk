@@ -18,6 +18,14 @@ from workflow.common.resources import (
 from workflow.common.sites import devices_per_node
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
+# Every track's wildcards: dataset and experiment names as config/schema/config.yaml's
+# name_map_key allows them, seeds as numbers.
+wildcard_constraints:
+    dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
+    experiment="[A-Za-z0-9][A-Za-z0-9_-]*",
+    seed=r"\d+",
+    split="train|val|test",
+
 # Resource classes (workflow/common/resources.py): each rule picks one by name; a profile maps
 # the names to its site by loading resource maps (`config: [resource_maps=[...]]`).
 try:

@@ -4,12 +4,6 @@
 DIST_ENV = "../envs/distance.yaml"
 REFERENCE_MODELS = ("mean", "pinhole")  # no network: fitted on the CPU in seconds
 
-wildcard_constraints:
-    dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
-    experiment="[A-Za-z0-9][A-Za-z0-9_-]*",
-    seed=r"\d+",
-    split="train|val|test",
-
 
 rule distance_demo:
     output:

@@ -6,7 +6,7 @@ on the same slides, times
   wsi:   open + tissue mask (one low-resolution read) + x5/x10/x20 tiling from the mask +
          HDF5 and PNG writes (``workflow.wsi.tiling.tile_file``, the whole stage), and
   naive: open + read_region of every x20 grid tile + a saturation test per tile
-         (``workflow.wsi.tiling.naive_tiling``, finest scale only),
+         (``tests/wsi/reference_tiling.py``, finest scale only),
 and prints each one's slides/s and tiles/s (kept tiles; all scales for wsi, x20 for naive),
 their ratio, and how far their x20 tile sets agree. Best of ``--repeats`` runs each.
 
@@ -24,9 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.wsi.reference_tiling import naive_tiling  # noqa: E402
 from workflow.wsi.demo import DemoSettings, write_demo  # noqa: E402
 from workflow.wsi.slide import open_slide  # noqa: E402
-from workflow.wsi.tiling import naive_tiling, tile_file  # noqa: E402
+from workflow.wsi.tiling import tile_file  # noqa: E402
 
 
 def run_wsi(slides: list[Path], out: Path) -> tuple[float, int, list[set]]:

@@ -13,8 +13,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 from transformers.generation.logits_process import WatermarkLogitsProcessor as HFWatermark
 
+from tests.watermark import reference
 from workflow.common.errors import InputError
-from workflow.watermark import detect, greenlist, reference
+from workflow.watermark import detect, greenlist
 from workflow.watermark.detect import TooShort
 from workflow.watermark.processor import WatermarkLogitsProcessor
 from workflow.watermark.records import read_attacked, read_generations, write_records

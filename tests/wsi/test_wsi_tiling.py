@@ -8,12 +8,12 @@ import pytest
 from PIL import Image
 
 from tests.wsi.conftest import write_plain_slide
+from tests.wsi.reference_tiling import naive_tiling
 from workflow.common.errors import InputError
 from workflow.wsi.segment import mask_source, saturation, segment_tissue
 from workflow.wsi.slide import open_slide
 from workflow.wsi.tiling import (
     integral_image,
-    naive_tiling,
     read_tiling,
     tile_slide,
     tissue_fraction,

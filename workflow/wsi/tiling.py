@@ -5,8 +5,8 @@ time). Tiles start from the coarsest scale's grid, aligned to level-0 coordinate
 tile's footprint is split into ratio x ratio children at the next finer scale (2 x 2 for
 x5 -> x10 -> x20), so each child lies inside its parent, which is what DAS-MIL's graph and
 distillation need. Tissue fractions come from the tissue mask through an integral image, in
-one vectorised step per scale; no tile's pixels are read. ``naive_tiling`` is the per-tile
-reference that this replaces, kept for the benchmark.
+one vectorised step per scale; no tile's pixels are read. The per-tile
+reference it replaces lives with its benchmark (tests/benchmarks/tiling_benchmark.py).
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from typing import Any
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path
 from workflow.common.errors import InputError
-from workflow.wsi.segment import TissueMask, saturation, segment_tissue, write_pngs
+from workflow.wsi.segment import TissueMask, segment_tissue, write_pngs
 from workflow.wsi.slide import ScaleRead, Slide, open_slide
 
 log = logging.getLogger("lsai.wsi.tiling")
@@ -322,30 +321,3 @@ def tile_file(
         write_pngs(tissue, thumbnail_png, mask_png)
     write_tiling(tiling, out_h5)
     return tiling
-
-
-# --------------------------------------------------------------------------- reference
-def naive_tiling(
-    slide: Slide,
-    magnification: float = 20.0,
-    patch_size: int = 256,
-    min_tissue: float = 0.25,
-    saturation_threshold: float = 0.08,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Benchmark reference only: read every tile of the finest grid and test its saturation.
-
-    Returns (coords (N, 2) int64, tissue fraction (N,) float32) of the kept tiles.
-    """
-    read = slide.scale(magnification, patch_size)
-    width, height = slide.dimensions
-    positions = [
-        (x, y) for y in range(0, height, read.footprint) for x in range(0, width, read.footprint)
-    ]
-    kept, fractions = [], []
-    for x, y in tqdm(positions, desc=f"naive {slide.path.name}", mininterval=5, leave=False):
-        tile = slide.read_rgb((x, y), read.level, (read.read_size, read.read_size))
-        fraction = float((saturation(tile) > saturation_threshold).mean())
-        if fraction >= min_tissue:
-            kept.append((x, y))
-            fractions.append(fraction)
-    return np.array(kept, np.int64).reshape(-1, 2), np.array(fractions, np.float32)
