@@ -31,7 +31,7 @@ LONG_MODULES = [
     "tests/slurm/test_cluster.py",
     "tests/sequence/test_sequence_workflow.py",
     "tests/wsi/test_wsi_workflow.py",
-    "tests/test_workflow.py",
+    "tests/distance/test_distance_workflow.py",
     "tests/flip/test_flip_workflow.py",
     "tests/watermark/test_watermark_workflow.py",
     "tests/lsf/test_lsf.py",

@@ -1,4 +1,5 @@
-"""The real Snakemake DAG end to end on the small test config, in a copy of the repository."""
+"""The distance track's real Snakemake DAG end to end on the small test config (tests/e2e.yaml,
+shared with the cluster tests), in a copy of the repository."""
 
 from __future__ import annotations
 
