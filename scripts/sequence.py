@@ -38,7 +38,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    from workflow.sequence.encode import encode_dataset, import_xpresso
+    from workflow.sequence.encode import encode_dataset
+    from workflow.sequence.xpresso import import_xpresso
 
     out = args.out
     if args.xpresso:

@@ -32,16 +32,15 @@ from Bio import SeqIO
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from workflow.sequence.demo import DemoSettings, write_demo  # noqa: E402
-from workflow.sequence.encode import (  # noqa: E402
+from workflow.sequence.encode import encode_dataset  # noqa: E402
+from workflow.sequence.layout import DEMO_FILES  # noqa: E402
+from workflow.sequence.promoters import (  # noqa: E402
     BASE_CODES,
     COMPLEMENT_CODES,
-    Gene,
     PromoterReader,
-    encode_dataset,
     open_genome,
-    read_tss,
 )
-from workflow.sequence.layout import DEMO_FILES  # noqa: E402
+from workflow.sequence.tables import Gene, read_tss  # noqa: E402
 
 
 def biopython_window(genome: Path, gene: Gene, flank: int) -> np.ndarray:

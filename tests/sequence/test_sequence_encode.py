@@ -13,7 +13,7 @@ import pytest
 
 from tests.sequence.conftest import ENCODE, SMALL, demo_inputs, read_encoded
 from workflow.common.errors import BadSample, InputError
-from workflow.sequence.encode import encode_dataset, import_xpresso
+from workflow.sequence.encode import encode_dataset
 from workflow.sequence.layout import (
     AMINO_ACIDS,
     DEMO_FILES,
@@ -21,6 +21,7 @@ from workflow.sequence.layout import (
     SPLITS,
     promoter_chunks,
 )
+from workflow.sequence.xpresso import import_xpresso
 
 COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
 PROTEIN_KEYS = {"protein", "protein_length", "protein_label"}
@@ -226,7 +227,7 @@ def test_strand_convention_and_padding_on_a_known_genome(tmp_path, caplog):
 
 
 def test_read_only_genome_folder_indexes_elsewhere(tmp_path, monkeypatch):
-    import workflow.sequence.encode as module
+    import workflow.sequence.promoters as module
 
     paths = write_tiny(tmp_path / "ref", tiny())
     monkeypatch.setattr(module.os, "access", lambda *_: False)

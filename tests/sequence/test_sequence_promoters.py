@@ -33,14 +33,11 @@ from tests.sequence.test_sequence_encode import (
 from workflow.common.config import ConfigError, validate_config
 from workflow.common.errors import BadSample, InputError
 from workflow.common.experiments import enabled_datasets
-from workflow.sequence.encode import (
-    PromoterReader,
-    encode_dataset,
-    open_genome,
-    read_tss,
-)
+from workflow.sequence.encode import encode_dataset
 from workflow.sequence.layout import DNA, SPLITS
+from workflow.sequence.promoters import PromoterReader, open_genome
 from workflow.sequence.sources import encode_args
+from workflow.sequence.tables import read_tss
 
 TABLES = ("expression", "halflife", "proteins", "abundance")
 

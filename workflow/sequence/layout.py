@@ -26,6 +26,8 @@ from __future__ import annotations
 import h5py
 
 SPLITS = {"train": "train.h5", "val": "valid.h5", "test": "test.h5"}
+#: Genes per HDF5 write or copy.
+BLOCK = 128
 PROMOTER_CHUNK = 1000  # bp per HDF5 chunk along the promoter
 
 
