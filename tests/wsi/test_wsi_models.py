@@ -12,7 +12,8 @@ from tests.conftest import history
 from workflow.common.errors import InputError
 from workflow.common.training import TrainSettings, fit
 from workflow.wsi.graph import ScaleFeatures, build_graph, save_graph
-from workflow.wsi.models import MODELS, build_model, distillation_terms, model_defaults
+from workflow.wsi.mil import distillation_terms
+from workflow.wsi.models import MODELS, build_model, model_defaults
 from workflow.wsi.train import GraphDataModule, WSIModule, load_module, train_experiment
 
 DIM = 32
