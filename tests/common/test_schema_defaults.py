@@ -1,9 +1,10 @@
 """The schema is the one source of every default: a literal default in the library under the
 name of one of its track's settings must be that setting's default in config/schema/.
 
-Read from the source (no imports), so a default in any function, dataclass field or defaults
-table is seen: ``def predict(..., batch_size=8)`` in workflow/distance beside a schema default of
-64 fails, unless the parameter is listed in ``NOT_SETTINGS`` with why it is another thing.
+Read from the source (no imports), so a default in any function, dataclass field, ``*DEFAULTS*``
+or ``*SETTINGS*`` table or ``.get("key", default)`` is seen: ``def predict(..., batch_size=8)``
+in workflow/distance beside a schema default of 64 fails, unless the parameter is listed in
+``NOT_SETTINGS`` with why it is another thing.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def literal(node: ast.expr, constants: dict[str, Any]) -> Any:
 
 
 def code_defaults(path: Path) -> list[tuple[str, str, ast.expr]]:
-    """(owner.name, name, default) of every parameter, class field and entry of a module's
-    ``*DEFAULTS*`` table."""
+    """(where, name, default) of every parameter, class field, entry of a ``*DEFAULTS*`` or
+    ``*SETTINGS*`` table (module or class) and ``.get("name", default)``."""
     tree = ast.parse(path.read_text())
     found = []
 
@@ -120,17 +121,28 @@ def code_defaults(path: Path) -> list[tuple[str, str, ast.expr]]:
                             name = item.target.id
                             found.append((f"{owner}{child.name}.{name}", name, item.value))
                 visit(child, f"{owner}{child.name}.")
-            elif isinstance(child, (ast.Assign, ast.AnnAssign)) and owner == "":
+            elif isinstance(child, (ast.Assign, ast.AnnAssign)):
                 target = child.targets[0] if isinstance(child, ast.Assign) else child.target
-                value = child.value
-                if (
-                    isinstance(target, ast.Name)
-                    and "DEFAULTS" in target.id
-                    and isinstance(value, ast.Dict)
-                ):
-                    for key, entry in zip(value.keys, value.values, strict=True):
+                table = isinstance(target, ast.Name) and (
+                    "DEFAULTS" in target.id or "SETTINGS" in target.id
+                )
+                if table and isinstance(child.value, ast.Dict):
+                    for key, entry in zip(child.value.keys, child.value.values, strict=True):
                         if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                            found.append((f"{target.id}[{key.value}]", key.value, entry))
+                            found.append((f"{owner}{target.id}[{key.value}]", key.value, entry))
+        for call in ast.walk(node) if owner == "" else ():
+            # settings.get("key", default): a default at the point of use
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "get"
+                and len(call.args) == 2
+                and isinstance(call.args[0], ast.Constant)
+                and isinstance(call.args[0].value, str)
+            ):
+                found.append(
+                    (f"get({call.args[0].value!r})@{call.lineno}", call.args[0].value, call.args[1])
+                )
 
     visit(tree, "")
     return found
@@ -178,10 +190,14 @@ def test_the_scan_sees_a_disagreement(tmp_path):
         "DEFAULTS = {'warmup_steps': 200, 'loss': 'mse'}\n"
         "def fit(settings, warmup_steps=WARMUP, lr=1e-3): ...\n"
         "class Settings:\n    huber_delta: float = 2.0\n"
+        "class Model:\n    SETTINGS = {'dim': 128}\n"
+        "def steps(s):\n    return s.get('max_epochs', 99)\n"
     )
     bad, _ = disagreements("sequence", tmp_path)
     assert sorted(b.split(" = ")[0] for b in bad) == [
         "workflow/sequence/train.py:DEFAULTS[warmup_steps]",
+        "workflow/sequence/train.py:Model.SETTINGS[dim]",
         "workflow/sequence/train.py:Settings.huber_delta",
         "workflow/sequence/train.py:fit.warmup_steps",
+        "workflow/sequence/train.py:get('max_epochs')@9",
     ]
