@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
 from workflow.common.atomic import atomic_path
@@ -46,6 +47,7 @@ def train_experiment(
         log.info("reference predictor %s: %s", model, state)
         return
     stats = training_statistics(train_store)
+    L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on it
     extra = {k: settings[k] for k in MODEL_KEYS if k in settings} if model == "zhu" else {}
     module = NETWORKS[model](
         lr=settings["lr"], weight_decay=settings["weight_decay"], model=model, **stats, **extra
