@@ -48,7 +48,7 @@ def test_atomic_outputs_get_the_mode_of_a_plain_write(tmp_path, mask):
     """mkstemp's 0600 must not survive the rename: a group on a shared $WORK reads results."""
     import torch
 
-    from workflow.common.training import AtomicCheckpointIO
+    from workflow.common.callbacks import AtomicCheckpointIO
 
     old = os.umask(mask)
     try:

@@ -55,10 +55,10 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
+from workflow.common.callbacks import gather_objects
 from workflow.common.config import schema_defaults
 from workflow.common.errors import InputError, Skips
 from workflow.common.images import BadImage, decode_image
-from workflow.common.training import gather_objects
 
 log = logging.getLogger("lsai.flip.data")
 
