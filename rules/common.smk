@@ -2,6 +2,7 @@
 # Keep Python logic in workflow/common (tested on its own); this file only wires it in.
 import functools
 import json
+import shlex
 import sys
 
 from workflow.common.config import ConfigError
@@ -17,6 +18,16 @@ from workflow.common.resources import (
 )
 from workflow.common.sites import devices_per_node
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+# Every job imports the workflow package from this checkout: `make setup` installs it into the
+# venv, but a conda env (--sdm conda) or the Apptainer image (which drops the host's PYTHONPATH)
+# does not have it, so the scripts find it through PYTHONPATH rather than editing sys.path.
+# Snakemake's own prefix, bash's strict mode, stays.
+shell.prefix(
+    "set -euo pipefail; export PYTHONPATH="
+    + shlex.quote(workflow.basedir)
+    + '"${{PYTHONPATH:+:$PYTHONPATH}}"; '
+)
 
 # Every track's wildcards: dataset and experiment names as config/schema/config.yaml's
 # name_map_key allows them, seeds as numbers.

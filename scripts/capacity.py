@@ -21,15 +21,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # conda envs lack the package
+from workflow.common.atomic import write_text
+from workflow.common.capacity import csv_text, load_throughput, make_plan, markdown
+from workflow.common.cli import log, run_cli
+from workflow.common.config import ConfigError, deep_merge, load_yaml, validate_config
+from workflow.common.errors import InputError
+from workflow.common.resources import load_site
 
-from workflow.common.atomic import write_text  # noqa: E402
-from workflow.common.capacity import csv_text, load_throughput, make_plan, markdown  # noqa: E402
-from workflow.common.cli import log, run_cli  # noqa: E402
-from workflow.common.config import ConfigError, deep_merge, load_yaml, validate_config  # noqa: E402
-from workflow.common.errors import InputError  # noqa: E402
-from workflow.common.resources import load_site  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def track_jobs(config: Mapping[str, Any], site: Mapping[str, Any] | None, root: Path) -> list:

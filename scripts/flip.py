@@ -13,9 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
-
-
 from workflow.common.cli import (
     add_bad_sample_args,
     add_evaluate_args,

@@ -12,8 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
-
 from workflow.common.cli import (
     add_evaluate_args,
     add_image_args,

@@ -8,8 +8,6 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
-
 from workflow.common.atomic import atomic_path, write_text
 from workflow.common.cli import log, run_cli
 from workflow.common.report import build_report

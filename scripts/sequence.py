@@ -13,9 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
-
-
 from workflow.common.atomic import write_text
 from workflow.common.cli import (
     add_evaluate_args,

@@ -14,8 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # conda envs lack the package
-
 from workflow.common.cli import add_settings, log, parse_settings, run_cli, stage_parser
 from workflow.common.errors import InputError
 

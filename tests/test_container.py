@@ -13,6 +13,7 @@ import re
 import shlex
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -166,7 +167,20 @@ c = len(args) - 1 - args[::-1].index("-c")
 image, shell = args[c - 2], args[c - 1]
 if not os.path.isfile(image):
     sys.exit(f"FATAL: could not open image {{image}}: no such file")
-sys.exit(subprocess.run([shell, "-c", *args[c + 1:]]).returncode)
+# The image's environment: its own python first, the host's PYTHONPATH dropped (%environment).
+env = {{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}}
+env["PATH"] = os.pathsep.join([os.environ["FAKE_IMAGE_BIN"], env["PATH"]])
+sys.exit(subprocess.run([shell, "-c", *args[c + 1:]], env=env).returncode)
+"""
+
+# The image's python as a job sees it: every dependency, but not the workflow package (the
+# image does not install the checkout), so a job imports it only through what the rule sets up.
+IMAGE_PYTHON = """#!{python} -S
+import runpy, sys
+
+sys.path.append({site_packages!r})  # the venv's site-packages, without its .pth files
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 DEMO = "data/demo/distance/demo/manifest.json"  # distance_demo: a CPU job of seconds
@@ -181,19 +195,36 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     apptainer = bin_dir / "apptainer"
     apptainer.write_text(FAKE_APPTAINER.format(python=sys.executable))
     apptainer.chmod(0o755)
+    image_bin = tmp / "image-bin"
+    image_bin.mkdir()
+    (image_bin / "python").write_text(
+        IMAGE_PYTHON.format(python=sys.executable, site_packages=sysconfig.get_path("purelib"))
+    )
+    (image_bin / "python").chmod(0o755)
     image = tmp / "images" / "lsai-tracks.sif"
     image.parent.mkdir()
     image.write_bytes(b"")
     repo = tmp / "repo"
     repo.mkdir()
-    return {"bin": bin_dir, "image": image, "repo": copy_repo(repo), "log": tmp / "calls.jsonl"}
+    return {
+        "bin": bin_dir,
+        "image_bin": image_bin,
+        "image": image,
+        "repo": copy_repo(repo),
+        "log": tmp / "calls.jsonl",
+    }
 
 
 def snakemake(fake: dict[str, Path], *args: str) -> list[dict]:
     """Snakemake in the copy with the stand-in on PATH; the stand-in's calls (a run must pass)."""
     fake["log"].unlink(missing_ok=True)
     path = os.pathsep.join([str(fake["bin"]), str(Path(sys.executable).parent), os.environ["PATH"]])
-    env = {**os.environ, "PATH": path, "FAKE_APPTAINER_LOG": str(fake["log"])}
+    env = {
+        **os.environ,
+        "PATH": path,
+        "FAKE_APPTAINER_LOG": str(fake["log"]),
+        "FAKE_IMAGE_BIN": str(fake["image_bin"]),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "1", *args],
         cwd=fake["repo"],
@@ -213,6 +244,18 @@ APPTAINER = ["--sdm", "apptainer", "--profile", "profiles/apptainer"]
 def test_dry_run_with_apptainer_only_checks_its_version(fake):
     calls = snakemake(fake, "-n", *APPTAINER)
     assert calls and all(call["argv"] == ["--version"] for call in calls)
+
+
+def test_the_stand_in_image_python_lacks_the_workflow_package(fake, tmp_path):
+    """So the job test below shows that the rules, not the install, give jobs the package."""
+    script = tmp_path / "probe.py"
+    script.write_text("import numpy\nimport workflow\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [fake["image_bin"] / "python", script], cwd=tmp_path, capture_output=True, text=True,
+        env=env,
+    )  # fmt: skip
+    assert result.returncode != 0 and "No module named 'workflow'" in result.stderr
 
 
 @pytest.mark.slow
