@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,45 @@ def snakemake_in(
             f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
         )
     return result
+
+
+def e2e_runner(configfile: str) -> Callable[..., subprocess.CompletedProcess]:
+    """``smk(workdir, *args, check=True)``: snakemake_in with one track's end-to-end config."""
+
+    def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return snakemake_in(workdir, configfile, *args, check=check)
+
+    return smk
+
+
+def e2e_workdir(configfile: str) -> Callable:
+    """A module fixture: a copy of the workflow with ``configfile``'s DAG run to the end."""
+
+    @pytest.fixture(scope="module")
+    def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        copy = copy_repo(tmp_path_factory.mktemp("repo"), configfile)
+        snakemake_in(copy, configfile, "--cores", "2")
+        return copy
+
+    return workdir
+
+
+def demo_fixtures(track: str, write_demo: Callable, settings: object) -> tuple[Callable, ...]:
+    """Session fixtures ``<track>_demo`` (a small demo dataset written once through the library)
+    and ``<track>_manifest`` (its manifest.json); assign them to names in a conftest."""
+
+    @pytest.fixture(scope="session", name=f"{track}_demo")
+    def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        root = tmp_path_factory.mktemp(f"{track}_demo")
+        write_demo(root, settings)
+        return root
+
+    @pytest.fixture(scope="session", name=f"{track}_manifest")
+    def manifest(request: pytest.FixtureRequest) -> dict:
+        root = request.getfixturevalue(f"{track}_demo")
+        return json.loads((root / "manifest.json").read_text())
+
+    return demo, manifest
 
 
 def finish_dag(workdir: Path, *args: str) -> None:

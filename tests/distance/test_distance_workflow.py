@@ -4,7 +4,6 @@ shared with the cluster tests), in a copy of the repository."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo, snakemake_in
+from tests.conftest import copy_repo, e2e_runner
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return snakemake_in(workdir, "tests/e2e.yaml", *args, check=check)
+smk = e2e_runner("tests/e2e.yaml")
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.conftest import demo_fixtures
 from workflow.flip.demo import DemoSettings, jpeg, write_demo
 from workflow.flip.filter import filter_shards
 from workflow.flip.layout import list_shards
@@ -20,16 +21,7 @@ SMALL = DemoSettings(shards=3, samples_per_shard=100, val_per_class=3, seed=3)
 FILTER = {"shard_size": 70}
 
 
-@pytest.fixture(scope="session")
-def flip_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("flip_demo")
-    write_demo(root, SMALL)
-    return root
-
-
-@pytest.fixture(scope="session")
-def flip_manifest(flip_demo: Path) -> dict:
-    return json.loads((flip_demo / "manifest.json").read_text())
+flip_demo, flip_manifest = demo_fixtures("flip", write_demo, SMALL)
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import copy_repo, snakemake_in
+from tests.conftest import copy_repo, e2e_runner
 from workflow.flip.layout import list_shards
 
 # Margins from the demo's settings over seeds 0-2 (README, "The FLIP track"): zero-shot top-1
@@ -24,8 +22,7 @@ TOP5_CEILING = 0.95
 EQUIVALENCE_MARGIN = 0.05
 
 
-def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return snakemake_in(workdir, "tests/flip/e2e.yaml", *args, check=check)
+smk = e2e_runner("tests/flip/e2e.yaml")
 
 
 @pytest.mark.slow

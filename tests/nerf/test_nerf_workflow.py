@@ -4,24 +4,17 @@ the issue's must-show numbers on the demo's own settings."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo, snakemake_in
+from tests.conftest import copy_repo, e2e_runner, e2e_workdir
+
+smk = e2e_runner("tests/nerf/e2e.yaml")
 
 
-def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return snakemake_in(workdir, "tests/nerf/e2e.yaml", *args, check=check)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = copy_repo(tmp_path_factory.mktemp("repo"), "tests/nerf/e2e.yaml")
-    smk(workdir, "--cores", "2")
-    return workdir
+demo = e2e_workdir("tests/nerf/e2e.yaml")
 
 
 def records(workdir: Path) -> dict[str, dict]:

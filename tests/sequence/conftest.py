@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from tests.conftest import demo_fixtures
 from workflow.sequence.demo import DemoSettings, write_demo
 from workflow.sequence.layout import DEMO_FILES, DNA, SPLITS
 
@@ -29,16 +29,7 @@ ENCODE = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def seq_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sequence_demo")
-    write_demo(root, SMALL)
-    return root
-
-
-@pytest.fixture(scope="session")
-def seq_manifest(seq_demo: Path) -> dict:
-    return json.loads((seq_demo / "manifest.json").read_text())
+seq_demo, seq_manifest = demo_fixtures("seq", write_demo, SMALL)
 
 
 def demo_inputs(root: Path) -> dict[str, Path]:

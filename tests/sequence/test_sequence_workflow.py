@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo, snakemake_in
+from tests.conftest import copy_repo, e2e_runner
 
-
-def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return snakemake_in(workdir, "tests/sequence/e2e.yaml", *args, check=check)
+smk = e2e_runner("tests/sequence/e2e.yaml")
 
 
 @pytest.mark.slow

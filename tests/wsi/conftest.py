@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
+from tests.conftest import demo_fixtures
 from workflow.wsi.demo import DemoSettings, write_demo
 
 # 4 slides of 4096 x 4096 px at x40: 2 tumour, 2 normal; about a second each to write.
 SMALL = DemoSettings(slides=4, seed=11)
 
 
-@pytest.fixture(scope="session")
-def wsi_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("camelyon16")
-    write_demo(root, SMALL)
-    return root
-
-
-@pytest.fixture(scope="session")
-def wsi_manifest(wsi_demo: Path) -> dict:
-    return json.loads((wsi_demo / "manifest.json").read_text())
+wsi_demo, wsi_manifest = demo_fixtures("wsi", write_demo, SMALL)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import h5py
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import copy_repo, snakemake_in
+from tests.conftest import copy_repo, e2e_runner
 
 
 def check_stored_threshold(run: Path, record: dict) -> None:
@@ -48,8 +47,7 @@ def attention_on_lesions(attention: Path, manifest: dict) -> np.ndarray:
     return np.array(rows)
 
 
-def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return snakemake_in(workdir, "tests/wsi/e2e.yaml", *args, check=check)
+smk = e2e_runner("tests/wsi/e2e.yaml")
 
 
 @pytest.mark.slow
