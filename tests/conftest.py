@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,6 +153,19 @@ def history(run_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def kill_after_epochs(cmd: list[str], run_dir: Path, epochs: int) -> list[dict]:
+    """Start a training command, SIGKILL it once ``epochs`` epochs are in its history (as a
+    node failure would) and return that history; fails if the run ended first."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(history(run_dir)) < epochs and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return history(run_dir)
 
 
 def run_script(*args: str | Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:

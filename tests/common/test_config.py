@@ -168,3 +168,27 @@ def test_references_across_schema_files_resolve_and_fill_defaults(tmp_path):
     with pytest.raises(ConfigError, match="t.n: 'x' is not of type 'integer'"):
         validate_config({"t": {"n": "x"}}, tmp_path / "config.yaml")
     assert stage_settings({}, "t_inner", tmp_path / "config.yaml") == {"x": "a"}
+
+
+def test_a_schema_dataclass_has_the_definitions_fields_defaults_and_descriptions():
+    import dataclasses
+
+    from workflow.common.config import schema_dataclass
+
+    seen = []
+    Settings = schema_dataclass(
+        "Settings", "distance_demo", __name__, __post_init__=lambda self: seen.append(self.seed)
+    )
+    spec = yaml.safe_load((SCHEMA.parent / "distance.yaml").read_text())["$defs"]["distance_demo"]
+    fields = dataclasses.fields(Settings)
+    assert [f.name for f in fields] == list(spec["properties"])
+    for f in fields:
+        default = spec["properties"][f.name]["default"]
+        assert f.default == (tuple(default) if isinstance(default, list) else default)
+        assert f.metadata["description"] == spec["properties"][f.name]["description"]
+    settings = Settings(seed=5)
+    assert settings.seed == 5 and seen == [5] and Settings.__module__ == __name__
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.seed = 6  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Settings(not_a_setting=1)

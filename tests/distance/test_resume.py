@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
-from tests.conftest import ROOT, history
+from tests.conftest import ROOT, history, kill_after_epochs
 
 SETTINGS = {
     "model": "disnet",
@@ -40,14 +37,7 @@ def test_sigkill_then_rerun_resumes(prepared, tmp_path):
         "--seed",
         "0",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while len(history(run_dir)) < 5 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "training ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = history(run_dir)
+    first = kill_after_epochs(cmd, run_dir, 5)
     assert len(first) >= 5 and not final.exists()
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, history
+from tests.conftest import ROOT, history, kill_after_epochs
 from tests.sequence.synthetic import write_encoded
 
 SETTINGS = {
@@ -36,14 +33,7 @@ def test_sigkill_then_rerun_resumes_and_evaluates(encoded, tmp_path):
         "train", "--settings", json.dumps(SETTINGS), "--encoded", str(encoded),
         "--run-dir", str(run_dir), "--out", str(final), "--seed", "1",
     )  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while len(history(run_dir)) < 3 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "training ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = history(run_dir)
+    first = kill_after_epochs(cmd, run_dir, 3)
     assert not final.exists()
 
     shorter = {**SETTINGS, "max_epochs": max(h["epoch"] for h in first) + 3}

@@ -7,6 +7,7 @@ holds it, so a typo in a 200-line config is found in one read.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -186,6 +187,28 @@ def frozen(value: Any) -> Any:
 def settings_object(cls: type[T], settings: Mapping[str, Any]) -> T:
     """A frozen settings dataclass from a stage's ``--settings`` (JSON lists become tuples)."""
     return cls(**{k: frozen(v) for k, v in settings.items()})
+
+
+_JSON_TYPES = {"integer": int, "number": float, "string": str, "boolean": bool, "array": tuple}
+
+
+def schema_dataclass(name: str, definition: str, module: str, **namespace: Any) -> type:
+    """A frozen dataclass whose fields are ``$defs/<definition>``'s properties, in the
+    schema's order, with the schema's defaults (lists as tuples) and descriptions (in each
+    field's metadata): the settings a library takes are declared once, in the schema.
+    ``namespace`` adds methods (e.g. a ``__post_init__`` check the schema cannot express)."""
+    spec = load_schema().definition(definition)
+    defaults = frozen(schema_defaults(definition))
+    fields = []
+    for key, prop in spec["properties"].items():
+        kind = prop.get("type")
+        hint = _JSON_TYPES.get(kind, Any) if isinstance(kind, str) else Any
+        meta = {"description": prop.get("description", "")}
+        fields.append((key, hint, dataclasses.field(default=defaults[key], metadata=meta)))
+    cls = dataclasses.make_dataclass(name, fields, frozen=True, namespace=namespace)
+    cls.__module__ = module  # where it is defined and pickled from
+    cls.__doc__ = f"{spec.get('description', '').strip()} (config/schema: $defs/{definition})"
+    return cls
 
 
 def schema_default(key: str, schema_path: str | Path = SCHEMA) -> Any:

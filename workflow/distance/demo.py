@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from workflow.common.atomic import write_bytes, write_json
-from workflow.common.config import frozen, schema_defaults
+from workflow.common.config import schema_dataclass
 from workflow.distance.scene import (
     Camera,
     Occluder,
@@ -57,32 +57,19 @@ PRIOR_HEIGHT = 1.75
 MIN_BOX_PX = 2.0  # a visible sliver thinner than this is not annotated
 
 
-#: The schema's defaults (config/schema/distance.yaml $defs/distance_demo): the one source.
-DEMO = frozen(schema_defaults("distance_demo"))
+CAMERA_PITCH_DEG = (2.0, 8.0)  # range of the camera's downward pitch, drawn per sequence
+PERSON_HEIGHT_SD = 0.07  # m, adults' stature around PRIOR_HEIGHT
 
 
-@dataclass(frozen=True)
-class DemoSettings:
-    sequences: int = DEMO["sequences"]
-    frames_per_sequence: int = DEMO["frames_per_sequence"]
-    width: int = DEMO["width"]
-    height: int = DEMO["height"]
-    fov_deg: float = DEMO["fov_deg"]
-    pedestrians: tuple[int, int] = DEMO["pedestrians"]
-    distance_range: tuple[float, float] = DEMO["distance_range"]
-    camera_height: tuple[float, float] = DEMO["camera_height"]
-    camera_pitch_deg: tuple[float, float] = (2.0, 8.0)
-    person_height_sd: float = 0.07
-    children: float = DEMO["children"]
-    seated: float = DEMO["seated"]
-    behind_occluder: float = DEMO["behind_occluder"]
-    crowd: float = DEMO["crowd"]
-    border: float = DEMO["border"]
-    seed: int = DEMO["seed"]
+def _check_fractions(self) -> None:
+    if self.behind_occluder + self.crowd + self.border > 1:
+        raise ValueError("behind_occluder + crowd + border must be at most 1")
 
-    def __post_init__(self) -> None:
-        if self.behind_occluder + self.crowd + self.border > 1:
-            raise ValueError("behind_occluder + crowd + border must be at most 1")
+
+#: write_demo's settings: config/schema/distance.yaml $defs/distance_demo, their one source.
+DemoSettings = schema_dataclass(
+    "DemoSettings", "distance_demo", __name__, __post_init__=_check_fractions
+)
 
 
 def _render_background(cam: Camera, rng_texture: float) -> np.ndarray:
@@ -127,7 +114,7 @@ def _body(rng: np.random.Generator, s: DemoSettings) -> tuple[float, str, float]
     if rng.uniform() < s.children:
         stature = float(rng.uniform(1.0, 1.45))
     else:
-        stature = float(np.clip(rng.normal(PRIOR_HEIGHT, s.person_height_sd), 1.5, 2.0))
+        stature = float(np.clip(rng.normal(PRIOR_HEIGHT, PERSON_HEIGHT_SD), 1.5, 2.0))
     if rng.uniform() < s.seated:
         return stature, str(rng.choice(["sit", "crouch"])), float(rng.uniform(0.85, 1.15))
     return stature, "stand", float(rng.uniform(0.7, 1.2))
@@ -283,7 +270,7 @@ def write_sequence(root: Path, index: int, s: DemoSettings) -> dict[str, Any]:
         s.height,
         f,
         float(rng.uniform(*s.camera_height)),
-        math.radians(rng.uniform(*s.camera_pitch_deg)),
+        math.radians(rng.uniform(*CAMERA_PITCH_DEG)),
     )
     background = _render_background(cam, float(rng.uniform(0, 1)))
     occluders = [_wall(rng, cam)]

@@ -23,7 +23,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import webdataset as wds
 from PIL import Image, ImageDraw
 
 from workflow.common.atomic import atomic_path, write_json, write_text
-from workflow.common.config import frozen, schema_defaults
+from workflow.common.config import schema_dataclass
 from workflow.common.errors import InputError
 from workflow.flip.layout import parquet_row, sample_key, shard_files, write_parquet
 
@@ -71,47 +71,32 @@ FILTER_ASSUMES = {
 }  # fmt: skip
 
 
-#: The schema's defaults (config/schema/flip.yaml $defs/flip_demo): the one source.
-DEMO = frozen(schema_defaults("flip_demo"))
+def _check(self) -> None:
+    """What the schema cannot say: names known, room for the planted samples."""
+    problems = []
+    unknown = [c for c in self.colors if c not in RGB] + [s for s in self.shapes if s not in SHAPES]
+    if unknown:
+        problems.append(f"unknown colours/shapes {unknown} (known: {list(RGB)}, {SHAPES})")
+    if self.background not in RGB:
+        problems.append(f"unknown background {self.background!r} (known: {list(RGB)})")
+    if self.background in self.colors:
+        problems.append(f"background {self.background!r} is also a class colour")
+    total = self.shards * self.samples_per_shard
+    if total < len(PLANTED) * self.bad_per_reason + 2:
+        problems.append(f"{total} samples leave no room for the planted bad ones")
+    if self.train_per_class < 2:
+        problems.append(
+            f"train_per_class {self.train_per_class}: the probe's sweep holds out part of "
+            "every class, so it needs 2 or more"
+        )
+    if self.image_size < 32:
+        problems.append(f"image_size {self.image_size} is below the filter's min_size 32")
+    if problems:
+        raise InputError("flip_demo settings", "; ".join(problems))
 
 
-@dataclass(frozen=True)
-class DemoSettings:
-    shards: int = DEMO["shards"]
-    samples_per_shard: int = DEMO["samples_per_shard"]
-    image_size: int = DEMO["image_size"]
-    colors: tuple[str, ...] = DEMO["colors"]
-    shapes: tuple[str, ...] = DEMO["shapes"]
-    background: str = DEMO["background"]
-    val_per_class: int = DEMO["val_per_class"]
-    train_per_class: int = DEMO["train_per_class"]
-    bad_per_reason: int = DEMO["bad_per_reason"]
-    jpeg_quality: int = DEMO["jpeg_quality"]
-    seed: int = DEMO["seed"]
-
-    def check(self) -> None:
-        problems = []
-        unknown = [c for c in self.colors if c not in RGB] + [
-            s for s in self.shapes if s not in SHAPES
-        ]
-        if unknown:
-            problems.append(f"unknown colours/shapes {unknown} (known: {list(RGB)}, {SHAPES})")
-        if self.background not in RGB:
-            problems.append(f"unknown background {self.background!r} (known: {list(RGB)})")
-        if self.background in self.colors:
-            problems.append(f"background {self.background!r} is also a class colour")
-        total = self.shards * self.samples_per_shard
-        if total < len(PLANTED) * self.bad_per_reason + 2:
-            problems.append(f"{total} samples leave no room for the planted bad ones")
-        if self.train_per_class < 2:
-            problems.append(
-                f"train_per_class {self.train_per_class}: the probe's sweep holds out part of "
-                "every class, so it needs 2 or more"
-            )
-        if self.image_size < 32:
-            problems.append(f"image_size {self.image_size} is below the filter's min_size 32")
-        if problems:
-            raise InputError("flip_demo settings", "; ".join(problems))
+#: write_demo's settings: config/schema/flip.yaml $defs/flip_demo, their one source.
+DemoSettings = schema_dataclass("DemoSettings", "flip_demo", __name__, check=_check)
 
 
 def class_names(s: DemoSettings) -> list[tuple[str, str]]:
