@@ -40,7 +40,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_hash(args: argparse.Namespace) -> None:
-    from workflow.flip.dedup import hash_group
+    from workflow.flip.dedup_hash import hash_group
 
     n = hash_group(args.shards, args.settings, args.out, args.profile)
     log.info(
@@ -50,7 +50,7 @@ def cmd_hash(args: argparse.Namespace) -> None:
 
 
 def cmd_dedup(args: argparse.Namespace) -> None:
-    from workflow.flip.dedup import find_later_copies
+    from workflow.flip.dedup_buckets import find_later_copies
 
     counts = find_later_copies(args.hashes, args.bucket, args.out)
     log.info(
@@ -62,7 +62,7 @@ def cmd_dedup(args: argparse.Namespace) -> None:
 
 
 def cmd_filter(args: argparse.Namespace) -> None:
-    from workflow.flip.dedup import read_later_copies
+    from workflow.flip.dedup_verdicts import read_later_copies
     from workflow.flip.filter import filter_shards
 
     later = read_later_copies(args.duplicates, args.shards) if args.duplicates else None
@@ -156,7 +156,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
     from workflow.common.atomic import atomic_path, write_text
     from workflow.common.metrics import read_metrics, read_predictions
     from workflow.flip.compare import comparison_table, markdown
-    from workflow.flip.data import read_classnames
+    from workflow.flip.image_folder import read_classnames
     from workflow.flip.plots import mask_ratio_figure
 
     records = [read_metrics(path) for path in args.metrics]
@@ -187,7 +187,7 @@ def add_shards(parser: argparse.ArgumentParser) -> None:
     """What the hash and filter stages of one shard group share: its shards, the filter
     settings (the hash stage applies their metadata and caption checks) and the source's
     profile."""
-    from workflow.flip.filter import PROFILES
+    from workflow.flip.filter_checks import PROFILES
 
     parser.add_argument(
         "--shards", type=Path, nargs="+", required=True, help="input .tar shards, in order"

@@ -10,7 +10,7 @@ by the child as it ends) is that child's alone:
 
 * old - the dedup of one job over every group as it was before the bucket jobs (a copy of
   its algorithm is kept below as the baseline: string shard paths and keys, Arrow group-by);
-* new - ``workflow.flip.dedup.find_later_copies`` for bucket 0 of ``--buckets`` (with 1, the
+* new - ``workflow.flip.dedup_buckets.find_later_copies`` for bucket 0 of ``--buckets`` (with 1, the
   one bucket holds every row, the per-row cost to project from);
 * hash - ``HashRows`` of one group of ``--hash-rows`` samples (LAION: 1000 shards of
   10,000) written in ``--leonardo-buckets`` buckets, fed shard by shard as the hash stage
@@ -46,7 +46,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from workflow.flip.dedup import HashRows, find_later_copies  # noqa: E402
+from workflow.flip.dedup_buckets import find_later_copies  # noqa: E402
+from workflow.flip.dedup_hash import HashRows  # noqa: E402
 
 LAION_SHARDS, LAION_SAMPLES, LAION_GROUP = 41_408, 10_000, 1000
 

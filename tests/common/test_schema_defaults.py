@@ -30,8 +30,8 @@ NOT_SETTINGS: dict[str, str] = {
     "workflow/distance/sizes.py:train_size.root": "the working directory of relative paths",
     "workflow/distance/sizes.py:schedules.root": "the working directory of relative paths",
     "workflow/distance/sizes.py:capacity_jobs.root": "the working directory of relative paths",
-    "workflow/flip/data.py:shard_pipeline.shuffle": "a val pipeline is not shuffled; the train "
-    "module passes the setting",
+    "workflow/flip/shard_stream.py:shard_pipeline.shuffle": "a val pipeline is not shuffled; the "
+    "train module passes the setting",
     "workflow/flip/evaluate.py:evaluate_run.zeroshot": "None - the dataset has no zeroshot section",
     "workflow/flip/layout.py:sample_key.samples_per_shard": "img2dataset's key layout of the "
     "real shards, not the demo's shard size",

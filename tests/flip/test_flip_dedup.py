@@ -18,7 +18,10 @@ from tests.benchmarks import flip_dedup_benchmark as bench
 from tests.conftest import ROOT
 from tests.flip.conftest import FILTER, sample, tar_samples, write_tar
 from workflow.common.errors import InputError
-from workflow.flip.dedup import FORMAT_META, find_later_copies, hash_group, read_later_copies
+from workflow.flip.dedup import FORMAT_META
+from workflow.flip.dedup_buckets import find_later_copies
+from workflow.flip.dedup_hash import hash_group
+from workflow.flip.dedup_verdicts import read_later_copies
 from workflow.flip.filter import filter_shards
 from workflow.flip.layout import list_shards, shard_files
 from workflow.flip.sources import DUPLICATES, duplicate_tables

@@ -22,9 +22,10 @@ from tests.conftest import ROOT
 from tests.flip.conftest import FILTER, sample, tar_samples, write_tar
 from workflow.common.config import stage_settings
 from workflow.common.errors import BadSample, InputError
-from workflow.flip.dedup import hash_group
+from workflow.flip.dedup_hash import hash_group
 from workflow.flip.demo import FILTER_ASSUMES, PLANTED, bomb_header
-from workflow.flip.filter import DAMAGE, DEFAULTS, REASONS, filter_settings, filter_shards
+from workflow.flip.filter import filter_shards
+from workflow.flip.filter_checks import DAMAGE, DEFAULTS, REASONS, filter_settings
 from workflow.flip.layout import PARQUET_COLUMNS, list_shards, shard_files, write_parquet
 
 

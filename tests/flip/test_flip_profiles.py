@@ -20,7 +20,9 @@ from PIL import Image
 
 from tests.conftest import ROOT
 from workflow.common.config import ConfigError, deep_merge, validate_config
-from workflow.flip.dedup import find_later_copies, hash_group, read_later_copies
+from workflow.flip.dedup_buckets import find_later_copies
+from workflow.flip.dedup_hash import hash_group
+from workflow.flip.dedup_verdicts import read_later_copies
 from workflow.flip.filter import filter_shards
 from workflow.flip.sources import dataset_profile
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from workflow.common.errors import InputError
-from workflow.flip.data import ShardDataModule, image_folder, image_loader, shard_count
+from workflow.flip.data import ShardDataModule, shard_count
 from workflow.flip.demo import DemoSettings, write_demo
+from workflow.flip.image_folder import image_folder, image_loader
 from workflow.flip.layout import list_shards
 from workflow.flip.model import build_clip, image_transforms, tokenizer
 from workflow.flip.train import (

@@ -20,7 +20,7 @@ from typing import Any
 from workflow.common.capacity import Job
 from workflow.common.experiments import runs
 from workflow.common.schedule import Schedule, Size, track_schedules
-from workflow.flip.filter import DEFAULTS
+from workflow.flip.filter_checks import DEFAULTS
 from workflow.flip.layout import SAMPLES_PER_SHARD
 from workflow.flip.sources import filtered_folders, input_groups
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from workflow.common.config import ConfigError, experiment_settings
-from workflow.flip.filter import DEFAULTS
+from workflow.flip.filter_checks import DEFAULTS
 from workflow.flip.layout import expand_shards, shard_groups, shard_stem
 
 log = logging.getLogger("lsai.flip.sources")
@@ -51,7 +51,7 @@ def duplicate_tables(track_config: Mapping[str, Any], dataset: str) -> list[str]
 
 
 def dataset_profile(track_config: Mapping[str, Any], dataset: str) -> str:
-    """The dataset's filter profile (workflow/flip/filter.py PROFILES)."""
+    """The dataset's filter profile (workflow/flip/filter_checks.py PROFILES)."""
     return track_config["datasets"][dataset].get("profile", "laion400m")
 
 

@@ -35,7 +35,7 @@ from open_clip.zero_shot_metadata import (
 from torch.utils.data import DataLoader
 
 from workflow.common.errors import InputError
-from workflow.flip.data import read_classnames
+from workflow.flip.image_folder import read_classnames
 
 log = logging.getLogger("lsai.flip.zeroshot")
 
