@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from workflow.common.atomic import write_text
-from workflow.common.capacity import csv_text, load_throughput, make_plan, markdown
+from workflow.common.capacity import load_throughput, make_plan
+from workflow.common.capacity_report import csv_text, markdown
 from workflow.common.cli import log, run_cli
 from workflow.common.config import ConfigError, deep_merge, load_yaml, validate_config
 from workflow.common.errors import InputError

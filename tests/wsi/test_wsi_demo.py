@@ -12,12 +12,8 @@ import openslide
 import pytest
 import tifffile
 
-from workflow.wsi.demo import (
-    DemoSettings,
-    pyramid,
-    render_slide,
-    write_demo,
-)
+from workflow.wsi.demo import DemoSettings, pyramid, write_demo
+from workflow.wsi.demo_render import render_slide
 from workflow.wsi.labels import read_labels
 from workflow.wsi.slide import open_slide
 
@@ -201,7 +197,8 @@ def test_lesions_are_as_stated_an_x20_tile_cannot_tell_a_metastasis_an_x10_tile_
     """The planted layout of 40 slides (drawn as render_slide draws it), measured with the
     demo's tiles (128 px: x20 256, x10 512 level-0 px): mimics fill whole x20 tiles as the
     metastasis does, but only the metastasis fills an x10 tile."""
-    from workflow.wsi.demo import _assign, _layout, _lesions
+    from workflow.wsi.demo import _assign
+    from workflow.wsi.demo_render import _layout, _lesions
 
     s = DemoSettings(slides=40)
     assigned = _assign(np.random.default_rng([s.seed, 0xC16]), s)
