@@ -21,6 +21,7 @@ from workflow.common.cli import (
     stage_parser,
 )
 from workflow.common.metrics import RunEvaluation, predictions_by_experiment
+from workflow.common.target import RunTarget
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -62,16 +63,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from workflow.distance.train import train_experiment
 
-    train_experiment(
-        args.settings,
-        args.train_store,
-        args.val_store,
-        args.run_dir,
-        args.out,
-        args.seed,
-        args.devices,
-        args.num_nodes,
-    )
+    train_experiment(args.settings, args.train_store, args.val_store, RunTarget.from_args(args))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

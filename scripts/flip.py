@@ -25,6 +25,7 @@ from workflow.common.cli import (
     stage_parser,
 )
 from workflow.common.errors import InputError
+from workflow.common.target import RunTarget
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -101,10 +102,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.init is not None:
         tune = parse_settings(args.tune, "flip_tune", "--tune")
         settings = tune_settings(settings, tune)
-    train_experiment(
-        settings, filtered_shards(args.filtered), args.run_dir, args.out, args.seed,
-        args.devices, args.num_nodes, init_checkpoint=args.init,
-    )  # fmt: skip
+    shards = filtered_shards(args.filtered)
+    train_experiment(settings, shards, RunTarget.from_args(args), init_checkpoint=args.init)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

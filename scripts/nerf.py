@@ -21,6 +21,7 @@ from workflow.common.cli import (
     run_cli,
     stage_parser,
 )
+from workflow.common.target import RunTarget
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -44,10 +45,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.settings["engine"] == "nerfstudio":  # its own environment: no torch imported here
         from workflow.nerf.nerfstudio import train_nerfstudio
 
-        train_nerfstudio(
-            args.scene, args.settings, args.run_dir, args.out, args.seed, args.devices,
-            args.ns_bin, args.torch_home,
-        )  # fmt: skip
+        target = RunTarget.from_args(args)
+        train_nerfstudio(args.scene, args.settings, target, args.ns_bin, args.torch_home)
         return
     import torch
 
@@ -57,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     scene = read_transforms(args.scene)
-    train_builtin(scene, args.settings, args.run_dir, args.out, args.seed, gpus=args.devices)
+    train_builtin(scene, args.settings, RunTarget.from_args(args))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

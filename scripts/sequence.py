@@ -24,6 +24,7 @@ from workflow.common.cli import (
 )
 from workflow.common.errors import InputError, Skips
 from workflow.common.metrics import RunEvaluation, predictions_by_experiment
+from workflow.common.target import RunTarget
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -61,10 +62,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from workflow.sequence.train import train_experiment
 
-    train_experiment(
-        args.settings, args.encoded, args.run_dir, args.out, args.seed, args.devices,
-        args.num_nodes, int(args.settings.get("num_workers", 0)),
-    )  # fmt: skip
+    train_experiment(args.settings, args.encoded, RunTarget.from_args(args))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from workflow.common.cli import add_settings, log, parse_settings, run_cli, stage_parser
 from workflow.common.errors import InputError
+from workflow.common.target import RunTarget
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -41,7 +42,7 @@ def cmd_lm(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     texts = documents(count, seed)
     log.info("training the demo LM on %d generated documents (seed %d)", count, seed)
-    info = train_lm(texts, settings, args.run_dir, args.out, args.seed)
+    info = train_lm(texts, settings, RunTarget.from_args(args))
     write_json(args.run_dir / "lm.json", info)
     log.info("demo LM: val perplexity %.2f, %d parameters, %.0f s -> %s",
              info["val_ppl"], info["parameters"], info["wall_time_s"], args.out)  # fmt: skip

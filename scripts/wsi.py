@@ -21,6 +21,7 @@ from workflow.common.cli import (
     stage_parser,
 )
 from workflow.common.metrics import RunEvaluation, predictions_by_experiment
+from workflow.common.target import RunTarget
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -86,16 +87,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from workflow.wsi.prepare import split_files
     from workflow.wsi.train import train_experiment
 
-    train_experiment(
-        args.settings,
-        split_files(args.graphs, "train"),
-        split_files(args.graphs, "val"),
-        args.run_dir,
-        args.out,
-        args.seed,
-        args.devices,
-        args.num_nodes,
-    )
+    train, val = split_files(args.graphs, "train"), split_files(args.graphs, "val")
+    train_experiment(args.settings, train, val, RunTarget.from_args(args))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

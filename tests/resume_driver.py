@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from workflow.common import training
+from workflow.common.target import RunTarget
 
 
 def tensors(batch: Any) -> list[torch.Tensor]:
@@ -34,6 +35,12 @@ def tensors(batch: Any) -> list[torch.Tensor]:
 
 
 def main(track: str, record: Path, kwargs: dict[str, Any]) -> None:
+    """``kwargs`` are train_experiment's, with the RunTarget's fields (run_dir, final, seed...)
+    among them, as plain JSON."""
+    fields = ("run_dir", "final", "seed", "gpus", "num_nodes")
+    target = RunTarget(**{k: v for k, v in kwargs.items() if k in fields})
+    kwargs = {k: v for k, v in kwargs.items() if k not in fields} | {"target": target}
+
     def write(trainer: Any, **entry: Any) -> None:
         line = {"pid": os.getpid(), "step": trainer.global_step,
                 "epoch": trainer.current_epoch, **entry}  # fmt: skip

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import ROOT, copy_repo, snakemake_in
+from workflow.common.target import RunTarget
 
 #: Placeholders that are not data: the launch prefix and numbers from the profile.
 UNQUOTED = re.compile(r"params\.launch|resources\.\w+|threads")
@@ -60,7 +61,7 @@ def test_rules_run_on_datasets_under_a_hostile_path(tmp_path):
     write_documents(data / "c4", {"documents": 12, "short_documents": 2, "bad_lines": 1, "seed": 1})
     tiny = {"vocab_size": 300, "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64,
             "batch_size": 8, "max_epochs": 1}  # fmt: skip
-    train_lm(documents(20, seed=2), tiny, data / "lm.run", data / "lm model", 0)
+    train_lm(documents(20, seed=2), tiny, RunTarget(data / "lm.run", data / "lm model"))
     (tmp_path / "work").mkdir()
     workdir = copy_repo(tmp_path / "work")
     overlay = {

@@ -73,15 +73,15 @@ def main() -> None:
         }  # fmt: skip
         code = (
             "import json, sys; sys.path.insert(0, sys.argv[1]);"
+            "from workflow.common.target import RunTarget;"
             "from workflow.sequence.train import train_experiment;"
-            "train_experiment(json.loads(sys.argv[2]), sys.argv[3], sys.argv[3] + '/run', None,"
-            " 0, num_workers=int(sys.argv[5]),"
+            "train_experiment(json.loads(sys.argv[2]), sys.argv[3],"
+            " RunTarget(sys.argv[3] + '/run'),"
             " trainer_overrides={'limit_train_batches': int(sys.argv[4]), 'limit_val_batches': 2})"
         )
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-c", code, str(ROOT), json.dumps(settings), tmp, str(args.steps),
-             str(args.workers)],
+            [sys.executable, "-c", code, str(ROOT), json.dumps(settings), tmp, str(args.steps)],
             check=True,
         )  # fmt: skip
         seconds = time.perf_counter() - started

@@ -11,6 +11,7 @@ import torch
 from tests.conftest import malicious_checkpoint, run_script
 from workflow.common.checkpoint import load_checkpoint, load_weights
 from workflow.common.errors import InputError
+from workflow.common.target import RunTarget
 
 
 def test_the_payload_runs_under_a_plain_unpickler(tmp_path):
@@ -56,7 +57,7 @@ def test_a_resume_from_a_malicious_last_checkpoint_runs_nothing(prepared, tmp_pa
     settings = stage_settings({"model": "disnet", "max_epochs": 1}, "distance_train")
     final = tmp_path / "final.ckpt"
     with pytest.raises(InputError, match="refused"):
-        train_experiment(settings, prepared["train"], prepared["val"], run_dir, final, 0)
+        train_experiment(settings, prepared["train"], prepared["val"], RunTarget(run_dir, final))
     assert not marker.exists()
     assert not final.exists()
 

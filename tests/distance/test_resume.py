@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT, history, kill_after_epochs
+from workflow.common.target import RunTarget
 
 SETTINGS = {
     "model": "disnet",
@@ -67,7 +68,7 @@ def test_a_checkpoint_resumes_only_the_run_that_wrote_it(prepared, tmp_path, cap
     def train(settings, train_store=prepared["train"]):
         caplog.clear()
         with caplog.at_level("INFO", logger="lsai.training"):
-            train_experiment(settings, train_store, prepared["val"], run_dir, final, 0)
+            train_experiment(settings, train_store, prepared["val"], RunTarget(run_dir, final))
         return caplog.text
 
     assert "resuming" not in train(settings)
@@ -137,7 +138,10 @@ def test_the_same_seed_trains_the_same_weights(prepared, tmp_path):
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         final = tmp_path / name / "final.ckpt"
         train_experiment(
-            settings, prepared["train"], prepared["val"], tmp_path / name / "run", final, seed
+            settings,
+            prepared["train"],
+            prepared["val"],
+            RunTarget(tmp_path / name / "run", final, seed),
         )
         weights[name] = torch.load(final, map_location="cpu", weights_only=False)["state_dict"]
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])

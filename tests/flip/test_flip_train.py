@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from workflow.common.errors import InputError
+from workflow.common.target import RunTarget
 from workflow.flip.data import ShardDataModule, shard_count
 from workflow.flip.demo import DemoSettings, write_demo
 from workflow.flip.image_folder import image_folder, image_loader
@@ -107,10 +108,10 @@ def trained(flip_filtered, tmp_path_factory) -> tuple[Path, Path]:
     shards = list_shards(flip_filtered[0])
     run = tmp_path_factory.mktemp("flip_run")
     final = run / "final.ckpt"
-    first = train_experiment({**SETTINGS, "max_epochs": 2}, shards, run, final, seed=0,
+    first = train_experiment({**SETTINGS, "max_epochs": 2}, shards, RunTarget(run, final),
                              trainer_overrides=QUIET)  # fmt: skip
     assert first.resumed_from_epoch is None
-    second = train_experiment(SETTINGS, shards, run, final, seed=0, trainer_overrides=QUIET)
+    second = train_experiment(SETTINGS, shards, RunTarget(run, final), trainer_overrides=QUIET)
     assert second.resumed_from_epoch == 1
     return run, final
 
@@ -148,7 +149,7 @@ def test_unmasked_tuning_starts_from_the_pretrained_weights(trained, flip_filter
         assert not torch.allclose(fresh.contrastive_loss(batch, fresh.val_criterion), a)
     result = train_experiment(
         {**SETTINGS, "mask_ratio": 0.0, "lr": 1e-4, "max_epochs": 1},
-        list_shards(flip_filtered[0]), tmp_path / "tune", tmp_path / "tuned.ckpt", seed=0,
+        list_shards(flip_filtered[0]), RunTarget(tmp_path / "tune", tmp_path / "tuned.ckpt"),
         init_checkpoint=final, trainer_overrides=QUIET,
     )  # fmt: skip
     assert result.resumed_from_epoch is None
@@ -170,8 +171,8 @@ def demo_trained(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("flip_zs")
     write_demo(root / "demo", ZS_DEMO)
     run = root / "run"
-    train_experiment(ZS_SETTINGS, list_shards(root / "demo" / "shards"), run, run / "final.ckpt",
-                     seed=0, trainer_overrides=QUIET)  # fmt: skip
+    train_experiment(ZS_SETTINGS, list_shards(root / "demo" / "shards"),
+                     RunTarget(run, run / "final.ckpt"), trainer_overrides=QUIET)  # fmt: skip
     return root / "demo", run / "final.ckpt"
 
 

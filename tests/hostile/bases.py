@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import INDEX_SETTINGS
+from workflow.common.target import RunTarget
 
 
 class Bases:
@@ -127,7 +128,7 @@ class Bases:
         root = self.root / "watermark"
         tiny = {"vocab_size": 300, "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64,
                 "batch_size": 8, "max_epochs": 1}  # fmt: skip
-        train_lm(documents(20, seed=2), tiny, root / "lm.run", root / "model", 0)
+        train_lm(documents(20, seed=2), tiny, RunTarget(root / "lm.run", root / "model"))
         paths = {"model": root / "model", "documents": root / "c4" / "docs.json.gz",
                  "prompts": root / "prompts.jsonl", "generations": root / "generations.jsonl",
                  "info": root / "generation.json"}  # fmt: skip

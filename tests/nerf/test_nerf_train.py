@@ -8,6 +8,7 @@ import torch
 from tests.nerf.conftest import demo_scene
 from workflow.common.config import stage_settings
 from workflow.common.errors import InputError
+from workflow.common.target import RunTarget
 from workflow.nerf.builtin import train_builtin
 from workflow.nerf.evaluate import evaluate_run
 from workflow.nerf.field import RadianceField, box_interval, coarse_to_fine
@@ -49,9 +50,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     scene = read_transforms(tmp_path / "prep/transforms.json")
     short = {**SETTINGS, "steps_per_epoch": 5, "max_epochs": 2, "rays": 64}
     run = tmp_path / "run"
-    train_builtin(scene, short, run, tmp_path / "first.ckpt", 0)
+    train_builtin(scene, short, RunTarget(run, tmp_path / "first.ckpt"))
     # Same run folder, more epochs (as after a kill): training continues from epoch 2.
-    train_builtin(scene, {**short, "max_epochs": 3}, run, tmp_path / "final.ckpt", 0)
+    train_builtin(scene, {**short, "max_epochs": 3}, RunTarget(run, tmp_path / "final.ckpt"))
     info = torch.load(tmp_path / "final.ckpt", weights_only=False)["run_info"]
     assert info["resumed_from_epoch"] == 1
     assert [h["step"] for h in info["history"]] == [5, 10, 15]

@@ -11,6 +11,7 @@ import torch
 
 from tests.sequence.synthetic import LENGTH, PROTEIN, write_encoded, write_split
 from workflow.common.errors import InputError
+from workflow.common.target import RunTarget
 from workflow.sequence.data import GeneSplit
 from workflow.sequence.metrics import expression_metrics
 from workflow.sequence.models import SigmoidCrossAttention, build_model
@@ -122,7 +123,7 @@ def test_training_learns_the_planted_motif_count(encoded, tmp_path, model):
         "latents": 8, "self_layers": 1,
     }  # fmt: skip
     final = tmp_path / "final.ckpt"
-    train_experiment(settings, encoded, tmp_path / "run", final, seed=0)
+    train_experiment(settings, encoded, RunTarget(tmp_path / "run", final))
     predictions = predict_genes(final, encoded)
     assert len(predictions) == 150
     r2 = expression_metrics(predictions["label"], predictions["prediction"])["r2"]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from workflow.common.target import RunTarget
 from workflow.watermark.corpus import documents
 from workflow.watermark.hf import load_lm
 from workflow.watermark.lm import train_lm
@@ -31,6 +32,8 @@ def one_thread() -> Iterator[None]:
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory, one_thread: None):
     """(model, tokenizer, folder) of a 2-epoch tiny LM loaded back from its HF folder."""
     root = tmp_path_factory.mktemp("tiny_lm")
-    train_lm(documents(60, seed=3), {**TINY, "max_epochs": 2}, root / "run", root / "model", 0)
+    train_lm(
+        documents(60, seed=3), {**TINY, "max_epochs": 2}, RunTarget(root / "run", root / "model")
+    )
     model, tokenizer = load_lm(root / "model")
     return model, tokenizer, root / "model"

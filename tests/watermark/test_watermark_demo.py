@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, LogitsProcessorList
 from tests.conftest import history
 from tests.watermark.conftest import TINY
 from workflow.common.errors import InputError
+from workflow.common.target import RunTarget
 from workflow.watermark.corpus import c4_records, documents
 from workflow.watermark.detect import score_many
 from workflow.watermark.hf import load_lm
@@ -42,9 +43,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     root = tmp_path_factory.mktemp("lm")
     run, out = root / "run", root / "model"
     docs = documents(60, seed=3)
-    first = train_lm(docs, {**TINY, "max_epochs": 1}, run, out, seed=0)
+    first = train_lm(docs, {**TINY, "max_epochs": 1}, RunTarget(run, out))
     (out / "stale.txt").write_text("from the first run")
-    second = train_lm(docs, {**TINY, "max_epochs": 3}, run, out, seed=0)
+    second = train_lm(docs, {**TINY, "max_epochs": 3}, RunTarget(run, out))
     return {"run": run, "out": out, "first": first, "second": second}
 
 

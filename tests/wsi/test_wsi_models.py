@@ -10,6 +10,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 from tests.conftest import history
 from workflow.common.errors import InputError
+from workflow.common.target import RunTarget
 from workflow.common.training import TrainSettings, fit
 from workflow.wsi.graph import ScaleFeatures, build_graph, save_graph
 from workflow.wsi.mil import distillation_terms
@@ -236,9 +237,7 @@ def test_a_continued_fit_resumes_from_last_checkpoint(slides, slide_files, tmp_p
             {**settings, "max_epochs": epochs},
             files["train"],
             files["val"],
-            tmp_path / "run",
-            final,
-            seed=0,
+            RunTarget(tmp_path / "run", final),
             trainer_overrides=QUIET,
         )
 

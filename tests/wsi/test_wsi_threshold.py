@@ -13,6 +13,7 @@ import torch
 from tests.conftest import run_script
 from tests.wsi.conftest import synthetic_slide_graph
 from workflow.common.errors import InputError
+from workflow.common.target import RunTarget
 from workflow.wsi.evaluate import stored_threshold
 from workflow.wsi.graph import save_graph
 from workflow.wsi.metrics import slide_metrics, youden_threshold
@@ -75,7 +76,7 @@ def trained(tmp_path_factory):
     settings = {"model": "maxpool", "max_epochs": 2, "lr": 1e-3}
     final = root / "final.ckpt"
     train_experiment(
-        settings, files["train"], files["val"], root / "run", final, seed=0,
+        settings, files["train"], files["val"], RunTarget(root / "run", final),
         trainer_overrides={"enable_model_summary": False},
     )  # fmt: skip
     return {"root": root, "index": index, "files": files, "final": final, "settings": settings}

@@ -43,6 +43,7 @@ from workflow.common.callbacks import (
 from workflow.common.checkpoint import load_checkpoint
 from workflow.common.config import config_hash
 from workflow.common.errors import InputError
+from workflow.common.target import RunTarget
 
 log = logging.getLogger("lsai.training")
 
@@ -321,25 +322,27 @@ def publish_run(result: FitResult, final: Path, seed: int, **extra: Any) -> None
 
 def train_settings(
     settings: Mapping[str, Any],
-    run_dir: str | os.PathLike[str],
-    seed: int,
+    target: RunTarget,
     *,
     inputs: Iterable[str | os.PathLike[str]] = (),
     key_data: Mapping[str, Any] | None = None,
     trainer_overrides: Mapping[str, Any] | None = None,
     **fields: Any,
 ) -> TrainSettings:
-    """One run's :class:`TrainSettings` from a track's ``train`` settings: its epochs,
-    precision, budget and checkpoint cadence, and the resume key of its settings and
-    ``inputs``. ``fields`` are the rest (monitor, mode, gpus...) and win over all of these."""
+    """One run's :class:`TrainSettings` from a track's ``train`` settings and its target:
+    epochs, precision, budget and checkpoint cadence, the target's folder, seed and DDP
+    layout, and the resume key of its settings and ``inputs``. ``fields`` are the rest
+    (monitor, mode...) and win over all of these."""
     derived: dict[str, Any] = {
+        "gpus": target.gpus,
+        "num_nodes": target.num_nodes,
         "max_epochs": int(settings["max_epochs"]),
         "precision": settings.get("precision"),
         **budget(settings),
     }
     return TrainSettings(
-        run_dir=Path(run_dir),
-        seed=seed,
+        run_dir=target.run_dir,
+        seed=target.seed,
         trainer_overrides=dict(trainer_overrides or {}),
         key=run_key(settings, inputs, **dict(key_data or {})),
         **{**derived, **fields},

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from workflow.common.atomic import atomic_path
+from workflow.common.target import RunTarget
 from workflow.common.training import fit_and_publish, train_settings
 from workflow.distance.data import DistanceDataModule, training_statistics
 from workflow.distance.models import NETWORKS, REFERENCES
@@ -29,11 +30,7 @@ def train_experiment(
     settings: Mapping[str, Any],
     train_store: Path,
     val_store: Path,
-    run_dir: Path,
-    final: Path,
-    seed: int,
-    gpus: int = 0,
-    num_nodes: int = 1,
+    target: RunTarget,
 ) -> None:
     model = settings["model"]
     if model in REFERENCES:
@@ -42,12 +39,12 @@ def train_experiment(
             state["mean"] = float(object_table(train_store)["distance"].mean())
         else:
             state["height"] = float(PRIORS[0])
-        with atomic_path(final) as tmp:
+        with atomic_path(target.final) as tmp:
             torch.save(state, tmp)
         log.info("reference predictor %s: %s", model, state)
         return
     stats = training_statistics(train_store)
-    L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on it
+    L.seed_everything(target.seed, workers=True, verbose=False)  # the initial weights depend on it
     extra = {k: settings[k] for k in MODEL_KEYS if k in settings} if model == "zhu" else {}
     module = NETWORKS[model](
         lr=settings["lr"], weight_decay=settings["weight_decay"], model=model, **stats, **extra
@@ -55,7 +52,5 @@ def train_experiment(
     data = DistanceDataModule(
         model, train_store, val_store, settings["batch_size"], settings["num_workers"]
     )
-    run = train_settings(
-        settings, run_dir, seed, inputs=[train_store, val_store], gpus=gpus, num_nodes=num_nodes
-    )
-    fit_and_publish(module, data, run, final)
+    run = train_settings(settings, target, inputs=[train_store, val_store])
+    fit_and_publish(module, data, run, target.final)

@@ -21,7 +21,6 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -32,6 +31,7 @@ from workflow.common.config import ConfigError
 from workflow.common.errors import InputError
 from workflow.common.optim import adamw_warmup_cosine
 from workflow.common.schedule import warmup_steps
+from workflow.common.target import RunTarget
 from workflow.common.training import (
     FitResult,
     fit_and_publish,
@@ -207,22 +207,20 @@ def load_weights(module: FlipModule, checkpoint: str | PathLike[str]) -> None:
 def train_experiment(
     settings: Mapping[str, Any],
     shards: Sequence[str | PathLike[str]],
-    run_dir: Path,
-    final: Path | None,
-    seed: int,
-    gpus: int = 0,
-    num_nodes: int = 1,
+    target: RunTarget,
     init_checkpoint: str | PathLike[str] | None = None,
     val_shards: Sequence[str | PathLike[str]] | None = None,
     trainer_overrides: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Fit one FLIP run on ``shards`` (the last one held out for ``val_loss`` unless
-    ``val_shards``), select the checkpoint on ``val_loss`` and publish it to ``final``.
+    ``val_shards``), select the checkpoint on ``val_loss`` and publish it to the target's
+    ``final``.
 
-    ``init_checkpoint``: start from those weights (unmasked tuning); a ``last.ckpt`` in
-    ``run_dir`` still wins, so a killed tuning run resumes rather than restarting.
+    ``init_checkpoint``: start from those weights (unmasked tuning); a ``last.ckpt`` in the
+    target's ``run_dir`` still wins, so a killed tuning run resumes rather than restarting.
     """
     s = {**DEFAULTS, **model_settings(settings)}
+    seed = target.seed
     L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on it
     module = FlipModule(s)
     if init_checkpoint is not None:
@@ -243,12 +241,12 @@ def train_experiment(
         log.info("%s of an epoch: %d samples", s["epoch_fraction"], s["max_samples"])
     overrides = {"reload_dataloaders_every_n_epochs": 1, **dict(trainer_overrides or {})}
     run = train_settings(
-        s, run_dir, seed, inputs=[*shards, *(val_shards or []), *filter(None, [init_checkpoint])],
-        trainer_overrides=overrides, gpus=gpus, num_nodes=num_nodes,
+        s, target, inputs=[*shards, *(val_shards or []), *filter(None, [init_checkpoint])],
+        trainer_overrides=overrides,
     )  # fmt: skip
     init = None if init_checkpoint is None else str(init_checkpoint)
     return fit_and_publish(
-        module, data, run, final,
+        module, data, run, target.final,
         lambda _: {"monitor": "val_loss", "init_checkpoint": init,
                    "images_per_s": round(module.images_per_s(), 2)},
     )  # fmt: skip

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from workflow.common.loaders import resumable_loader
+from workflow.common.target import RunTarget
 from workflow.common.training import fit_and_publish, train_settings
 from workflow.nerf.field import PoseCorrection, RadianceField, camera_rays, render_rays
 from workflow.nerf.geometry import pose_errors
@@ -199,9 +199,7 @@ def scene_arrays(scene: Scene, split: str, settings: Mapping[str, Any]) -> dict[
     }
 
 
-def train_builtin(
-    scene: Scene, settings: Mapping[str, Any], run_dir: Path, final: Path, seed: int, gpus: int = 0
-) -> None:
+def train_builtin(scene: Scene, settings: Mapping[str, Any], target: RunTarget) -> None:
     """Fit the field (and the poses, when refining) on the scene's training views; publish
     the checkpoint with the pose-error history in its run info."""
     data = scene_arrays(scene, "train", settings)
@@ -212,20 +210,20 @@ def train_builtin(
         len(data["views"]), data["images"].shape[2], data["images"].shape[1], total,
         settings["rays"], "on" if settings["refine_poses"] else "off",
     )  # fmt: skip
-    L.seed_everything(seed, workers=True, verbose=False)
+    L.seed_everything(target.seed, workers=True, verbose=False)
     module = NerfModule(
         settings, data["intrinsics"], data["poses"], data["gt_poses"], data["box"], total
     )
     run = train_settings(
-        settings, run_dir, seed,
+        settings, target,
         inputs=[scene.root / "transforms.json", *(scene.image_path(v) for v in scene.views)],
         trainer_overrides={"limit_val_batches": 0, "num_sanity_val_steps": 0},
-        gpus=gpus, monitor="train_loss", mode="min", log_every_n_steps=max(1, min(50, steps)),
+        monitor="train_loss", mode="min", log_every_n_steps=max(1, min(50, steps)),
         precision="32-true",  # pose gradients are small: no bf16 on the GPU either
     )  # fmt: skip
     # The last epoch, not the lowest loss: with pose refinement, later is better aligned.
     result = fit_and_publish(
-        module, RayData(data["images"], int(settings["rays"]), steps), run, final,
+        module, RayData(data["images"], int(settings["rays"]), steps), run, target.final,
         lambda _: {"history": module.history, "engine": "builtin"}, last=True,
     )  # fmt: skip
     if result.is_global_zero:

@@ -30,6 +30,7 @@ from workflow.common.checkpoint import load_checkpoint
 from workflow.common.config import ConfigError
 from workflow.common.errors import InputError
 from workflow.common.images import decode_image
+from workflow.common.target import RunTarget
 from workflow.nerf.transforms import Scene, load_image, read_transforms, write_transforms
 
 log = logging.getLogger("lsai.nerf.nerfstudio")
@@ -298,11 +299,12 @@ def read_renders(renders: Path, count: int) -> list[tuple[np.ndarray, np.ndarray
 
 
 def train_nerfstudio(
-    scene_path: Path, settings: Mapping[str, Any], run_dir: Path, out: Path, seed: int,
-    gpus: int, bin_dir: Path | None, torch_home: Path | None,
+    scene_path: Path, settings: Mapping[str, Any], target: RunTarget,
+    bin_dir: Path | None, torch_home: Path | None,
 ) -> None:  # fmt: skip
     """Convert, train (resuming from the newest checkpoint), export the refined poses and
-    evaluate; publish ``out``, the manifest the evaluation stage reads."""
+    evaluate; publish the target's ``final``, the manifest the evaluation stage reads."""
+    run_dir, out, seed, gpus = target.run_dir, target.final, target.seed, target.gpus
     check_settings(settings, "settings")
     tools = find_tools(bin_dir)
     check_torch_home(torch_home)

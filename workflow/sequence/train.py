@@ -23,6 +23,7 @@ from torchmetrics import PearsonCorrCoef
 
 from workflow.common.errors import InputError
 from workflow.common.schedule import warmup_steps
+from workflow.common.target import RunTarget
 from workflow.common.training import (
     fit_and_publish,
     read_checkpoint,
@@ -136,17 +137,13 @@ def load_module(checkpoint: str | PathLike[str]) -> SequenceModule:
 def train_experiment(
     settings: Mapping[str, Any],
     folder: Path,
-    run_dir: Path,
-    final: Path | None,
-    seed: int,
-    gpus: int = 0,
-    num_nodes: int = 1,
-    num_workers: int = 0,
+    target: RunTarget,
     trainer_overrides: Mapping[str, Any] | None = None,
 ) -> Any:
     """Fit one experiment x seed on the encoded ``folder``; publish the best-``val_r2``
-    checkpoint to ``final``. With ``folds`` K the seed names the held-out fold (0..K-1),
-    recorded as ``fold`` in the checkpoint's settings for the evaluation."""
+    checkpoint to the target's ``final``. With ``folds`` K the seed names the held-out fold
+    (0..K-1), recorded as ``fold`` in the checkpoint's settings for the evaluation."""
+    seed, num_workers = target.seed, int(settings.get("num_workers", 0))
     window = list(settings.get("window") or [])
     settings = {**settings, "fold": run_fold(settings, seed)}
     data = GeneDataModule(
@@ -165,7 +162,7 @@ def train_experiment(
         len(data.datasets["val"]), window or "all", sum(p.numel() for p in module.parameters()),
     )  # fmt: skip
     run = train_settings(
-        settings, run_dir, seed, inputs=[folder], trainer_overrides=trainer_overrides,
-        monitor="val_r2", mode="max", gpus=gpus, num_nodes=num_nodes,
+        settings, target, inputs=[folder], trainer_overrides=trainer_overrides,
+        monitor="val_r2", mode="max",
     )  # fmt: skip
-    return fit_and_publish(module, data, run, final, {"monitor": "val_r2"})
+    return fit_and_publish(module, data, run, target.final, {"monitor": "val_r2"})

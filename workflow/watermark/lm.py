@@ -15,7 +15,6 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from workflow.common.config import schema_defaults
 from workflow.common.loaders import resumable_loader
 from workflow.common.optim import adamw_warmup_cosine
 from workflow.common.schedule import warmup_steps
+from workflow.common.target import RunTarget
 from workflow.common.training import fit, read_checkpoint, resumable, train_settings
 
 log = logging.getLogger("lsai.watermark.lm")
@@ -219,21 +219,19 @@ def mean_loss(model: PreTrainedModel, data: torch.Tensor, batch_size: int) -> fl
 def train_lm(
     texts: Sequence[str],
     settings: Mapping[str, Any] | None,
-    run_dir: str | PathLike[str],
-    out_dir: str | PathLike[str],
-    seed: int,
+    target: RunTarget,
 ) -> dict[str, Any]:
-    """Train the tokenizer and the LM on ``texts`` and publish a Hugging Face folder at
-    ``out_dir`` (replacing one that exists); returns what the run reached and cost.
+    """Train the tokenizer and the LM on ``texts`` and publish a Hugging Face folder at the
+    target's ``final`` (replacing one that exists); returns what the run reached and cost.
 
     A ``run_dir`` holding ``checkpoints/last.ckpt`` resumes, with the tokenizer saved there
     by the first attempt (the checkpoint's ids mean nothing under another tokenizer).
     """
     started = time.monotonic()
     s = lm_settings(settings)
-    run_dir = Path(run_dir)
+    run_dir, out_dir, seed = target.run_dir, target.final, target.seed
     run = train_settings(
-        s, run_dir, seed,
+        s, target,
         key_data={"texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest()},
         trainer_overrides={"gradient_clip_val": float(s["grad_clip"]) or None},
     )  # fmt: skip

@@ -30,6 +30,7 @@ from torchmetrics.classification import BinaryAUROC
 from workflow.common.config import schema_defaults
 from workflow.common.errors import InputError
 from workflow.common.loaders import SplitDataModule
+from workflow.common.target import RunTarget
 from workflow.common.training import (
     FitResult,
     fit_and_publish,
@@ -249,20 +250,16 @@ def train_experiment(
     settings: Mapping[str, Any],
     train_files: Sequence[str | PathLike[str]],
     val_files: Sequence[str | PathLike[str]],
-    run_dir: Path,
-    final: Path | None,
-    seed: int,
-    gpus: int = 0,
-    num_nodes: int = 1,
+    target: RunTarget,
     num_workers: int = 0,
     trainer_overrides: Mapping[str, Any] | None = None,
 ) -> Any:
     """Fit one experiment x seed; select on ``settings['monitor']`` (``val_auc`` by default,
-    else ``val_loss``) and publish the selected checkpoint to ``final``."""
+    else ``val_loss``) and publish the selected checkpoint to the target's ``final``."""
     monitor = settings.get("monitor", "val_auc")
     if monitor not in ("val_auc", "val_loss"):
         raise ValueError(f"monitor must be val_auc or val_loss, got {monitor!r}")
-    L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on it too
+    L.seed_everything(target.seed, workers=True, verbose=False)  # the initial weights too
     module = WSIModule(settings, feature_dim(train_files[0]))
     mean, std = feature_statistics(train_files)
     module.feature_mean.copy_(mean)
@@ -271,8 +268,7 @@ def train_experiment(
         train_files, val_files, num_workers=num_workers, cache=bool(settings.get("cache", False))
     )
     run = train_settings(
-        settings, run_dir, seed, inputs=[*train_files, *val_files],
-        trainer_overrides=trainer_overrides, gpus=gpus, num_nodes=num_nodes,
+        settings, target, inputs=[*train_files, *val_files], trainer_overrides=trainer_overrides,
         monitor="val_select" if monitor == "val_auc" else monitor,
         mode="max" if monitor == "val_auc" else "min",
         batch_size=settings.get("batch_size") or 1,  # one slide a step
@@ -283,4 +279,4 @@ def train_experiment(
         log.info("threshold %.4f (%s)", chosen["threshold"], chosen["threshold_rule"])
         return {"monitor": monitor, **chosen}
 
-    return fit_and_publish(module, data, run, final, threshold)
+    return fit_and_publish(module, data, run, target.final, threshold)
