@@ -11,15 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from workflow.common.cli import (
-    add_evaluate_args,
-    add_image_args,
-    add_run_args,
-    add_settings,
-    log,
-    run_cli,
-    stage_parser,
-)
+from workflow.common import cli
+from workflow.common.cli import log
 from workflow.common.metrics import RunEvaluation, predictions_by_experiment
 from workflow.common.target import RunTarget
 
@@ -99,7 +92,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, stage = stage_parser(__doc__)
+    parser, stage = cli.stage_parser(__doc__)
 
     policy = {
         "choices": ["skip", "fail"],
@@ -109,14 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("demo", cmd_demo, "write the seeded synthetic MOTSynth-style demo dataset")
     p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    add_settings(p, "distance_demo", "the config's distance.demo section")
+    cli.add_settings(p, "distance_demo", "the config's distance.demo section")
 
     p = stage("index", cmd_index, "annotations -> one Parquet table of valid objects per split")
     p.add_argument("--root", type=Path, required=True, help="MOTSynth root (annotations/, frames/)")
     for split in ("train", "val", "test"):
         p.add_argument(f"--{split}", type=Path, required=True, help=f"{split} table to write")
     p.add_argument("--skipped", type=Path, required=True, help="skipped-samples TSV to write")
-    add_settings(p, "distance_index", "the config's distance.index section")
+    cli.add_settings(p, "distance_index", "the config's distance.index section")
     p.add_argument("--on-bad-sample", **policy)
 
     p = stage("extract", cmd_extract, "pack resized frames and object crops into HDF5")
@@ -127,18 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-size", type=int, nargs=2, required=True, metavar=("H", "W"))
     p.add_argument("--crop-size", type=int, nargs=2, required=True, metavar=("H", "W"))
     p.add_argument("--on-bad-sample", **policy)
-    add_image_args(p)
+    cli.add_image_args(p)
 
     p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")
-    add_settings(p, "distance_train", "the experiment's settings (train section + overrides)")
     p.add_argument("--train-store", type=Path, required=True)
     p.add_argument("--val-store", type=Path, required=True)
-    add_run_args(p)
+    cli.add_run_args(p, "distance_train")
 
     p = stage("evaluate", cmd_evaluate, "test-split predictions and metrics.json")
     p.add_argument("--test-store", type=Path, required=True)
-    add_evaluate_args(p)
-    add_settings(p, "distance_train", "the experiment's settings, recorded with the metrics")
+    cli.add_evaluate_args(p, "distance_train")
 
     p = stage("figures", cmd_figures, "absolute error vs true distance, one line per model")
     p.add_argument("--predictions", type=Path, nargs="+", required=True)
@@ -147,4 +138,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(build_parser))
+    sys.exit(cli.run_cli(build_parser))

@@ -13,17 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from workflow.common.cli import (
-    add_bad_sample_args,
-    add_evaluate_args,
-    add_image_args,
-    add_run_args,
-    add_settings,
-    log,
-    parse_settings,
-    run_cli,
-    stage_parser,
-)
+from workflow.common import cli
+from workflow.common.cli import log
 from workflow.common.errors import InputError
 from workflow.common.target import RunTarget
 
@@ -100,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     settings = args.settings
     if args.init is not None:
-        tune = parse_settings(args.tune, "flip_tune", "--tune")
+        tune = cli.parse_settings(args.tune, "flip_tune", "--tune")
         settings = tune_settings(settings, tune)
     shards = filtered_shards(args.filtered)
     train_experiment(settings, shards, RunTarget.from_args(args), init_checkpoint=args.init)
@@ -115,8 +106,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.flip.model import image_tower_gflops
 
     evaluation = RunEvaluation.from_args("flip", args)
-    zeroshot = parse_settings(args.zeroshot, "flip_zeroshot", "--zeroshot")
-    evaluate = parse_settings(args.evaluate, "flip_evaluate", "--evaluate")
+    zeroshot = cli.parse_settings(args.zeroshot, "flip_zeroshot", "--zeroshot")
+    evaluate = cli.parse_settings(args.evaluate, "flip_evaluate", "--evaluate")
     val_skips, train_skips = Skips(), Skips()
     result = evaluate_run(
         args.checkpoint, args.val, train_dir=args.train, zeroshot=zeroshot, settings=evaluate,
@@ -191,7 +182,7 @@ def add_shards(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shards", type=Path, nargs="+", required=True, help="input .tar shards, in order"
     )
-    add_settings(parser, "flip_filter", "the config's flip.filter section")
+    cli.add_settings(parser, "flip_filter", "the config's flip.filter section")
     parser.add_argument(
         "--profile", choices=list(PROFILES), default="laion400m",
         help="the source's metadata fields and rules (the dataset's `profile`; default "
@@ -200,7 +191,7 @@ def add_shards(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, stage = stage_parser(__doc__)
+    parser, stage = cli.stage_parser(__doc__)
 
     p = stage(
         "demo", cmd_demo,
@@ -208,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "val set, classnames.txt and manifest.json",
     )  # fmt: skip
     p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    add_settings(p, "flip_demo", "the config's flip.demo section")
+    cli.add_settings(p, "flip_demo", "the config's flip.demo section")
 
     p = stage(
         "hash", cmd_hash,
@@ -256,7 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
         "pre-train one experiment x seed on the filtered shards (the last one held out for "
         "val_loss); with --init, the unmasked tuning phase from that checkpoint",
     )  # fmt: skip
-    add_settings(p, "flip_train", "the experiment's settings (train section + overrides)")
     p.add_argument(
         "--filtered", type=Path, nargs="+", required=True,
         help="group folders written by the filter stage, in order",
@@ -266,14 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune", default="{}", metavar="JSON",
         help="the config's flip.tune section (with --init; schema $defs/flip_tune)",
     )  # fmt: skip
-    add_run_args(p)
+    cli.add_run_args(p, "flip_train")
 
     p = stage(
         "evaluate", cmd_evaluate,
         "zero-shot (class names x prompt templates) and linear-probe (fit on the train split, "
         "L2 swept on held-out train features) accuracy on the val split -> metrics.json",
     )  # fmt: skip
-    add_settings(p, "flip_train", "the experiment's settings, recorded with the metrics")
     p.add_argument("--val", type=Path, required=True,
                    help="folder with val/<class>/*.jpg (and classnames.txt with "
                    "classnames: file)")  # fmt: skip
@@ -292,11 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch device (default auto: cuda when available, else cpu)")  # fmt: skip
     p.add_argument("--pretrained", type=Path, required=True,
                    help="the masked phase's checkpoint (its training images/s)")  # fmt: skip
-    add_evaluate_args(p)
-    add_bad_sample_args(p, "damaged val images")
+    cli.add_evaluate_args(p, "flip_train")
+    cli.add_bad_sample_args(p, "damaged val images")
     p.add_argument("--train-skipped", type=Path,
                    help="TSV listing the damaged train images skipped")  # fmt: skip
-    add_image_args(p)
+    cli.add_image_args(p)
 
     p = stage("figures", cmd_figures, "accuracy and training images/s vs mask ratio")
     p.add_argument("--metrics", type=Path, nargs="+", required=True)
@@ -312,4 +301,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(build_parser))
+    sys.exit(cli.run_cli(build_parser))

@@ -12,15 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from workflow.common.cli import (
-    add_evaluate_args,
-    add_image_args,
-    add_run_args,
-    add_settings,
-    log,
-    run_cli,
-    stage_parser,
-)
+from workflow.common import cli
+from workflow.common.cli import log
 from workflow.common.target import RunTarget
 
 
@@ -102,37 +95,36 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, stage = stage_parser(__doc__)
+    parser, stage = cli.stage_parser(__doc__)
 
     p = stage("demo", cmd_demo, "render the demo scene from known poses into a dataset layout")
     p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    add_settings(p, "nerf_demo", "the config's nerf.demo section")
+    cli.add_settings(p, "nerf_demo", "the config's nerf.demo section")
 
     p = stage("prepare", cmd_prepare, "a dataset -> prepared transforms.json: held-out views, "
               "seeded pose noise on the training views")  # fmt: skip
     p.add_argument("--format", choices=["nerfstudio", "dtu", "replica"], required=True)
     p.add_argument("--root", type=Path, required=True, help="the dataset's folder")
     p.add_argument("--out", type=Path, required=True, help="transforms.json to write")
-    add_settings(p, "nerf_prepare", "the config's nerf.prepare section")
-    add_image_args(p)
+    cli.add_settings(p, "nerf_prepare", "the config's nerf.prepare section")
+    cli.add_image_args(p)
 
     p = stage("train", cmd_train, "fit a radiance field (and the poses) with the experiment's "
               "engine: builtin, or nerfstudio in its own environment")  # fmt: skip
     p.add_argument("--scene", type=Path, required=True, help="prepared transforms.json")
-    add_settings(p, "nerf_train", "the experiment's settings (nerf.train + overrides)")
-    add_run_args(p)
+    cli.add_run_args(p, "nerf_train")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     p.add_argument("--ns-bin", type=Path, help="nerfstudio engine: folder of ns-train (else PATH)")
     p.add_argument("--torch-home", type=Path, help="nerfstudio engine: TORCH_HOME of the tools")
-    add_image_args(p)
+    cli.add_image_args(p)
 
     p = stage("evaluate", cmd_evaluate, "pose errors after Sim(3) alignment; held-out PSNR and "
               "SSIM after test-time pose alignment; renders")  # fmt: skip
     p.add_argument("--scene", type=Path, required=True, help="prepared transforms.json")
-    add_evaluate_args(p)  # --checkpoint: final.ckpt, or a nerfstudio run's manifest
+    # --checkpoint: final.ckpt, or a nerfstudio run's manifest
+    cli.add_evaluate_args(p, "nerf_train")
     p.add_argument("--renders", type=Path, required=True, help="renders figure (.png) to write")
-    add_settings(p, "nerf_train", "the experiment's settings (recorded in metrics.json)")
-    add_image_args(p)
+    cli.add_image_args(p)
 
     p = stage("figures", cmd_figures, "pose error against training step, every run")
     p.add_argument("--metrics", type=Path, nargs="+", required=True)
@@ -141,4 +133,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(build_parser))
+    sys.exit(cli.run_cli(build_parser))

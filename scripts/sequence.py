@@ -13,15 +13,9 @@ import json
 import sys
 from pathlib import Path
 
+from workflow.common import cli
 from workflow.common.atomic import write_text
-from workflow.common.cli import (
-    add_evaluate_args,
-    add_run_args,
-    add_settings,
-    log,
-    run_cli,
-    stage_parser,
-)
+from workflow.common.cli import log
 from workflow.common.errors import InputError, Skips
 from workflow.common.metrics import RunEvaluation, predictions_by_experiment
 from workflow.common.target import RunTarget
@@ -101,11 +95,11 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, stage = stage_parser(__doc__)
+    parser, stage = cli.stage_parser(__doc__)
 
     p = stage("demo", cmd_demo, "write the seeded synthetic genome, tables and proteins")
     p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    add_settings(p, "sequence_demo", "the config's sequence.demo section")
+    cli.add_settings(p, "sequence_demo", "the config's sequence.demo section")
 
     p = stage("encode", cmd_encode, "promoter windows, features and proteins -> Xpresso HDF5")
     p.add_argument("--genome", type=Path, help="genome FASTA")
@@ -126,17 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--on-bad-sample", choices=["skip", "fail"], default="skip",
         help="what to do with a damaged gene or protein (default: skip and count it)",
     )  # fmt: skip
-    add_settings(p, "sequence_encode", "the config's sequence.encode section")
+    cli.add_settings(p, "sequence_encode", "the config's sequence.encode section")
 
     p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")
-    add_settings(p, "sequence_train", "the experiment's settings (train section + overrides)")
     p.add_argument("--encoded", type=Path, required=True, help="folder of the encode stage")
-    add_run_args(p)
+    cli.add_run_args(p, "sequence_train")
 
     p = stage("evaluate", cmd_evaluate, "test-gene predictions and metrics.json")
-    add_settings(p, "sequence_train", "the experiment's settings, recorded with the metrics")
     p.add_argument("--encoded", type=Path, required=True, help="folder of the encode stage")
-    add_evaluate_args(p)
+    cli.add_evaluate_args(p, "sequence_train")
 
     p = stage("figures", cmd_figures, "predicted vs measured scatter of every experiment")
     p.add_argument("--predictions", type=Path, nargs="+", required=True)
@@ -146,4 +138,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(build_parser))
+    sys.exit(cli.run_cli(build_parser))

@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from workflow.common.cli import add_settings, log, parse_settings, run_cli, stage_parser
+from workflow.common import cli
+from workflow.common.cli import log
 from workflow.common.errors import InputError
 from workflow.common.target import RunTarget
 
@@ -111,7 +112,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
 
     vocab = vocabulary_size(load_tokenizer(args.model))
     generations = read_generations(args.generations, vocab)
-    chosen = parse_settings(args.attacks, "watermark_attacks", "--attacks")
+    chosen = cli.parse_settings(args.attacks, "watermark_attacks", "--attacks")
     attacks = {name: eps for name, eps in chosen.items() if eps}
     records = attack_records(generations, attacks, vocab, args.seed)
     write_records(args.out, records)
@@ -151,7 +152,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
     generations = read_generations(args.generations, vocab)
     attacked = read_attacked(args.attacked, {g["id"] for g in generations}, vocab)
     started = time.monotonic()
-    detect = parse_settings(args.detect, "watermark_detect", "--detect")
+    detect = cli.parse_settings(args.detect, "watermark_detect", "--detect")
     table = score_table(generations, attacked, settings, detect, vocab)
     seconds = time.monotonic() - started
     with atomic_path(args.out) as tmp:
@@ -174,7 +175,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     table = read_scores(args.scores)
     generations = read_generations(args.generations)
     info = read_speed_record(args.info) if args.info else {}
-    threshold = float(parse_settings(args.detect, "watermark_detect", "--detect")["z_threshold"])
+    threshold = float(
+        cli.parse_settings(args.detect, "watermark_detect", "--detect")["z_threshold"]
+    )
     metrics, curves = run_metrics(table, threshold)
     if args.oracle:
         metrics.update(mean_perplexities(*load_lm(args.oracle), generations))
@@ -229,19 +232,21 @@ def add_detect(parser: argparse.ArgumentParser) -> None:
 
 
 def add_generation_settings(parser: argparse.ArgumentParser) -> None:
-    add_settings(parser, "watermark_train", "the experiment's settings (train section + overrides)")
+    cli.add_settings(
+        parser, "watermark_train", "the experiment's settings (train section + overrides)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, stage = stage_parser(__doc__)
+    parser, stage = cli.stage_parser(__doc__)
 
     p = stage("demo", cmd_demo, "write seeded C4-style documents (.json.gz) and manifest.json")
     p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    add_settings(p, "watermark_demo", "the config's watermark.demo section")
+    cli.add_settings(p, "watermark_demo", "the config's watermark.demo section")
 
     p = stage("lm", cmd_lm, "train the demo's BPE tokenizer and GPT-2 on generated documents "
               "and save them as a Hugging Face folder")  # fmt: skip
-    add_settings(p, "watermark_lm", "the config's watermark.lm section")
+    cli.add_settings(p, "watermark_lm", "the config's watermark.lm section")
     p.add_argument("--run-dir", type=Path, required=True,
                    help="undeclared folder for resumable checkpoints")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
@@ -252,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--documents", type=Path, nargs="+", required=True,
                    help="C4 JSONL files (.json.gz or plain), read in order")  # fmt: skip
     add_model(p, "its tokenizer cuts the documents")
-    add_settings(p, "watermark_prompts", "the config's watermark.prompts section")
+    cli.add_settings(p, "watermark_prompts", "the config's watermark.prompts section")
     p.add_argument("--out", type=Path, required=True, help="prompts .jsonl to write")
     p.add_argument(
         "--counts", type=Path, help="counts .json to write (default: beside --out, .counts.json)"
@@ -295,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model(p, "the generator (its tokenizer re-reads the paraphrased text)")
     p.add_argument("--paraphraser", type=Path, required=True,
                    help="Hugging Face folder of the paraphrasing LM")  # fmt: skip
-    add_settings(p, "watermark_paraphrase", "the config's watermark.paraphrase section")
+    cli.add_settings(p, "watermark_paraphrase", "the config's watermark.paraphrase section")
     p.add_argument("--out", type=Path, required=True, help="paraphrased .jsonl to write")
     p.add_argument("--seed", type=int, default=0)
 
@@ -335,4 +340,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(build_parser))
+    sys.exit(cli.run_cli(build_parser))

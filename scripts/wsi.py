@@ -12,14 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from workflow.common.cli import (
-    add_evaluate_args,
-    add_run_args,
-    add_settings,
-    log,
-    run_cli,
-    stage_parser,
-)
+from workflow.common import cli
+from workflow.common.cli import log
 from workflow.common.metrics import RunEvaluation, predictions_by_experiment
 from workflow.common.target import RunTarget
 
@@ -126,7 +120,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, stage = stage_parser(__doc__)
+    parser, stage = cli.stage_parser(__doc__)
 
     def index_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--index", type=Path, required=True, help="index.tsv to write")
@@ -140,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("demo", cmd_demo, "write the seeded synthetic Camelyon16-style demo dataset")
     p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    add_settings(p, "wsi_demo", "the config's wsi.demo section")
+    cli.add_settings(p, "wsi_demo", "the config's wsi.demo section")
 
     p = stage("labels", cmd_labels, "labels CSV of TCGA slides from per-class GDC manifests")
     p.add_argument("--slides", type=Path, required=True, help="gdc-client download folder")
@@ -152,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, required=True, help="labels CSV to write")
     p.add_argument("--skipped", type=Path, required=True, help="skipped-slides TSV to write")
     p.add_argument("--on-bad-sample", choices=["skip", "fail"], default="skip")
-    add_settings(p, "wsi_gdc", "the dataset's gdc section")
+    cli.add_settings(p, "wsi_gdc", "the dataset's gdc section")
 
     p = stage("mil4wsi", cmd_mil4wsi, "released mil4wsi graph files -> this track's graphs")
     p.add_argument("--graphs-dir", type=Path, required=True, help="folder of <slide_id>.pt")
@@ -168,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, required=True, help="CSV of slide_id,label,split")
     p.add_argument("--mpp", type=float, help="um/px of level 0 for slides that do not say")
     index_args(p)
-    add_settings(p, "wsi_segment", "the config's wsi.segment section")
+    cli.add_settings(p, "wsi_segment", "the config's wsi.segment section")
 
     p = stage("tile", cmd_tile, "tile coordinates at every magnification, with parents")
     p.add_argument(
@@ -176,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it, e.g. for mil4wsi graphs, the heatmaps are drawn on white)",
     )  # fmt: skip
     index_args(p)
-    add_settings(p, "wsi_tile", "the config's wsi.tile section")
+    cli.add_settings(p, "wsi_tile", "the config's wsi.tile section")
 
     p = stage("features", cmd_features, "frozen-encoder features of every tile")
     p.add_argument("--tiles", type=Path, required=True, help="index.tsv of the tile stage")
@@ -187,21 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
         "tests/benchmarks/features_benchmark.py measures why)",
     )  # fmt: skip
     index_args(p)
-    add_settings(p, "wsi_features", "the config's wsi.features section")
+    cli.add_settings(p, "wsi_features", "the config's wsi.features section")
 
     p = stage("graph", cmd_graph, "one multi-scale torch_geometric graph per slide")
     p.add_argument("--features", type=Path, required=True, help="index.tsv of the features stage")
     p.add_argument("--index", type=Path, required=True, help="index.tsv to write")
 
     p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")
-    add_settings(p, "wsi_train", "the experiment's settings (train section + overrides)")
     p.add_argument("--graphs", type=Path, required=True, help="index.tsv of the graph stage")
-    add_run_args(p)
+    cli.add_run_args(p, "wsi_train")
 
     p = stage("evaluate", cmd_evaluate, "test-slide predictions, attention scores, metrics.json")
-    add_settings(p, "wsi_train", "the experiment's settings, recorded with the metrics")
     p.add_argument("--graphs", type=Path, required=True, help="index.tsv of the graph stage")
-    add_evaluate_args(p)
+    cli.add_evaluate_args(p, "wsi_train")
     p.add_argument("--attention", type=Path, required=True, help="attention HDF5 to write")
 
     p = stage("figures", cmd_figures, "ROC curves of every run, attention heatmaps of one")
@@ -217,4 +209,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(build_parser))
+    sys.exit(cli.run_cli(build_parser))

@@ -42,9 +42,12 @@ def add_settings(parser: argparse.ArgumentParser, definition: str, what: str) ->
     parser.set_defaults(settings_definition=definition)
 
 
-def add_run_args(parser: argparse.ArgumentParser) -> None:
+def add_run_args(parser: argparse.ArgumentParser, settings: str | None = None) -> None:
     """What every training stage takes besides its data: the undeclared run folder that keeps
-    ``last.ckpt`` across reruns, the published checkpoint, the seed and the DDP layout."""
+    ``last.ckpt`` across reruns, the published checkpoint, the seed and the DDP layout (read
+    back as a ``RunTarget``), and with ``settings`` (a ``$defs`` name) the experiment's."""
+    if settings:
+        add_settings(parser, settings, "the experiment's settings (train section + overrides)")
     parser.add_argument(
         "--run-dir", type=Path, required=True,
         help="undeclared folder for resumable checkpoints and logs",
@@ -58,9 +61,12 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-nodes", type=int, default=1, help="nodes of the DDP run")
 
 
-def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
+def add_evaluate_args(parser: argparse.ArgumentParser, settings: str | None = None) -> None:
     """What every evaluation stage takes besides its data: the checkpoint, the two outputs the
-    report and figures read, and the run's identity recorded in metrics.json."""
+    report and figures read, and the run's identity recorded in metrics.json (with
+    ``settings``, a ``$defs`` name, the experiment's settings too)."""
+    if settings:
+        add_settings(parser, settings, "the experiment's settings, recorded with the metrics")
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
     parser.add_argument(
