@@ -42,7 +42,7 @@ NOT_SETTINGS: dict[str, str] = {
     "workflow/nerf/transforms.py:Scene.train": "a scene's training views, not the train section",
     "workflow/sequence/evaluate.py:predict_genes.batch_size": "inference batch, not a training one",
     "workflow/watermark/prompts.py:PromptCounts.documents": "a counter that starts at 0",
-    "workflow/wsi/demo.py:DemoSettings.tile": "the TIFF's tile size, not the tile section",
+    "workflow/wsi/demo.py:DESIGN[tile]": "the TIFF's tile size, not the tile section",
     "workflow/wsi/tiling.py:tile_file.segment": "None - the caller's segmentation section",
 }
 
@@ -92,7 +92,8 @@ def literal(node: ast.expr, constants: dict[str, Any]) -> Any:
 
 def code_defaults(path: Path) -> list[tuple[str, str, ast.expr]]:
     """(where, name, default) of every parameter, class field, entry of a ``*DEFAULTS*`` or
-    ``*SETTINGS*`` table (module or class) and ``.get("name", default)``."""
+    ``*SETTINGS*`` table (module or class), ``schema_dataclass`` constant and
+    ``.get("name", default)``."""
     tree = ast.parse(path.read_text())
     found = []
 
@@ -130,6 +131,17 @@ def code_defaults(path: Path) -> list[tuple[str, str, ast.expr]]:
                     for key, entry in zip(child.value.keys, child.value.values, strict=True):
                         if isinstance(key, ast.Constant) and isinstance(key.value, str):
                             found.append((f"{owner}{target.id}[{key.value}]", key.value, entry))
+                if isinstance(target, ast.Name) and isinstance(child.value, ast.Tuple):
+                    # schema_dataclass's constants: ((name, type, default), ...)
+                    for entry in child.value.elts:
+                        if (
+                            isinstance(entry, ast.Tuple)
+                            and len(entry.elts) == 3
+                            and isinstance(entry.elts[0], ast.Constant)
+                            and isinstance(entry.elts[0].value, str)
+                        ):
+                            name = entry.elts[0].value
+                            found.append((f"{owner}{target.id}[{name}]", name, entry.elts[2]))
         for call in ast.walk(node) if owner == "" else ():
             # settings.get("key", default): a default at the point of use
             if (
@@ -192,10 +204,12 @@ def test_the_scan_sees_a_disagreement(tmp_path):
         "class Settings:\n    huber_delta: float = 2.0\n"
         "class Model:\n    SETTINGS = {'dim': 128}\n"
         "def steps(s):\n    return s.get('max_epochs', 99)\n"
+        "DESIGN = (('lr', float, 0.5), ('not_a_setting', int, 1))\n"
     )
     bad, _ = disagreements("sequence", tmp_path)
     assert sorted(b.split(" = ")[0] for b in bad) == [
         "workflow/sequence/train.py:DEFAULTS[warmup_steps]",
+        "workflow/sequence/train.py:DESIGN[lr]",
         "workflow/sequence/train.py:Model.SETTINGS[dim]",
         "workflow/sequence/train.py:Settings.huber_delta",
         "workflow/sequence/train.py:fit.warmup_steps",

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -192,11 +192,19 @@ def settings_object(cls: type[T], settings: Mapping[str, Any]) -> T:
 _JSON_TYPES = {"integer": int, "number": float, "string": str, "boolean": bool, "array": tuple}
 
 
-def schema_dataclass(name: str, definition: str, module: str, **namespace: Any) -> type:
+def schema_dataclass(
+    name: str,
+    definition: str,
+    module: str,
+    constants: Sequence[tuple[str, Any, Any]] = (),
+    **namespace: Any,
+) -> type:
     """A frozen dataclass whose fields are ``$defs/<definition>``'s properties, in the
     schema's order, with the schema's defaults (lists as tuples) and descriptions (in each
     field's metadata): the settings a library takes are declared once, in the schema.
-    ``namespace`` adds methods (e.g. a ``__post_init__`` check the schema cannot express)."""
+    ``constants`` (name, type, default) follow them: fixed parts of a design that the config
+    does not set but a test may vary. ``namespace`` adds methods (e.g. a ``__post_init__``
+    check the schema cannot express)."""
     spec = load_schema().definition(definition)
     defaults = frozen(schema_defaults(definition))
     fields = []
@@ -205,6 +213,7 @@ def schema_dataclass(name: str, definition: str, module: str, **namespace: Any) 
         hint = _JSON_TYPES.get(kind, Any) if isinstance(kind, str) else Any
         meta = {"description": prop.get("description", "")}
         fields.append((key, hint, dataclasses.field(default=defaults[key], metadata=meta)))
+    fields += [(key, hint, dataclasses.field(default=default)) for key, hint, default in constants]
     cls = dataclasses.make_dataclass(name, fields, frozen=True, namespace=namespace)
     cls.__module__ = module  # where it is defined and pickled from
     cls.__doc__ = f"{spec.get('description', '').strip()} (config/schema: $defs/{definition})"

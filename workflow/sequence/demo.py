@@ -19,7 +19,7 @@ and its planted motifs are drawn by workflow/sequence/demo_genome.py.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from Bio.SeqRecord import SeqRecord
 from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path, write_json, write_text
-from workflow.common.config import frozen, schema_defaults
+from workflow.common.config import schema_dataclass
 from workflow.common.errors import InputError
 from workflow.sequence.demo_genome import (
     _non_overlapping,
@@ -57,66 +57,46 @@ EDGE_MARGIN = 50  # bp between an edge gene's signal region and its chromosome's
 LINE_WIDTH = 60
 
 
-#: The schema's defaults (config/schema/sequence.yaml $defs/sequence_demo): the one source.
-DEMO = frozen(schema_defaults("sequence_demo"))
+def _edge_distance(self) -> int:
+    """Distance of an edge gene's TSS from its chromosome end: its signal region stays
+    clear of the N run, its flank window does not."""
+    lo, hi = self.signal_window
+    return self.n_run + max(-lo, hi) + EDGE_MARGIN
 
 
-@dataclass(frozen=True)
-class DemoSettings:
-    genes: int = DEMO["genes"]
-    chromosomes: int = DEMO["chromosomes"]
-    flank: int = DEMO["flank"]
-    signal_window: tuple[int, int] = DEMO["signal_window"]
-    proximal: int = DEMO["proximal"]
-    distal_min: int = DEMO["distal_min"]
-    motif_length: int = DEMO["motif_length"]
-    max_motifs: int = DEMO["max_motifs"]
-    motif_weights: tuple[float, float] = DEMO["motif_weights"]  # proximal: a decoy
-    halflife_weight: float = DEMO["halflife_weight"]
-    mrna_noise: float = DEMO["mrna_noise"]
-    protein_fraction: float = DEMO["protein_fraction"]
-    protein_length: tuple[int, int] = DEMO["protein_length"]
-    protein_mrna_weight: float = DEMO["protein_mrna_weight"]
-    protein_composition_weight: float = DEMO["protein_composition_weight"]
-    protein_noise: float = DEMO["protein_noise"]
-    edge_genes: int = DEMO["edge_genes"]
-    n_run: int = DEMO["n_run"]
-    gc: float = DEMO["gc"]
-    seed: int = DEMO["seed"]
+def _check(self) -> None:
+    """Settings under which the planted signal would not fit stop before any write."""
+    lo, hi = self.signal_window
+    m = self.motif_length
+    problems = []
+    if not -self.flank <= lo < 0 < hi <= self.flank:
+        problems.append(
+            f"signal_window {list(self.signal_window)} must hold the TSS and fit in the "
+            f"flank (+-{self.flank})"
+        )
+    if not m * self.max_motifs <= self.proximal <= min(-lo, hi):
+        problems.append(
+            f"proximal {self.proximal} must hold {self.max_motifs} motifs of {m} bp "
+            "and lie inside signal_window"
+        )
+    if self.distal_min <= self.proximal:
+        problems.append(f"distal_min {self.distal_min} must exceed proximal {self.proximal}")
+    if max(-lo - self.distal_min, hi - self.distal_min) < 2 * m * self.max_motifs:
+        problems.append(f"signal_window {list(self.signal_window)} leaves no distal room")
+    if self.edge_genes > 2 * self.chromosomes or self.genes < 2 * self.chromosomes:
+        problems.append("needs genes >= 2 x chromosomes >= edge_genes")
+    if self.edge_genes and self.edge_distance() + self.n_run > self.flank:
+        problems.append(f"flank {self.flank} too short for edge genes (n_run, signal_window)")
+    if not 0 < self.protein_length[0] <= self.protein_length[1]:
+        problems.append(f"protein_length {list(self.protein_length)} is no range")
+    if problems:
+        raise InputError("sequence_demo settings", "; ".join(problems))
 
-    def edge_distance(self) -> int:
-        """Distance of an edge gene's TSS from its chromosome end: its signal region stays
-        clear of the N run, its flank window does not."""
-        lo, hi = self.signal_window
-        return self.n_run + max(-lo, hi) + EDGE_MARGIN
 
-    def check(self) -> None:
-        """Settings under which the planted signal would not fit stop before any write."""
-        lo, hi = self.signal_window
-        m = self.motif_length
-        problems = []
-        if not -self.flank <= lo < 0 < hi <= self.flank:
-            problems.append(
-                f"signal_window {list(self.signal_window)} must hold the TSS and fit in the "
-                f"flank (+-{self.flank})"
-            )
-        if not m * self.max_motifs <= self.proximal <= min(-lo, hi):
-            problems.append(
-                f"proximal {self.proximal} must hold {self.max_motifs} motifs of {m} bp "
-                "and lie inside signal_window"
-            )
-        if self.distal_min <= self.proximal:
-            problems.append(f"distal_min {self.distal_min} must exceed proximal {self.proximal}")
-        if max(-lo - self.distal_min, hi - self.distal_min) < 2 * m * self.max_motifs:
-            problems.append(f"signal_window {list(self.signal_window)} leaves no distal room")
-        if self.edge_genes > 2 * self.chromosomes or self.genes < 2 * self.chromosomes:
-            problems.append("needs genes >= 2 x chromosomes >= edge_genes")
-        if self.edge_genes and self.edge_distance() + self.n_run > self.flank:
-            problems.append(f"flank {self.flank} too short for edge genes (n_run, signal_window)")
-        if not 0 < self.protein_length[0] <= self.protein_length[1]:
-            problems.append(f"protein_length {list(self.protein_length)} is no range")
-        if problems:
-            raise InputError("sequence_demo settings", "; ".join(problems))
+#: write_demo's settings: config/schema/sequence.yaml $defs/sequence_demo, their one source.
+DemoSettings = schema_dataclass(
+    "DemoSettings", "sequence_demo", __name__, edge_distance=_edge_distance, check=_check
+)
 
 
 def half_life_table(rng: np.random.Generator, n: int) -> np.ndarray:

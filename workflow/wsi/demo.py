@@ -39,7 +39,7 @@ import csv
 import io
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ import tifffile
 from tqdm import tqdm
 
 from workflow.common.atomic import atomic_path, write_json, write_text
-from workflow.common.config import frozen, schema_defaults
+from workflow.common.config import schema_dataclass
 from workflow.wsi.demo_render import LOW, render_slide
 from workflow.wsi.labels import LABELS, SPLITS
 from workflow.wsi.slide import magnification_mpp
@@ -57,48 +57,46 @@ from workflow.wsi.slide import magnification_mpp
 log = logging.getLogger("lsai.wsi.demo")
 
 
-#: The schema's defaults (config/schema/wsi.yaml $defs/wsi_demo): the one source.
-DEMO = frozen(schema_defaults("wsi_demo"))
+#: Fixed parts of the planted design (not config settings; tests vary some): tile size and
+#: JPEG quality of the TIFF, split fractions, and the lesions (level-0 px, inclusive ranges).
+DESIGN = (
+    ("tile", int, 256),
+    ("jpeg_quality", int, 90),
+    ("splits", tuple, (("train", 0.5), ("val", 0.25), ("test", 0.25))),
+    ("islands", tuple, (2, 4)),  # tissue islands per slide
+    ("mimics", tuple, (3, 5)),  # textured look-alike foci per slide
+    ("mimic_radius", tuple, (240, 300)),  # about two x20 tiles across
+    ("tumor_radius", tuple, (560, 680)),  # the one metastasis: fills x10 tiles
+    ("mimics_per_metastasis", int, 3),  # mimics a tumour slide gives up for its metastasis
+    ("lesion_gap", int, 256),  # between lesions' edges (one x20 tile)
+)
 
 
-@dataclass(frozen=True)
-class DemoSettings:
-    """Sizes are level-0 pixels at ``mpp`` um/px (0.25 == x40, as Camelyon16)."""
+def _tumor_cell(self) -> int:
+    """Level-0 block over which the tumour texture averages out: x5's downsample."""
+    return round(magnification_mpp(5) / self.mpp)
 
-    slides: int = DEMO["slides"]
-    width: int = DEMO["width"]
-    height: int = DEMO["height"]
-    mpp: float = DEMO["mpp"]
-    levels: int = DEMO["levels"]  # downsamples 1, 2, 4, 8
-    tile: int = 256
-    jpeg_quality: int = 90
-    tumor_fraction: float = DEMO["tumor_fraction"]
-    splits: tuple[tuple[str, float], ...] = (("train", 0.5), ("val", 0.25), ("test", 0.25))
-    islands: tuple[int, int] = (2, 4)  # tissue islands per slide (inclusive range)
-    mimics: tuple[int, int] = (3, 5)  # textured look-alike foci per slide (inclusive range)
-    mimic_radius: tuple[int, int] = (240, 300)  # level-0 px: about two x20 tiles across
-    tumor_radius: tuple[int, int] = (560, 680)  # the one metastasis: fills x10 tiles
-    mimics_per_metastasis: int = 3  # mimics a tumour slide gives up for its metastasis
-    lesion_gap: int = 256  # level-0 px between lesions' edges (one x20 tile)
-    seed: int = DEMO["seed"]
 
-    @property
-    def tumor_cell(self) -> int:
-        """Level-0 block over which the tumour texture averages out: x5's downsample."""
-        return round(magnification_mpp(5) / self.mpp)
+def _check(self) -> None:
+    if self.tumor_cell < 4 or abs(self.tumor_cell * self.mpp - magnification_mpp(5)) > 1e-6:
+        raise ValueError("mpp must divide x5's 2 um/px into a whole block of >= 4 px")
+    block = max(self.tumor_cell, LOW, 2 ** (self.levels - 1))
+    if self.width % block or self.height % block:
+        raise ValueError(f"width and height must be multiples of {block}")
+    if self.levels < 3:
+        raise ValueError("at least 3 pyramid levels")
+    if not 0 <= self.tumor_fraction <= 1:
+        raise ValueError("tumor_fraction must lie in [0, 1]")
+    if {name for name, _ in _split_items(self.splits)} - set(SPLITS):
+        raise ValueError(f"split names must be among {SPLITS}")
 
-    def __post_init__(self) -> None:
-        if self.tumor_cell < 4 or abs(self.tumor_cell * self.mpp - magnification_mpp(5)) > 1e-6:
-            raise ValueError("mpp must divide x5's 2 um/px into a whole block of >= 4 px")
-        block = max(self.tumor_cell, LOW, 2 ** (self.levels - 1))
-        if self.width % block or self.height % block:
-            raise ValueError(f"width and height must be multiples of {block}")
-        if self.levels < 3:
-            raise ValueError("at least 3 pyramid levels")
-        if not 0 <= self.tumor_fraction <= 1:
-            raise ValueError("tumor_fraction must lie in [0, 1]")
-        if {name for name, _ in _split_items(self.splits)} - set(SPLITS):
-            raise ValueError(f"split names must be among {SPLITS}")
+
+#: write_demo's settings: config/schema/wsi.yaml $defs/wsi_demo (sizes are level-0 pixels at
+#: ``mpp`` um/px, 0.25 == x40 as Camelyon16), then DESIGN.
+DemoSettings = schema_dataclass(
+    "DemoSettings", "wsi_demo", __name__, DESIGN,
+    tumor_cell=property(_tumor_cell), __post_init__=_check,
+)  # fmt: skip
 
 
 def _split_items(splits: Any) -> list[tuple[str, float]]:
