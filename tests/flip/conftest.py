@@ -24,6 +24,18 @@ FILTER = {"shard_size": 70}
 flip_demo, flip_manifest = demo_fixtures("flip", write_demo, SMALL)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures(...)``): with
+    two cores shared with other jobs, one thread is several times faster than two."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def flip_filtered(flip_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("flip_filtered")

@@ -49,12 +49,7 @@ FAST = {"probe_l2_min": 1e-4, "probe_l2_max": 1.0, "probe_l2_steps": 4, "probe_m
 OWN = {"classnames": "file", "templates": "own"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

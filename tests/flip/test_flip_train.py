@@ -40,13 +40,7 @@ ZS_SETTINGS = {"model": "flip-tiny", "mask_ratio": 0.5, "batch_size": 32, "shuff
                "lr": 2e-3, "warmup_steps": 20, "max_epochs": 10}  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores shared with other jobs: one thread is several times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def datamodule(shards: list[Path], seed: int, batch_size: int = 16) -> ShardDataModule:

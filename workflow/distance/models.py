@@ -35,6 +35,7 @@ class DistanceModule(L.LightningModule):
         target_std: float,
         feature_mean: Sequence[float],
         feature_std: Sequence[float],
+        **_: Any,
     ) -> None:
         super().__init__()
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
@@ -76,19 +77,9 @@ class DistanceModule(L.LightningModule):
 class DisNet(DistanceModule):
     """MLP 6 -> 100 -> 100 -> 100 -> 1 with SELU on [H/h, W/w, D/d] + class priors."""
 
-    def __init__(
-        self,
-        lr: float,
-        weight_decay: float,
-        target_mean: float,
-        target_std: float,
-        feature_mean: Sequence[float],
-        feature_std: Sequence[float],
-        hidden: int = 100,
-        model: str = "disnet",
-        **_: Any,
-    ) -> None:
-        super().__init__(lr, weight_decay, target_mean, target_std, feature_mean, feature_std)
+    def __init__(self, hidden: int = 100, model: str = "disnet", **common: Any) -> None:
+        """``common``: DistanceModule's arguments (optimiser, standardisation statistics)."""
+        super().__init__(**common)
         self.save_hyperparameters()
         self.mlp = nn.Sequential(
             nn.Linear(GEOMETRY_DIM, hidden),
@@ -140,12 +131,6 @@ class ZhuFang(DistanceModule):
 
     def __init__(
         self,
-        lr: float,
-        weight_decay: float,
-        target_mean: float,
-        target_std: float,
-        feature_mean: Sequence[float],
-        feature_std: Sequence[float],
         backbone: str = "resnet34",
         pretrained: str | None = None,
         feature_layer: str = "layer4",
@@ -155,9 +140,9 @@ class ZhuFang(DistanceModule):
         dropout: float = 0.2,
         box_features: bool = True,
         model: str = "zhu",
-        **_: Any,
+        **common: Any,
     ) -> None:
-        super().__init__(lr, weight_decay, target_mean, target_std, feature_mean, feature_std)
+        super().__init__(**common)
         self.save_hyperparameters()
         # ImageNet statistics, as torchvision backbones expect; frames arrive as uint8.
         self.register_buffer("pixel_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
