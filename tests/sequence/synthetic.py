@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from workflow.sequence.layout import AMINO_ACIDS, SPLITS
 
@@ -50,3 +52,13 @@ def write_encoded(folder: Path, sizes: tuple[int, int, int] = (600, 150, 150)) -
     for k, (name, genes) in enumerate(zip(SPLITS.values(), sizes, strict=True)):
         write_split(folder / name, genes, seed=k)
     return folder
+
+
+def encoded_fixture(sizes: tuple[int, int, int] = (600, 150, 150)) -> Callable:
+    """A module fixture ``encoded``: :func:`write_encoded` of ``sizes`` genes, once."""
+
+    @pytest.fixture(scope="module", name="encoded")
+    def encoded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return write_encoded(tmp_path_factory.mktemp("encoded"), sizes)
+
+    return encoded

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT
-from tests.sequence.synthetic import write_encoded
+from tests.sequence.synthetic import encoded_fixture
 from workflow.common.config import ConfigError
 from workflow.common.experiments import experiment_seeds
 from workflow.sequence.data import GeneSplit, fold_indices, gene_sets, split_file
@@ -24,9 +24,7 @@ SETTINGS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def encoded(tmp_path_factory):
-    return write_encoded(tmp_path_factory.mktemp("encoded"), sizes=(120, 40, 40))
+encoded = encoded_fixture((120, 40, 40))
 
 
 def test_fold_indices_partition_the_genes():

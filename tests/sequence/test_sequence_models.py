@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from tests.sequence.synthetic import LENGTH, PROTEIN, write_encoded, write_split
+from tests.sequence.synthetic import LENGTH, PROTEIN, encoded_fixture, write_split
 from workflow.common.errors import InputError
 from workflow.common.target import RunTarget
 from workflow.sequence.data import GeneSplit
 from workflow.sequence.metrics import expression_metrics
 from workflow.sequence.models import SigmoidCrossAttention, build_model
 
-
-@pytest.fixture(scope="module")
-def encoded(tmp_path_factory) -> Path:
-    return write_encoded(tmp_path_factory.mktemp("encoded"))
+encoded = encoded_fixture()
 
 
 def batch_of(split: GeneSplit, n: int = 4) -> dict[str, torch.Tensor]:

@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 from tests.conftest import ROOT, history, kill_after_epochs
-from tests.sequence.synthetic import write_encoded
+from tests.sequence.synthetic import encoded_fixture
 
 SETTINGS = {
     "model": "perceiver", "task": "mrna", "max_epochs": 200, "batch_size": 32, "lr": 0.003,
@@ -18,9 +17,7 @@ SETTINGS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def encoded(tmp_path_factory):
-    return write_encoded(tmp_path_factory.mktemp("encoded"), sizes=(200, 60, 60))
+encoded = encoded_fixture((200, 60, 60))
 
 
 def script(*args: str) -> list[str]:

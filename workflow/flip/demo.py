@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -183,30 +184,31 @@ def _plan(s: DemoSettings, rng: np.random.Generator) -> dict[int, str]:
 
 def write_val(root: Path, s: DemoSettings) -> int:
     """``val/<class>/*.jpg`` and ``classnames.txt`` (drawn from the held-out seed)."""
-    rng = np.random.default_rng([s.seed, 2])
-    classes = class_names(s)
-    n = 0
-    for folder, _ in classes:
-        color, shape = folder.split("_")
-        for j in range(s.val_per_class):
-            img, _ = draw(rng, color, shape, s.background, (s.image_size, s.image_size))
-            with atomic_path(root / "val" / folder / f"{j:04d}.jpg") as tmp:
-                tmp.write_bytes(jpeg(img, s.jpeg_quality))
-            n += 1
-    write_text(root / "classnames.txt", "".join(f"{name}\n" for _, name in classes))
+    n = _write_images(root / "val", s, s.val_per_class, 2, lambda folder, j: f"{j:04d}.jpg")
+    write_text(root / "classnames.txt", "".join(f"{name}\n" for _, name in class_names(s)))
     return n
 
 
 def write_train(root: Path, s: DemoSettings) -> int:
     """``train/<class>/<class>_<j>.jpg``: the linear probe's train split, drawn like the val
     set from a seed stream of its own (``[seed, 3]``), so the val images do not depend on it."""
-    rng = np.random.default_rng([s.seed, 3])
+    return _write_images(
+        root / "train", s, s.train_per_class, 3, lambda folder, j: f"{folder}_{j:04d}.jpg"
+    )
+
+
+def _write_images(
+    out: Path, s: DemoSettings, per_class: int, stream: int, name: Callable[[str, int], str]
+) -> int:
+    """``per_class`` images of every class into ``out/<class>/``, from seed stream
+    ``[seed, stream]``; returns how many."""
+    rng = np.random.default_rng([s.seed, stream])
     n = 0
     for folder, _ in class_names(s):
         color, shape = folder.split("_")
-        for j in range(s.train_per_class):
+        for j in range(per_class):
             img, _ = draw(rng, color, shape, s.background, (s.image_size, s.image_size))
-            with atomic_path(root / "train" / folder / f"{folder}_{j:04d}.jpg") as tmp:
+            with atomic_path(out / folder / name(folder, j)) as tmp:
                 tmp.write_bytes(jpeg(img, s.jpeg_quality))
             n += 1
     return n
