@@ -101,8 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     }
 
     p = stage("demo", cmd_demo, "write the seeded synthetic MOTSynth-style demo dataset")
-    p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    cli.add_settings(p, "distance_demo", "the config's distance.demo section")
+    cli.add_demo_args(p, "distance")
 
     p = stage("index", cmd_index, "annotations -> one Parquet table of valid objects per split")
     p.add_argument("--root", type=Path, required=True, help="MOTSynth root (annotations/, frames/)")

@@ -198,8 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "write seeded synthetic image-caption shards (with planted bad samples), an ImageFolder "
         "val set, classnames.txt and manifest.json",
     )  # fmt: skip
-    p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    cli.add_settings(p, "flip_demo", "the config's flip.demo section")
+    cli.add_demo_args(p, "flip")
 
     p = stage(
         "hash", cmd_hash,

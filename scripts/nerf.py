@@ -98,8 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser, stage = cli.stage_parser(__doc__)
 
     p = stage("demo", cmd_demo, "render the demo scene from known poses into a dataset layout")
-    p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    cli.add_settings(p, "nerf_demo", "the config's nerf.demo section")
+    cli.add_demo_args(p, "nerf")
 
     p = stage("prepare", cmd_prepare, "a dataset -> prepared transforms.json: held-out views, "
               "seeded pose noise on the training views")  # fmt: skip

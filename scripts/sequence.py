@@ -98,8 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser, stage = cli.stage_parser(__doc__)
 
     p = stage("demo", cmd_demo, "write the seeded synthetic genome, tables and proteins")
-    p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    cli.add_settings(p, "sequence_demo", "the config's sequence.demo section")
+    cli.add_demo_args(p, "sequence")
 
     p = stage("encode", cmd_encode, "promoter windows, features and proteins -> Xpresso HDF5")
     p.add_argument("--genome", type=Path, help="genome FASTA")

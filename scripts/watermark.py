@@ -241,8 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser, stage = cli.stage_parser(__doc__)
 
     p = stage("demo", cmd_demo, "write seeded C4-style documents (.json.gz) and manifest.json")
-    p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    cli.add_settings(p, "watermark_demo", "the config's watermark.demo section")
+    cli.add_demo_args(p, "watermark")
 
     p = stage("lm", cmd_lm, "train the demo's BPE tokenizer and GPT-2 on generated documents "
               "and save them as a Hugging Face folder")  # fmt: skip

@@ -133,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     p = stage("demo", cmd_demo, "write the seeded synthetic Camelyon16-style demo dataset")
-    p.add_argument("--root", type=Path, required=True, help="dataset folder to write")
-    cli.add_settings(p, "wsi_demo", "the config's wsi.demo section")
+    cli.add_demo_args(p, "wsi")
 
     p = stage("labels", cmd_labels, "labels CSV of TCGA slides from per-class GDC manifests")
     p.add_argument("--slides", type=Path, required=True, help="gdc-client download folder")

@@ -42,6 +42,13 @@ def add_settings(parser: argparse.ArgumentParser, definition: str, what: str) ->
     parser.set_defaults(settings_definition=definition)
 
 
+def add_demo_args(parser: argparse.ArgumentParser, track: str) -> None:
+    """What every demo stage takes: the dataset folder to write and the config's
+    ``<track>.demo`` section (``$defs/<track>_demo``)."""
+    parser.add_argument("--root", type=Path, required=True, help="dataset folder to write")
+    add_settings(parser, f"{track}_demo", f"the config's {track}.demo section")
+
+
 def add_run_args(parser: argparse.ArgumentParser, settings: str | None = None) -> None:
     """What every training stage takes besides its data: the undeclared run folder that keeps
     ``last.ckpt`` across reruns, the published checkpoint, the seed and the DDP layout (read
