@@ -60,29 +60,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from workflow.common.training import read_checkpoint
-    from workflow.distance.evaluate import predict
-    from workflow.distance.metrics import distance_metrics, higher_is_better
+    from workflow.distance.evaluate import evaluate_stage
 
-    evaluation = RunEvaluation.from_args("distance", args)
-    checkpoint = read_checkpoint(args.checkpoint)
-    predictions = predict(checkpoint, args.checkpoint, args.test_store)
-    metrics = distance_metrics(
-        predictions["distance"], predictions["prediction"], predictions["occlusion"]
-    )
-    evaluation.publish(
-        metrics, {k: higher_is_better(k) for k in metrics}, checkpoint.get("run_info", {}),
-        predictions, test_objects=len(predictions),
-    )  # fmt: skip
-    log.info(
-        "%s seed %d: ALE %.3f m, AbsRel %.3f, delta<1.25 %.3f on %d objects",
-        args.experiment,
-        args.seed,
-        metrics["ALE"],
-        metrics["AbsRel"],
-        metrics["delta<1.25^1"],
-        len(predictions),
-    )
+    evaluate_stage(RunEvaluation.from_args("distance", args), args.checkpoint, args.test_store)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:

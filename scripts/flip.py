@@ -98,47 +98,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from workflow.common.atomic import write_text
-    from workflow.common.errors import Skips
     from workflow.common.metrics import RunEvaluation
-    from workflow.common.training import checkpoint_run_info
-    from workflow.flip.evaluate import HIGHER_IS_BETTER, evaluate_run
-    from workflow.flip.model import image_tower_gflops
+    from workflow.flip.evaluate import evaluate_stage
 
-    evaluation = RunEvaluation.from_args("flip", args)
-    zeroshot = cli.parse_settings(args.zeroshot, "flip_zeroshot", "--zeroshot")
-    evaluate = cli.parse_settings(args.evaluate, "flip_evaluate", "--evaluate")
-    val_skips, train_skips = Skips(), Skips()
-    result = evaluate_run(
-        args.checkpoint, args.val, train_dir=args.train, zeroshot=zeroshot, settings=evaluate,
-        policy=args.on_bad_sample, val_skips=val_skips, train_skips=train_skips,
-        cache_dir=args.cache_dir, device=args.device,
-    )  # fmt: skip
-    predictions = result.predictions
-    # the masked phase's cost per sample (the tuning phase runs unmasked in every experiment)
-    metrics = {**result.metrics, "image_gflops": image_tower_gflops(args.settings)}
-    if args.skipped:
-        write_text(args.skipped, val_skips.to_tsv())
-    if args.train_skipped:
-        write_text(args.train_skipped, train_skips.to_tsv())
-    pretrain, tune = checkpoint_run_info(args.pretrained), checkpoint_run_info(args.checkpoint)
-    wall = sum(float(info.get("train_wall_time_s", 0.0)) for info in (pretrain, tune))
-    run_info = {**tune, "train_wall_time_s": wall}  # both phases' training time
-    images_per_s = float(pretrain.get("images_per_s", 0.0))  # the masked phase's
-    evaluation.publish(
-        metrics, HIGHER_IS_BETTER, run_info, predictions,
-        mask_ratio=float(args.settings.get("mask_ratio", 0.0)), images_per_s=images_per_s,
-        val_images=len(predictions), val_skipped=len(val_skips),
-        model=args.settings.get("model"), evaluate=evaluate, zeroshot=zeroshot, **result.extra,
-    )  # fmt: skip
-    log.info(
-        "%s seed %d (mask %.2f): zero-shot top-1 %.3f, top-5 %.3f (%d templates) on %d val "
-        "images; linear probe %.3f (l2 %.3g, %d train images); pre-training %.1f images/s, "
-        "image tower %.4g GFLOPs per sample",
-        args.experiment, args.seed, float(args.settings.get("mask_ratio", 0.0)),
-        metrics["zeroshot_top1"], metrics["zeroshot_top5"], result.extra["templates"],
-        len(predictions), metrics["probe_top1"], result.extra["probe_l2"],
-        result.extra["train_images"], images_per_s, metrics["image_gflops"],
+    evaluate_stage(
+        RunEvaluation.from_args("flip", args), args.checkpoint, args.pretrained, args.val,
+        args.skipped, args.train_skipped, train_dir=args.train,
+        zeroshot=cli.parse_settings(args.zeroshot, "flip_zeroshot", "--zeroshot"),
+        settings=cli.parse_settings(args.evaluate, "flip_evaluate", "--evaluate"),
+        policy=args.on_bad_sample, cache_dir=args.cache_dir, device=args.device,
     )  # fmt: skip
 
 

@@ -53,32 +53,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from workflow.common.metrics import RunEvaluation
-    from workflow.common.training import checkpoint_run_info
-    from workflow.nerf.evaluate import HIGHER_IS_BETTER, evaluate_nerfstudio, evaluate_run
-    from workflow.nerf.plots import renders_figure
-    from workflow.nerf.transforms import read_transforms
+    from workflow.nerf.evaluate import evaluate_stage
 
     evaluation = RunEvaluation.from_args("nerf", args)
-    if args.settings["engine"] == "nerfstudio":
-        result = evaluate_nerfstudio(args.checkpoint)
-        run_info = result["run_info"]
-    else:
-        result = evaluate_run(args.checkpoint, read_transforms(args.scene), args.seed)
-        run_info = checkpoint_run_info(args.checkpoint)
-    renders_figure(result["renders"], args.renders, f"{args.experiment} seed {args.seed}")
-    evaluation.publish(
-        result["metrics"], HIGHER_IS_BETTER, run_info, pd.DataFrame(result["rows"]),
-        **result["extra"],
-    )  # fmt: skip
-    m, extra = result["metrics"], result["extra"]
-    log.info(
-        "PSNR %.2f SSIM %.3f; rotation error %.2f deg (from %.2f), translation %.4f (from %.4f)",
-        m["psnr"], m["ssim"], m["rotation_error_deg"], extra["initial_rotation_error_deg"],
-        m["translation_error"], extra["initial_translation_error"],
-    )  # fmt: skip
+    evaluate_stage(evaluation, args.checkpoint, args.scene, args.renders)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:

@@ -60,23 +60,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from workflow.common.training import checkpoint_run_info
-    from workflow.sequence.evaluate import predict_genes
-    from workflow.sequence.metrics import HIGHER_IS_BETTER, expression_metrics
+    from workflow.sequence.evaluate import evaluate_stage
 
-    evaluation = RunEvaluation.from_args("sequence", args)
-    predictions = predict_genes(args.checkpoint, args.encoded)
-    predictions["task"] = args.settings["task"]
-    metrics = expression_metrics(predictions["label"].to_numpy(), predictions["prediction"])
-    evaluation.publish(
-        metrics, HIGHER_IS_BETTER, checkpoint_run_info(args.checkpoint), predictions,
-        task=args.settings["task"], test_genes=len(predictions),
-    )  # fmt: skip
-    log.info(
-        "%s seed %d (%s): r2 %.3f, Spearman %.3f, MSE %.3f on %d test genes",
-        args.experiment, args.seed, args.settings["task"], metrics["r2"], metrics["spearman"],
-        metrics["MSE"], len(predictions),
-    )  # fmt: skip
+    evaluate_stage(RunEvaluation.from_args("sequence", args), args.checkpoint, args.encoded)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:

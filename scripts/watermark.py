@@ -164,32 +164,13 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-
     from workflow.common.metrics import RunEvaluation
-    from workflow.watermark.evaluate import HIGHER_IS_BETTER, mean_perplexities, run_metrics
-    from workflow.watermark.hf import load_lm
-    from workflow.watermark.records import read_generations, read_speed_record
-    from workflow.watermark.scoring import read_scores
+    from workflow.watermark.evaluate import evaluate_stage
 
-    evaluation = RunEvaluation.from_args("watermark", args)
-    table = read_scores(args.scores)
-    generations = read_generations(args.generations)
-    info = read_speed_record(args.info) if args.info else {}
-    threshold = float(
-        cli.parse_settings(args.detect, "watermark_detect", "--detect")["z_threshold"]
-    )
-    metrics, curves = run_metrics(table, threshold)
-    if args.oracle:
-        metrics.update(mean_perplexities(*load_lm(args.oracle), generations))
-    evaluation.publish(
-        metrics, HIGHER_IS_BETTER, info, curves=curves, z_threshold=threshold,
-        texts=len(generations), generation=info,
+    evaluate_stage(
+        RunEvaluation.from_args("watermark", args), args.scores, args.generations,
+        cli.parse_settings(args.detect, "watermark_detect", "--detect"), args.info, args.oracle,
     )  # fmt: skip
-    log.info("%s seed %d: %s", args.experiment, args.seed,
-             ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))  # fmt: skip
-    for name, curve in curves["attacks"].items():
-        log.info("  %s: %s", name, ", ".join(f"eps {e}: TPR {p['tpr']:.2f} (z {p['z_mean']:.2f})"
-                                             for e, p in curve.items()))  # fmt: skip
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -222,6 +203,15 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 def add_model(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--model", type=Path, required=True, help=f"Hugging Face folder: {what}")
+
+
+def add_edit(parser: argparse.ArgumentParser, model: str, edited: str) -> None:
+    """An attack stage's arguments: the generations it edits, the LM whose tokenizer it uses,
+    the edited .jsonl it writes and its seed."""
+    parser.add_argument("--generations", type=Path, required=True)
+    add_model(parser, model)
+    parser.add_argument("--out", type=Path, required=True, help=f"{edited} .jsonl to write")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def add_detect(parser: argparse.ArgumentParser) -> None:
@@ -261,15 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--counts", type=Path, help="counts .json to write (default: beside --out, .counts.json)"
     )
-    p.add_argument(
-        "--skipped",
-        type=Path,
-        help="skipped lines .tsv to write (default: beside --out, .skipped.tsv)",
-    )
-    p.add_argument(
-        "--on-bad-sample", choices=["skip", "fail"], default="skip",
-        help="what to do with a malformed line (default: skip and count it)",
-    )  # fmt: skip
+    cli.add_bad_sample_args(p, "malformed lines", default="beside --out, .skipped.tsv")
 
     p = stage(
         "generate",
@@ -285,23 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("attack", cmd_attack, "edit the watermarked completions: substitution, deletion, "
               "insertion at each rate, copy-paste into the human text")  # fmt: skip
-    p.add_argument("--generations", type=Path, required=True)
-    add_model(p, "its tokenizer's vocabulary gives the random tokens")
+    add_edit(p, "its tokenizer's vocabulary gives the random tokens", "attacked")
     p.add_argument(
         "--attacks", default="{}", metavar="JSON", help="the config's watermark.attacks section"
     )
-    p.add_argument("--out", type=Path, required=True, help="attacked .jsonl to write")
-    p.add_argument("--seed", type=int, default=0)
 
     p = stage("paraphrase", cmd_paraphrase, "the paraphrase attack: a second LM resamples a "
               "fraction epsilon of each watermarked completion's tokens in context")  # fmt: skip
-    p.add_argument("--generations", type=Path, required=True)
-    add_model(p, "the generator (its tokenizer re-reads the paraphrased text)")
+    add_edit(p, "the generator (its tokenizer re-reads the paraphrased text)", "paraphrased")
     p.add_argument("--paraphraser", type=Path, required=True,
                    help="Hugging Face folder of the paraphrasing LM")  # fmt: skip
     cli.add_settings(p, "watermark_paraphrase", "the config's watermark.paraphrase section")
-    p.add_argument("--out", type=Path, required=True, help="paraphrased .jsonl to write")
-    p.add_argument("--seed", type=int, default=0)
 
     p = stage("detect", cmd_detect, "z-scores of every text (whole, cut to shorter lengths, "
               "attacked) and the best window's z -> a Parquet table")  # fmt: skip

@@ -86,26 +86,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from workflow.common.training import checkpoint_run_info
-    from workflow.wsi.evaluate import predict_slides, stored_threshold
-    from workflow.wsi.metrics import HIGHER_IS_BETTER, slide_metrics
-    from workflow.wsi.prepare import split_files
+    from workflow.wsi.evaluate import evaluate_stage
 
     evaluation = RunEvaluation.from_args("wsi", args)
-    run_info = checkpoint_run_info(args.checkpoint)
-    threshold = stored_threshold(args.checkpoint, run_info)  # before the slides: fails fast
-    predictions = predict_slides(args.checkpoint, split_files(args.graphs, "test"), args.attention)
-    metrics = slide_metrics(
-        predictions["label"].to_numpy(), predictions["prob"].to_numpy(), threshold
-    )
-    evaluation.publish(
-        metrics, HIGHER_IS_BETTER, run_info, predictions, test_slides=len(predictions),
-        threshold_rule=run_info.get("threshold_rule"),
-    )  # fmt: skip
-    log.info(
-        "%s seed %d: AUC %.3f, ACC %.3f at threshold %.4f on %d test slides",
-        args.experiment, args.seed, metrics["AUC"], metrics["ACC"], threshold, len(predictions),
-    )  # fmt: skip
+    evaluate_stage(evaluation, args.checkpoint, args.graphs, args.attention)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -122,7 +106,8 @@ def cmd_figures(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser, stage = cli.stage_parser(__doc__)
 
-    def index_args(p: argparse.ArgumentParser) -> None:
+    def index_args(p: argparse.ArgumentParser, section: str | None = None) -> None:
+        """A per-slide stage's index, skipped slides and policy (and its config section)."""
         p.add_argument("--index", type=Path, required=True, help="index.tsv to write")
         p.add_argument("--skipped", type=Path, required=True, help="skipped-slides TSV to write")
         p.add_argument(
@@ -131,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
             default="skip",
             help="what to do with a damaged slide (default: skip and count it)",
         )
+        if section:
+            cli.add_settings(p, f"wsi_{section}", f"the config's wsi.{section} section")
+
+    segments = (
+        "index.tsv of the segment stage (its thumbnails; without it, e.g. for mil4wsi graphs, "
+        "the heatmaps are drawn on white)"
+    )
 
     p = stage("demo", cmd_demo, "write the seeded synthetic Camelyon16-style demo dataset")
     cli.add_demo_args(p, "wsi")
@@ -160,16 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slides", type=Path, required=True, help="folder of the slide files")
     p.add_argument("--labels", type=Path, required=True, help="CSV of slide_id,label,split")
     p.add_argument("--mpp", type=float, help="um/px of level 0 for slides that do not say")
-    index_args(p)
-    cli.add_settings(p, "wsi_segment", "the config's wsi.segment section")
+    index_args(p, "segment")
 
     p = stage("tile", cmd_tile, "tile coordinates at every magnification, with parents")
-    p.add_argument(
-        "--segments", type=Path, help="index.tsv of the segment stage (its thumbnails; without "
-        "it, e.g. for mil4wsi graphs, the heatmaps are drawn on white)",
-    )  # fmt: skip
-    index_args(p)
-    cli.add_settings(p, "wsi_tile", "the config's wsi.tile section")
+    p.add_argument("--segments", type=Path, help=segments)
+    index_args(p, "tile")
 
     p = stage("features", cmd_features, "frozen-encoder features of every tile")
     p.add_argument("--tiles", type=Path, required=True, help="index.tsv of the tile stage")
@@ -179,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="slide-reading worker processes on a GPU (CPU runs read in-process: "
         "tests/benchmarks/features_benchmark.py measures why)",
     )  # fmt: skip
-    index_args(p)
-    cli.add_settings(p, "wsi_features", "the config's wsi.features section")
+    index_args(p, "features")
 
     p = stage("graph", cmd_graph, "one multi-scale torch_geometric graph per slide")
     p.add_argument("--features", type=Path, required=True, help="index.tsv of the features stage")
@@ -198,10 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("figures", cmd_figures, "ROC curves of every run, attention heatmaps of one")
     p.add_argument("--predictions", type=Path, nargs="+", required=True)
     p.add_argument("--attention", type=Path, required=True, help="attention HDF5 of one run")
-    p.add_argument(
-        "--segments", type=Path, help="index.tsv of the segment stage (its thumbnails; without "
-        "it, e.g. for mil4wsi graphs, the heatmaps are drawn on white)",
-    )  # fmt: skip
+    p.add_argument("--segments", type=Path, help=segments)
     p.add_argument("--roc", type=Path, required=True, help="ROC figure to write")
     p.add_argument("--heatmaps", type=Path, required=True, help="folder of heatmaps to write")
     return parser

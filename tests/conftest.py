@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -153,6 +153,19 @@ def history(run_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_records(results: Path, pattern: str = "*/seed*/metrics.json") -> dict[Path, dict]:
+    """Every run's metrics.json under ``results``, parsed, in path order."""
+    return {path: json.loads(path.read_text()) for path in sorted(results.glob(pattern))}
+
+
+def by_experiment(records: Iterable[dict], metric: str) -> dict[str, list[float]]:
+    """Each experiment's ``metric``, one value per seed, in record order."""
+    values: dict[str, list[float]] = {}
+    for record in records:
+        values.setdefault(record["experiment"], []).append(record["metrics"][metric])
+    return values
 
 
 def kill_after_epochs(cmd: list[str], run_dir: Path, epochs: int) -> list[dict]:

@@ -17,9 +17,7 @@ SPLITS = ("train", "val", "test")
 
 @pytest.fixture
 def data(demo_root: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "motsynth"
-    shutil.copytree(demo_root, root)
-    return root
+    return Path(shutil.copytree(demo_root, tmp_path / "motsynth"))
 
 
 def index(root: Path, out: Path, policy: str, settings: dict | None = None):

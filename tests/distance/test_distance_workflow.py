@@ -3,7 +3,6 @@ shared with the cluster tests), in a copy of the repository."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo, e2e_runner
+from tests.conftest import by_experiment, copy_repo, e2e_runner, run_records
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -61,14 +60,13 @@ def test_targets_run_only_what_they_need(workdir):
 def test_demo_dag_end_to_end(workdir):
     smk(workdir, "--cores", "2")
     results = workdir / "results"
-    ale = {}
-    for path in sorted(results.glob("distance/demo/*/seed*/metrics.json")):
-        record = json.loads(path.read_text())
-        ale.setdefault(record["experiment"], []).append(record["metrics"]["ALE"])
+    records = run_records(results / "distance/demo")
+    for path, record in records.items():
         assert record["git_commit"] and record["packages"]["torch"]
         # the demo's planted effects fill every distance and occlusion (ALOE) bin
         bins = {k: v for k, v in record["metrics"].items() if k.startswith(("ALE_", "ALOE_"))}
         assert len(bins) == 8 and None not in bins.values(), (path, bins)
+    ale = by_experiment(records.values(), "ALE")
     assert set(ale) == {"mean", "pinhole", "disnet", "zhu"} and len(ale["disnet"]) == 2
     mean_ale, pinhole = ale["mean"][0], ale["pinhole"][0]
     # mean >> pinhole > DisNet, Zhu & Fang: the box is often not a whole adult (demo.py), so

@@ -4,6 +4,7 @@ damages the copy in one way, so whatever a stage reports is that damage's doing.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -45,14 +46,15 @@ class Bases:
                       "fail")  # fmt: skip
         return store
 
+    def _demo(self, track: str) -> Path:
+        """The track's demo dataset at its tests' ``SMALL`` settings."""
+        small = importlib.import_module(f"tests.{track}.conftest").SMALL
+        importlib.import_module(f"workflow.{track}.demo").write_demo(self.root / track, small)
+        return self.root / track
+
     @functools.cached_property
     def wsi(self) -> Path:
-        from tests.wsi.conftest import SMALL
-        from workflow.wsi.demo import write_demo
-
-        root = self.root / "camelyon16"
-        write_demo(root, SMALL)
-        return root
+        return self._demo("wsi")
 
     @functools.cached_property
     def wsi_graphs(self) -> Path:
@@ -73,12 +75,7 @@ class Bases:
 
     @functools.cached_property
     def sequence(self) -> Path:
-        from tests.sequence.conftest import SMALL
-        from workflow.sequence.demo import write_demo
-
-        root = self.root / "sequence"
-        write_demo(root, SMALL)
-        return root
+        return self._demo("sequence")
 
     @functools.cached_property
     def sequence_encoded(self) -> Path:
@@ -108,12 +105,7 @@ class Bases:
 
     @functools.cached_property
     def flip(self) -> Path:
-        from tests.flip.conftest import SMALL
-        from workflow.flip.demo import write_demo
-
-        root = self.root / "flip"
-        write_demo(root, SMALL)
-        return root
+        return self._demo("flip")
 
     @functools.cached_property
     def watermark(self) -> dict[str, Path]:

@@ -38,6 +38,15 @@ def evil(folder: Path) -> Path:
     return malicious_checkpoint(folder / "evil.ckpt", folder / "RAN")
 
 
+def evaluate_evil(track: str, tmp: Path, *inputs, outputs: tuple = ()) -> list:
+    """The track's evaluate stage on a pickle-carrying checkpoint (its other inputs valid)."""
+    out = tmp / "out"
+    return [f"scripts/{track}.py", "evaluate", "--checkpoint", evil(tmp), *inputs,
+            "--metrics", out / "metrics.json", "--predictions", out / "p.parquet",
+            *(a for flag, name in outputs for a in (flag, out / name)),
+            "--dataset", "d", "--experiment", "e"]  # fmt: skip
+
+
 # ------------------------------------------------------------------------------- distance
 def distance_index(root: Path, out: Path) -> list:
     outputs = [a for s in SPLITS for a in (f"--{s}", out / f"{s}.parquet")]
@@ -122,11 +131,8 @@ def _(bases, tmp):
 
 @case("distance evaluate", "pickle", "error")
 def _(bases, tmp):
-    out = tmp / "out"
-    return ["scripts/distance.py", "evaluate", "--checkpoint", evil(tmp), "--test-store",
-            bases.distance_test_store, "--settings", '{"model": "disnet"}',
-            "--metrics", out / "metrics.json", "--predictions", out / "p.parquet",
-            "--dataset", "d", "--experiment", "e"]  # fmt: skip
+    return evaluate_evil("distance", tmp, "--test-store", bases.distance_test_store,
+                         "--settings", '{"model": "disnet"}')  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ wsi
@@ -191,11 +197,8 @@ def _(bases, tmp):
 
 @case("wsi evaluate", "pickle", "error")
 def _(bases, tmp):
-    out = tmp / "out"
-    return ["scripts/wsi.py", "evaluate", "--checkpoint", evil(tmp), "--graphs",
-            bases.wsi_graphs, "--settings", "{}", "--metrics", out / "metrics.json",
-            "--predictions", out / "p.parquet", "--attention", out / "attention.h5",
-            "--dataset", "d", "--experiment", "e"]  # fmt: skip
+    return evaluate_evil("wsi", tmp, "--graphs", bases.wsi_graphs, "--settings", "{}",
+                         outputs=[("--attention", "attention.h5")])  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- sequence
@@ -246,11 +249,8 @@ def _(bases, tmp):
 
 @case("sequence evaluate", "pickle", "error")
 def _(bases, tmp):
-    out = tmp / "out"
-    return ["scripts/sequence.py", "evaluate", "--checkpoint", evil(tmp), "--encoded",
-            bases.sequence_encoded, "--settings", '{"task": "mrna"}',
-            "--metrics", out / "metrics.json", "--predictions", out / "p.parquet",
-            "--dataset", "d", "--experiment", "e"]  # fmt: skip
+    return evaluate_evil("sequence", tmp, "--encoded", bases.sequence_encoded,
+                         "--settings", '{"task": "mrna"}')  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------- nerf
@@ -295,11 +295,8 @@ def _(bases, tmp):
 
 @case("nerf evaluate", "pickle", "error")
 def _(bases, tmp):
-    out = tmp / "out"
-    return ["scripts/nerf.py", "evaluate", "--scene", bases.nerf_scene, "--checkpoint",
-            evil(tmp), "--metrics", out / "metrics.json", "--predictions", out / "p.parquet",
-            "--renders", out / "renders.png", "--dataset", "d", "--experiment", "e",
-            "--settings", "{}"]  # fmt: skip
+    return evaluate_evil("nerf", tmp, "--scene", bases.nerf_scene, "--settings", "{}",
+                         outputs=[("--renders", "renders.png")])  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------- flip
@@ -380,12 +377,9 @@ def _(bases, tmp):
 
 @case("flip evaluate", "pickle", "error")
 def _(bases, tmp):
-    out, checkpoint = tmp / "out", evil(tmp)
-    return ["scripts/flip.py", "evaluate", "--checkpoint", checkpoint, "--pretrained",
-            checkpoint, "--val", bases.flip, "--settings", "{}",
-            "--metrics", out / "metrics.json", "--predictions", out / "p.parquet",
-            "--skipped", out / "val.skipped.tsv", "--dataset", "d",
-            "--experiment", "e"]  # fmt: skip
+    return evaluate_evil("flip", tmp, "--pretrained", evil(tmp), "--val", bases.flip,
+                         "--settings", "{}",
+                         outputs=[("--skipped", "val.skipped.tsv")])  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ watermark

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo, e2e_runner
+from tests.conftest import by_experiment, copy_repo, e2e_runner, run_records
 
 smk = e2e_runner("tests/sequence/e2e.yaml")
 
@@ -20,12 +20,9 @@ def test_sequence_dag_end_to_end(tmp_path):
     workdir = copy_repo(tmp_path, "tests/sequence/e2e.yaml")
     smk(workdir, "--cores", "2")
     results = workdir / "results/sequence/demo"
-    r2: dict[str, list[float]] = {}
-    tasks = {}
-    for path in sorted(results.glob("*/seed*/metrics.json")):
-        record = json.loads(path.read_text())
-        r2.setdefault(record["experiment"], []).append(record["metrics"]["r2"])
-        tasks[record["experiment"]] = record["extra"]["task"]
+    records = run_records(results).values()
+    r2 = by_experiment(records, "r2")
+    tasks = {record["experiment"]: record["extra"]["task"] for record in records}
     ceiling = json.loads((workdir / "data/demo/sequence/demo/manifest.json").read_text())["ceiling"]
     perceiver, xpresso = statistics.mean(r2["perceiver_mrna"]), statistics.mean(r2["xpresso_mrna"])
     assert len(r2["perceiver_mrna"]) == 3 and len(r2["xpresso_mrna"]) == 1

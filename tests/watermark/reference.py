@@ -90,17 +90,10 @@ def flags(
     return out
 
 
-def count_green(
-    ids: Iterable[int],
-    vocab_size: int,
-    gamma: float,
-    scheme: str,
-    key: int = KEY,
-    prefix_len: int = 0,
-    ignore_repeated_ngrams: bool = False,
-) -> tuple[int, int]:
-    """(green tokens, counted tokens)."""
-    hits = flags(ids, vocab_size, gamma, scheme, key, prefix_len, ignore_repeated_ngrams)
+def count_green(ids: Iterable[int], vocab_size: int, gamma: float, scheme: str,
+                **options) -> tuple[int, int]:  # fmt: skip
+    """(green tokens, counted tokens); ``options`` as :func:`flags` takes them."""
+    hits = flags(ids, vocab_size, gamma, scheme, **options)
     return sum(hits), len(hits)
 
 

@@ -74,7 +74,9 @@ def test_counts_match_reference(scheme: str, gamma: float, prefix_len: int, igno
         got = detect.score(
             ids, VOCAB, gamma, scheme, prefix_len=prefix_len, ignore_repeated_ngrams=ignore
         )
-        green, total = reference.count_green(ids, VOCAB, gamma, scheme, KEY, prefix_len, ignore)
+        green, total = reference.count_green(
+            ids, VOCAB, gamma, scheme, key=KEY, prefix_len=prefix_len, ignore_repeated_ngrams=ignore
+        )
         assert (got.green, got.tokens) == (green, total)
         assert got.z == pytest.approx(reference.z_score(green, total, gamma))
     if ignore:  # the few-symbol text really has repeats, so de-duplication was exercised
@@ -108,7 +110,9 @@ def test_score_many_equals_single_scores() -> None:
     prefixes = [3, 0, 10, 0, 60]
     batch = detect.score_many(texts, VOCAB, 0.25, "selfhash", prefix_len=prefixes)
     for ids, prefix, got in zip(texts, prefixes, batch, strict=True):
-        green, total = reference.count_green(ids, VOCAB, 0.25, "selfhash", KEY, prefix)
+        green, total = reference.count_green(
+            ids, VOCAB, 0.25, "selfhash", key=KEY, prefix_len=prefix
+        )
         assert (got.green, got.tokens) == (green, total)
         assert got.ok == (total > 0)
     assert [s.ok for s in batch] == [True, False, True, False, False]
@@ -242,7 +246,7 @@ def test_generation_is_detected(tiny_gpt2: GPT2LMHeadModel, scheme: str, mode: d
     for row in generate(tiny_gpt2, proc, **mode):
         assert len(row) == 64
         assert detect.score(row, 97, 0.25, scheme, prefix_len=4).z > 4
-        green, total = reference.count_green(row, 97, 0.25, scheme, KEY, prefix_len=4)
+        green, total = reference.count_green(row, 97, 0.25, scheme, key=KEY, prefix_len=4)
         assert total == 60 and reference.z_score(green, total, 0.25) > 4
 
 

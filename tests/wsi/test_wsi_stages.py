@@ -19,9 +19,7 @@ SEGMENT = {"target_mpp": 8.0}
 
 @pytest.fixture
 def dataset(wsi_demo: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "camelyon16"
-    shutil.copytree(wsi_demo, root)
-    return root
+    return Path(shutil.copytree(wsi_demo, tmp_path / "camelyon16"))
 
 
 def segment(root: Path, out: Path, policy: str, labels: Path | None = None):
@@ -135,66 +133,71 @@ def test_duplicate_slide_ids_stop_the_stage(dataset, tmp_path):
     assert last.startswith(f"error: {labels}: duplicate slide_id"), last
 
 
-def test_features_resume_per_slide_and_redo_on_new_settings(dataset, tmp_path, caplog):
-    from workflow.wsi.prepare import features_dataset, segment_dataset, tile_dataset
+TILING = {"magnifications": [5, 10, 20], "patch_size": 256, "keep_ancestors": True}
+FEATURES = {"encoder": "mobilenetv3_small_050", "weights": None, "batch_size": 32, "seed": 0}
 
+
+def segmented(dataset: Path, prep: Path) -> Path:
+    """The segment stage's index of ``dataset``, written under ``prep/s``."""
+    from workflow.wsi.prepare import segment_dataset
+
+    index = prep / "s/index.tsv"
+    segment_dataset(dataset / "slides", dataset / "labels.csv", index, prep / "s/x.tsv",
+                    SEGMENT, "fail")  # fmt: skip
+    return index
+
+
+def tiled(segments: Path, prep: Path, min_tissue: float, policy: str = "fail") -> Path:
+    """The tile stage's index (under ``prep/t``) at ``min_tissue``."""
+    from workflow.wsi.prepare import tile_dataset
+
+    index = prep / "t/index.tsv"
+    tile_dataset(segments, index, prep / "t/x.tsv", {**TILING, "min_tissue": min_tissue}, policy)
+    return index
+
+
+def featurized(tiles: Path, prep: Path, settings: dict = FEATURES) -> list[Path]:
+    """The features stage (under ``prep/f``): the per-slide files there."""
+    from workflow.wsi.prepare import features_dataset
+
+    features_dataset(tiles, prep / "f/index.tsv", prep / "f/x.tsv", settings, "fail")
+    return sorted((prep / "f").glob("*.h5"))
+
+
+def test_features_resume_per_slide_and_redo_on_new_settings(dataset, tmp_path, caplog):
     prep = tmp_path / "prep"
-    segment_dataset(
-        dataset / "slides", dataset / "labels.csv", prep / "s/index.tsv", prep / "s/x.tsv",
-        SEGMENT, "fail",
-    )  # fmt: skip
-    tile_dataset(
-        prep / "s/index.tsv", prep / "t/index.tsv", prep / "t/x.tsv",
-        {"magnifications": [5, 10, 20], "patch_size": 256, "min_tissue": 0.25,
-         "keep_ancestors": True},
-        "fail",
-    )  # fmt: skip
-    settings = {"encoder": "mobilenetv3_small_050", "weights": None, "batch_size": 32, "seed": 0}
-    index = prep / "f/index.tsv"
-    features_dataset(prep / "t/index.tsv", index, prep / "f/x.tsv", settings, "fail")
-    files = sorted((prep / "f").glob("*.h5"))
-    assert len(files) == len(pd.read_csv(index, sep="\t"))
+    tiles = tiled(segmented(dataset, prep), prep, 0.25)
+    files = featurized(tiles, prep)
+    assert len(files) == len(pd.read_csv(prep / "f/index.tsv", sep="\t"))
     stamps = {f: f.stat().st_mtime_ns for f in files}
     files[0].unlink()  # as if the job had been killed before this slide
 
     with caplog.at_level("INFO", logger="lsai.wsi.prepare"):
-        features_dataset(prep / "t/index.tsv", index, prep / "f/x.tsv", settings, "fail")
+        featurized(tiles, prep)
     assert files[0].exists()
     assert all(f.stat().st_mtime_ns == stamps[f] for f in files[1:])
     assert caplog.text.count("already computed") == len(files) - 1
 
-    features_dataset(prep / "t/index.tsv", index, prep / "f/x.tsv", {**settings, "seed": 1}, "fail")
+    featurized(tiles, prep, {**FEATURES, "seed": 1})
     assert all(f.stat().st_mtime_ns != stamps[f] for f in files[1:])
 
 
 def test_features_are_recomputed_when_the_tiling_changes(dataset, tmp_path, caplog):
     """Same feature settings, stricter tiling: no slide keeps its stale feature vectors."""
     from workflow.wsi.graph import read_feature_file
-    from workflow.wsi.prepare import features_dataset, segment_dataset, tile_dataset
-
-    prep = tmp_path / "prep"
-    segment_dataset(
-        dataset / "slides", dataset / "labels.csv", prep / "s/index.tsv", prep / "s/x.tsv",
-        SEGMENT, "fail",
-    )  # fmt: skip
-    tiling = {"magnifications": [5, 10, 20], "patch_size": 256, "keep_ancestors": True}
-    settings = {"encoder": "mobilenetv3_small_050", "weights": None, "batch_size": 32, "seed": 0}
-    tiles, features = prep / "t/index.tsv", prep / "f/index.tsv"
 
     def counts(path: Path) -> dict[str, int]:
         return {scale.name: len(scale.features) for scale in read_feature_file(path)[0]}
 
-    tile_dataset(prep / "s/index.tsv", tiles, prep / "t/x.tsv", {**tiling, "min_tissue": 0.1},
-                 "fail")  # fmt: skip
-    features_dataset(tiles, features, prep / "f/x.tsv", settings, "fail")
-    files = sorted((prep / "f").glob("*.h5"))
-    before = {f: counts(f) for f in files}
+    prep = tmp_path / "prep"
+    segments = segmented(dataset, prep)
+    tiles = tiled(segments, prep, 0.1)
+    before = {f: counts(f) for f in featurized(tiles, prep)}
 
-    tile_dataset(prep / "s/index.tsv", tiles, prep / "t/x.tsv", {**tiling, "min_tissue": 0.9},
-                 "skip")  # fmt: skip
+    tiled(segments, prep, 0.9, "skip")
     kept = pd.read_csv(tiles, sep="\t", dtype={"slide_id": str})
     with caplog.at_level("INFO", logger="lsai.wsi.prepare"):
-        features_dataset(tiles, features, prep / "f/x.tsv", settings, "fail")
+        featurized(tiles, prep)
     assert "already computed" not in caplog.text
     changed = 0
     for row in kept.itertuples():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import copy_repo, e2e_runner
+from tests.conftest import by_experiment, copy_repo, e2e_runner, run_records
 
 
 def check_stored_threshold(run: Path, record: dict) -> None:
@@ -60,12 +60,11 @@ def test_wsi_dag_end_to_end(tmp_path):
 
     smk(workdir, "--cores", "2")
     results = workdir / "results/wsi/demo"
-    auc = {}
-    for path in sorted(results.glob("*/seed*/metrics.json")):
-        record = json.loads(path.read_text())
-        auc.setdefault(record["experiment"], []).append(record["metrics"]["AUC"])
+    records = run_records(results)
+    for path, record in records.items():
         assert record["track"] == "wsi" and record["extra"]["test_slides"] == 30
         check_stored_threshold(path.parent, record)
+    auc = by_experiment(records.values(), "AUC")
     # the demo's ordering (workflow/wsi/demo.py): DAS-MIL sees a lesion's extent, the x20
     # models only how much texture a slide has, the x5 model no texture at all
     dasmil, abmil = np.array(auc["dasmil"]), np.array(auc["abmil"])

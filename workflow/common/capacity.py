@@ -21,11 +21,14 @@ import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workflow.common.config import ConfigError
 from workflow.common.resources import DISTRIBUTED, class_spec
 from workflow.common.sites import ranks
+
+if TYPE_CHECKING:
+    from workflow.common.schedule import Schedule
 
 GPU_CLASSES = ("GPU_1", *DISTRIBUTED)
 UNITS = ("samples", "tokens", "steps")
@@ -56,6 +59,28 @@ class Job:
     def id(self) -> str:
         run = [self.dataset, self.experiment, None if self.seed is None else f"seed{self.seed}"]
         return "/".join([self.rule, *(p for p in run if p is not None)])
+
+
+def training_job(
+    s: Schedule,
+    rule: str,
+    seed: int | None,
+    *,
+    kind: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    resource_class: str | None = None,
+    after: tuple[str, ...] = (),
+) -> Job:
+    """The job that runs schedule ``s``: the samples its optimiser steps over, resumable from
+    its checkpoint; ``kind`` (default: the rule) and ``settings`` (default: the schedule's)
+    pick its throughput row, ``resource_class`` (default: the settings' ``resources``) its
+    class."""
+    settings = s.settings if settings is None else settings
+    return Job(
+        s.track, rule, s.dataset, s.experiment, seed,
+        resource_class or s.settings["resources"], kind or rule, settings,
+        s.samples_seen, "samples", s.size.source, resumable=True, after=after,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,15 +84,20 @@ def add_evaluate_args(parser: argparse.ArgumentParser, settings: str | None = No
     parser.add_argument("--seed", type=int, default=0)
 
 
-def add_bad_sample_args(parser: argparse.ArgumentParser, skipped: str | None = None) -> None:
+def add_bad_sample_args(
+    parser: argparse.ArgumentParser, skipped: str | None = None, default: str = ""
+) -> None:
     """``--on-bad-sample`` (skip or fail) and, with ``skipped`` (what is listed), the
-    ``--skipped`` TSV where the dropped samples go."""
+    ``--skipped`` TSV where the dropped samples go (``default``: where, when not given)."""
     parser.add_argument(
         "--on-bad-sample", choices=["skip", "fail"], default="skip",
         help="what to do with a damaged sample (default: skip, count and list it)",
     )  # fmt: skip
     if skipped:
-        parser.add_argument("--skipped", type=Path, help=f"TSV listing the {skipped} skipped")
+        where = f" (default: {default})" if default else ""
+        parser.add_argument(
+            "--skipped", type=Path, help=f"TSV listing the {skipped} skipped{where}"
+        )
 
 
 def add_image_args(parser: argparse.ArgumentParser) -> None:

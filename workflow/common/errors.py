@@ -38,7 +38,7 @@ class Skips:
     def add(self, err: InputError, item: str) -> None:
         self.rows.append((err.path, item, err.problem))
 
-    def handle(self, err: BadSample, item: str, policy: str, log: logging.Logger) -> None:
+    def handle(self, err: InputError, item: str, policy: str, log: logging.Logger) -> None:
         """Apply ``on_bad_sample``: raise under ``fail``; record (and log the first few) under
         ``skip``, so a run over millions of samples does not drown its log."""
         if policy == "fail":

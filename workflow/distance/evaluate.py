@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,33 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workflow.common.metrics import RunEvaluation
+from workflow.common.training import read_checkpoint
 from workflow.distance.data import make_dataset, make_loader
+from workflow.distance.metrics import distance_metrics, higher_is_better
 from workflow.distance.models import load_network
 from workflow.distance.store import object_table
+
+log = logging.getLogger("lsai.distance.evaluate")
+
+
+def evaluate_stage(evaluation: RunEvaluation, checkpoint_path: Path, store: Path) -> dict:
+    """The stage: every test object's prediction, the metrics of them, both published."""
+    checkpoint = read_checkpoint(checkpoint_path)
+    predictions = predict(checkpoint, checkpoint_path, store)
+    metrics = distance_metrics(
+        predictions["distance"], predictions["prediction"], predictions["occlusion"]
+    )
+    evaluation.publish(
+        metrics, {k: higher_is_better(k) for k in metrics}, checkpoint.get("run_info", {}),
+        predictions, test_objects=len(predictions),
+    )  # fmt: skip
+    log.info(
+        "%s seed %d: ALE %.3f m, AbsRel %.3f, delta<1.25 %.3f on %d objects",
+        evaluation.experiment, evaluation.seed, metrics["ALE"], metrics["AbsRel"],
+        metrics["delta<1.25^1"], len(predictions),
+    )  # fmt: skip
+    return metrics
 
 
 def predict(

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from workflow.common.capacity import Job
+from workflow.common.capacity import Job, training_job
 from workflow.common.experiments import runs
 from workflow.common.schedule import Schedule, Size, track_schedules
 
@@ -141,20 +141,6 @@ def capacity_jobs(
         s = plans.get((run.dataset, run.experiment))
         if s is None:  # a reference predictor
             continue
-        jobs.append(
-            Job(
-                "distance",
-                "distance_train",
-                run.dataset,
-                run.experiment,
-                run.seed,
-                s.settings["resources"],
-                "distance_train",
-                {**s.settings, "frame_size": frame_size},
-                s.samples_seen,
-                "samples",
-                s.size.source,
-                resumable=True,
-            )
-        )
+        settings = {**s.settings, "frame_size": frame_size}
+        jobs.append(training_job(s, "distance_train", run.seed, settings=settings))
     return jobs

@@ -28,8 +28,11 @@ from typing import Any
 import pandas as pd
 import torch
 
+from workflow.common.atomic import write_text
 from workflow.common.config import schema_defaults
 from workflow.common.errors import InputError, Skips
+from workflow.common.metrics import RunEvaluation
+from workflow.common.training import checkpoint_run_info
 from workflow.flip.eval_data import (
     autocast,
     check_same_classes,
@@ -37,7 +40,7 @@ from workflow.flip.eval_data import (
     list_split,
     split_features,
 )
-from workflow.flip.model import image_transforms, tokenizer
+from workflow.flip.model import image_tower_gflops, image_transforms, tokenizer
 from workflow.flip.train import load_module
 from workflow.flip.zeroshot import (
     fit_probe,
@@ -193,3 +196,46 @@ def evaluate_checkpoint(
     ``skips`` lists the damaged val images, ``options`` go to :func:`evaluate_run`."""
     result = evaluate_run(checkpoint, val_root, policy=policy, val_skips=skips, **options)
     return result.metrics, result.predictions, result.settings
+
+
+def evaluate_stage(
+    evaluation: RunEvaluation,
+    checkpoint: Path,
+    pretrained: Path,
+    val_root: Path,
+    skipped: Path | None = None,
+    train_skipped: Path | None = None,
+    **options: Any,
+) -> dict:
+    """The stage: :func:`evaluate_run` of the tuned ``checkpoint`` (``options`` go to it),
+    published with the masked phase's cost (``pretrained``: its images/s; the tuning phase
+    runs unmasked in every experiment) and both phases' training time; the damaged images
+    skipped are listed in ``skipped`` and ``train_skipped``."""
+    val_skips, train_skips = Skips(), Skips()
+    result = evaluate_run(
+        checkpoint, val_root, val_skips=val_skips, train_skips=train_skips, **options
+    )
+    settings, predictions, extra = evaluation.settings, result.predictions, result.extra
+    metrics = {**result.metrics, "image_gflops": image_tower_gflops(settings)}
+    for path, skips in ((skipped, val_skips), (train_skipped, train_skips)):
+        if path:
+            write_text(path, skips.to_tsv())
+    pretrain, tune = checkpoint_run_info(pretrained), checkpoint_run_info(checkpoint)
+    wall = sum(float(info.get("train_wall_time_s", 0.0)) for info in (pretrain, tune))
+    images_per_s = float(pretrain.get("images_per_s", 0.0))
+    mask_ratio = float(settings["mask_ratio"])  # stage_settings filled in the default
+    evaluation.publish(
+        metrics, HIGHER_IS_BETTER, {**tune, "train_wall_time_s": wall}, predictions,
+        mask_ratio=mask_ratio, images_per_s=images_per_s, val_images=len(predictions),
+        val_skipped=len(val_skips), model=settings.get("model"),
+        evaluate=options.get("settings"), zeroshot=options.get("zeroshot"), **extra,
+    )  # fmt: skip
+    log.info(
+        "%s seed %d (mask %.2f): zero-shot top-1 %.3f, top-5 %.3f (%d templates) on %d val "
+        "images; linear probe %.3f (l2 %.3g, %d train images); pre-training %.1f images/s, "
+        "image tower %.4g GFLOPs per sample",
+        evaluation.experiment, evaluation.seed, mask_ratio, metrics["zeroshot_top1"],
+        metrics["zeroshot_top5"], extra["templates"], len(predictions), metrics["probe_top1"],
+        extra["probe_l2"], extra["train_images"], images_per_s, metrics["image_gflops"],
+    )  # fmt: skip
+    return metrics

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from workflow.common.capacity import Job
+from workflow.common.capacity import Job, training_job
 from workflow.common.experiments import runs
 from workflow.common.schedule import Schedule, Size, track_schedules
 from workflow.flip.filter_checks import DEFAULTS
@@ -127,21 +127,7 @@ def capacity_jobs(
         ids = []
         for phase, rule in (("pretrain", "flip_pretrain"), ("tune", "flip_tune")):
             s = plans[(run.dataset, run.experiment, phase)]
-            job = Job(
-                "flip",
-                rule,
-                run.dataset,
-                run.experiment,
-                run.seed,
-                s.settings["resources"],
-                "flip_train",
-                s.settings,
-                s.samples_seen,
-                "samples",
-                s.size.source,
-                resumable=True,
-                after=tuple(ids[-1:]),
-            )
+            job = training_job(s, rule, run.seed, kind="flip_train", after=tuple(ids[-1:]))
             jobs.append(job)
             ids.append(job.id)
         jobs.append(

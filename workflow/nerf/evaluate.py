@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
@@ -19,7 +20,8 @@ from torchmetrics.functional.image import (
 )
 
 from workflow.common.errors import InputError
-from workflow.common.training import read_checkpoint
+from workflow.common.metrics import RunEvaluation
+from workflow.common.training import checkpoint_run_info, read_checkpoint
 from workflow.nerf.builtin import FIELD_KEYS, as_4x4, from_box, scene_arrays, to_box
 from workflow.nerf.field import PoseCorrection, RadianceField, camera_rays, render_rays
 from workflow.nerf.geometry import align_poses, pose_errors
@@ -29,6 +31,7 @@ from workflow.nerf.nerfstudio import (
     read_manifest,
     read_renders,
 )
+from workflow.nerf.plots import renders_figure
 from workflow.nerf.transforms import Scene, View, read_transforms
 
 log = logging.getLogger("lsai.nerf.evaluate")
@@ -241,3 +244,26 @@ HIGHER_IS_BETTER = {
     "rotation_error_deg": False,
     "translation_error": False,
 }
+
+
+def evaluate_stage(evaluation: RunEvaluation, checkpoint: Path, scene: Path, renders: Path) -> dict:
+    """The stage: the held-out views rendered (a figure of them to ``renders``), image and
+    pose metrics, published; a nerfstudio run is read from its manifest."""
+    if evaluation.settings["engine"] == "nerfstudio":
+        result = evaluate_nerfstudio(checkpoint)
+        run_info = result["run_info"]
+    else:
+        result = evaluate_run(checkpoint, read_transforms(scene), evaluation.seed)
+        run_info = checkpoint_run_info(checkpoint)
+    title = f"{evaluation.experiment} seed {evaluation.seed}"
+    renders_figure(result["renders"], renders, title)
+    m, extra = result["metrics"], result["extra"]
+    evaluation.publish(m, HIGHER_IS_BETTER, run_info, pd.DataFrame(result["rows"]), **extra)
+    log.info(
+        "%s: PSNR %.2f SSIM %.3f; rotation error %.2f deg (from %.2f), translation %.4f "
+        "(from %.4f)",
+        title, m["psnr"], m["ssim"], m["rotation_error_deg"],
+        extra["initial_rotation_error_deg"], m["translation_error"],
+        extra["initial_translation_error"],
+    )  # fmt: skip
+    return m

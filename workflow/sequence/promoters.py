@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Protocol
@@ -102,12 +103,14 @@ def open_genome(genome: Path, stack: ExitStack) -> pyfaidx.Fasta:
     return fasta
 
 
-def base_codes(raw: bytes) -> tuple[np.ndarray, int | None]:
-    """ASCII bases -> codes (0-3 ACGT, 4 N, either case) and the index of the first character
-    that is none of them (None when all are)."""
+def base_codes(raw: bytes, path: Path, where: Callable[[int], str]) -> np.ndarray:
+    """ASCII bases -> codes (0-3 ACGT, 4 N, either case); the first character that is none
+    of them is a BadSample of ``path`` that ``where(its index)`` describes."""
     codes = BASE_CODES[np.frombuffer(raw, dtype=np.uint8)]
     bad = np.flatnonzero(codes == 255)
-    return codes, int(bad[0]) if bad.size else None
+    if bad.size:
+        raise BadSample(path, where(int(bad[0])))
+    return codes
 
 
 class PromoterReader:
@@ -146,13 +149,10 @@ class PromoterReader:
             ) from None
         if len(raw) != b - a:
             raise InputError(self.path, f"{gene.chrom} is shorter than its index says: truncated")
-        part, k = base_codes(raw)
-        if k is not None:
-            raise BadSample(
-                self.path,
-                f"gene {gene.gene_id}: non-ACGTN character {chr(raw[k])!r} at "
-                f"{gene.chrom}:{a + k + 1}",
-            )
+        where = f"gene {gene.gene_id}: non-ACGTN character"
+        part = base_codes(
+            raw, self.path, lambda k: f"{where} {chr(raw[k])!r} at {gene.chrom}:{a + k + 1}"
+        )
         codes = np.full(2 * f, 4, dtype=np.uint8)
         codes[a - lo : b - lo] = part
         if gene.strand == "-":
@@ -256,11 +256,6 @@ class FastaPromoters:
                 f"2 x flank = {2 * self.flank} with the TSS at index {self.flank}",
             )
         raw = sequence.encode("ascii", "replace")  # one byte per character either way
-        codes, k = base_codes(raw)
-        if k is not None:
-            raise BadSample(
-                self.path,
-                f"gene {gene.gene_id} (record {gene.line}): non-ACGTN character "
-                f"{sequence[k]!r} at position {k + 1}",
-            )
+        where = f"gene {gene.gene_id} (record {gene.line}): non-ACGTN character"
+        codes = base_codes(raw, self.path, lambda k: f"{where} {sequence[k]!r} at position {k + 1}")
         return codes, False

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from workflow.common.capacity import Job
+from workflow.common.capacity import Job, training_job
 from workflow.common.experiments import runs
 from workflow.common.schedule import Schedule, Size, track_schedules
 from workflow.sequence.layout import SPLITS
@@ -134,23 +134,7 @@ def capacity_jobs(
 ) -> list[Job]:
     """The training job of every run: the samples its optimiser steps over."""
     plans = {(s.dataset, s.experiment): s for s in schedules(config, site, root)}
-    jobs = []
-    for run in runs(config, "sequence"):
-        s = plans[(run.dataset, run.experiment)]
-        jobs.append(
-            Job(
-                "sequence",
-                "sequence_train",
-                run.dataset,
-                run.experiment,
-                run.seed,
-                s.settings["resources"],
-                "sequence_train",
-                s.settings,
-                s.samples_seen,
-                "samples",
-                s.size.source,
-                resumable=True,
-            )
-        )
-    return jobs
+    return [
+        training_job(plans[(run.dataset, run.experiment)], "sequence_train", run.seed)
+        for run in runs(config, "sequence")
+    ]

@@ -7,8 +7,10 @@ not detected (a positive missed, a negative correctly passed), never as nan.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,12 @@ import torch
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from workflow.watermark.scoring import whole_texts
+from workflow.common.metrics import RunEvaluation
+from workflow.watermark.hf import load_lm
+from workflow.watermark.records import read_generations, read_speed_record
+from workflow.watermark.scoring import read_scores, whole_texts
+
+log = logging.getLogger("lsai.watermark.evaluate")
 
 HIGHER_IS_BETTER = {
     "tpr": True, "fpr_human": False, "fpr_plain": False, "auc": True, "tpr_at_1pct_fpr": True,
@@ -138,3 +145,32 @@ def mean_perplexities(
         finite = [p for p in ppl if math.isfinite(p)]
         means[f"ppl_{text}"] = float(sum(finite) / len(finite)) if finite else math.nan
     return means
+
+
+def evaluate_stage(
+    evaluation: RunEvaluation,
+    scores: Path,
+    generations: Path,
+    detect: Mapping[str, Any],
+    info: Path | None = None,
+    oracle: Path | None = None,
+) -> dict:
+    """The stage: detection metrics and attack curves of the detect stage's ``scores`` at
+    ``detect``'s z threshold, the ``oracle``'s perplexities of the texts, with the generate
+    stage's speed record (``info``), published."""
+    table, texts = read_scores(scores), read_generations(generations)
+    speed = read_speed_record(info) if info else {}
+    threshold = float(detect["z_threshold"])
+    metrics, curves = run_metrics(table, threshold)
+    if oracle:
+        metrics.update(mean_perplexities(*load_lm(oracle), texts))
+    evaluation.publish(
+        metrics, HIGHER_IS_BETTER, speed, curves=curves, z_threshold=threshold, texts=len(texts),
+        generation=speed,
+    )  # fmt: skip
+    log.info("%s seed %d: %s", evaluation.experiment, evaluation.seed,
+             ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))  # fmt: skip
+    for name, curve in curves["attacks"].items():
+        log.info("  %s: %s", name, ", ".join(f"eps {e}: TPR {p['tpr']:.2f} (z {p['z_mean']:.2f})"
+                                             for e, p in curve.items()))  # fmt: skip
+    return metrics

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workflow.common.capacity import Job
+from workflow.common.capacity import Job, training_job
 from workflow.common.config import schema_defaults
 from workflow.common.experiments import run_settings, runs
 from workflow.common.schedule import Schedule, Size
@@ -70,20 +70,7 @@ def capacity_jobs(config: Mapping[str, Any], site: Mapping[str, Any] | None = No
     perplexity in the evaluation (with ``oracle``)."""
     track_config = config["watermark"]
     jobs = [
-        Job(
-            "watermark",
-            "watermark_lm",
-            s.dataset,
-            s.experiment,
-            None,
-            "GPU_1",
-            "watermark_lm",
-            s.settings,
-            s.samples_seen,
-            "samples",
-            s.size.source,
-            resumable=True,
-        )
+        training_job(s, "watermark_lm", None, resource_class="GPU_1")
         for s in schedules(config, site)
     ]
     prompts = int(track_config.get("prompts", {}).get("n", 500))

@@ -3,6 +3,7 @@ the decision threshold its training chose on the validation slides."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -15,9 +16,37 @@ import torch
 
 from workflow.common.atomic import atomic_path
 from workflow.common.errors import InputError
+from workflow.common.metrics import RunEvaluation
 from workflow.common.training import checkpoint_run_info
 from workflow.wsi.graph import load_graph
+from workflow.wsi.metrics import HIGHER_IS_BETTER, slide_metrics
+from workflow.wsi.prepare import split_files
 from workflow.wsi.train import load_module
+
+log = logging.getLogger("lsai.wsi.evaluate")
+
+
+def evaluate_stage(
+    evaluation: RunEvaluation, checkpoint: Path, graphs: Path, attention: Path
+) -> dict:
+    """The stage: every test slide's probability (and its attention scores, to
+    ``attention``), the metrics at the run's stored threshold, published."""
+    run_info = checkpoint_run_info(checkpoint)
+    threshold = stored_threshold(checkpoint, run_info)  # before the slides: fails fast
+    predictions = predict_slides(checkpoint, split_files(graphs, "test"), attention)
+    metrics = slide_metrics(
+        predictions["label"].to_numpy(), predictions["prob"].to_numpy(), threshold
+    )
+    evaluation.publish(
+        metrics, HIGHER_IS_BETTER, run_info, predictions, test_slides=len(predictions),
+        threshold_rule=run_info.get("threshold_rule"),
+    )  # fmt: skip
+    log.info(
+        "%s seed %d: AUC %.3f, ACC %.3f at threshold %.4f on %d test slides",
+        evaluation.experiment, evaluation.seed, metrics["AUC"], metrics["ACC"], threshold,
+        len(predictions),
+    )  # fmt: skip
+    return metrics
 
 
 def stored_threshold(

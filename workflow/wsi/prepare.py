@@ -64,40 +64,26 @@ def run_per_slide(
     desc: str,
     resumable: bool = False,
 ) -> None:
-    """:func:`per_slide`, then the index and its ``skipped.tsv``. A stage that fails removes
-    the per-slide files it wrote, so nothing it leaves looks done; a ``resumable`` stage keeps
-    them (each is complete, and keyed so that a rerun skips only what is still valid)."""
+    """``work`` on each row, then the index and its ``skipped.tsv``; a slide's InputError is
+    skipped (and counted) or stops the stage. A stage that fails removes the per-slide files
+    it wrote, so nothing it leaves looks done; a ``resumable`` stage keeps them (each is
+    complete, and keyed so that a rerun skips only what is still valid)."""
     out = index.parent
     before = set(out.iterdir()) if out.is_dir() else set()
-    skips = Skips()
+    skips, done = Skips(), []
     try:
-        _write_index(per_slide(rows, work, policy, skips, desc), index, skips, skipped)
+        for row in tqdm(rows, desc=desc, mininterval=5):
+            try:
+                done.append({**row, **work(row)})
+            except InputError as err:
+                skips.handle(err, str(row["slide_id"]), policy, log)
+        _write_index(done, index, skips, skipped)
     except BaseException:
         if not resumable and out.is_dir():
             for path in set(out.iterdir()) - before:
                 if path.is_file():
                     path.unlink()
         raise
-
-
-def per_slide(
-    rows: list[dict[str, Any]],
-    work: Callable[[dict[str, Any]], dict[str, Any]],
-    policy: str,
-    skips: Skips,
-    desc: str,
-) -> list[dict[str, Any]]:
-    """``work`` on each row; a slide's InputError is skipped (and counted) or stops the stage."""
-    done = []
-    for row in tqdm(rows, desc=desc, mininterval=5):
-        try:
-            done.append({**row, **work(row)})
-        except InputError as err:
-            if policy == "fail":
-                raise
-            skips.add(err, str(row["slide_id"]))
-            log.warning("skipped %s: %s: %s", row["slide_id"], err.path, err.problem)
-    return done
 
 
 def segment_dataset(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workflow.common.capacity import Job
+from workflow.common.capacity import Job, training_job
 from workflow.common.experiments import enabled_datasets, runs
 from workflow.common.schedule import Schedule, Size, track_schedules
 from workflow.wsi.sources import converted_labels
@@ -154,22 +154,8 @@ def capacity_jobs(
         jobs.append(job)
         features[dataset] = job.id
     for run in runs(config, "wsi"):
-        s = plans[(run.dataset, run.experiment)]
+        after = tuple(features[d] for d in [run.dataset] if d in features)
         jobs.append(
-            Job(
-                "wsi",
-                "wsi_train",
-                run.dataset,
-                run.experiment,
-                run.seed,
-                s.settings["resources"],
-                "wsi_train",
-                s.settings,
-                s.samples_seen,
-                "samples",
-                s.size.source,
-                resumable=True,
-                after=tuple(features[d] for d in [run.dataset] if d in features),
-            )
+            training_job(plans[(run.dataset, run.experiment)], "wsi_train", run.seed, after=after)
         )
     return jobs

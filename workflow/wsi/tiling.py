@@ -51,6 +51,11 @@ class TileScale:
         return len(self.coords)
 
 
+# How a scale is read, shared by TileScale and ScaleRead; stored as its group's attrs.
+READ_FIELDS = {"magnification": float, "level": int, "downsample": float, "read_size": int,
+               "patch_size": int, "footprint": int}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Tiling:
     slide_id: str
@@ -129,12 +134,7 @@ def _threshold(min_tissue: float | Mapping[float, float], magnification: float) 
 def _scale(read: ScaleRead, coords: np.ndarray, parent: np.ndarray, tissue: np.ndarray):
     return TileScale(
         name=read.name,
-        magnification=read.magnification,
-        level=read.level,
-        downsample=read.downsample,
-        read_size=read.read_size,
-        patch_size=read.patch_size,
-        footprint=read.footprint,
+        **{k: getattr(read, k) for k in READ_FIELDS},
         coords=coords.astype(np.int64),
         parent=parent.astype(np.int64),
         tissue=tissue.astype(np.float32),
@@ -232,14 +232,7 @@ def write_tiling(tiling: Tiling, path: str | PathLike[str]) -> None:
             group.create_dataset("coords", data=s.coords.reshape(-1, 2), dtype=np.int64)
             group.create_dataset("parent", data=s.parent, dtype=np.int64)
             group.create_dataset("tissue", data=s.tissue, dtype=np.float32)
-            group.attrs.update(
-                magnification=s.magnification,
-                level=s.level,
-                downsample=s.downsample,
-                read_size=s.read_size,
-                patch_size=s.patch_size,
-                footprint=s.footprint,
-            )
+            group.attrs.update({k: getattr(s, k) for k in READ_FIELDS})
 
 
 def read_tiling(path: str | PathLike[str]) -> Tiling:
@@ -264,16 +257,10 @@ def read_tiling(path: str | PathLike[str]) -> Tiling:
             scales = []
             for name in attrs["scales"]:
                 g = h5[name]
-                a = g.attrs
                 scales.append(
                     TileScale(
                         name=name,
-                        magnification=float(a["magnification"]),
-                        level=int(a["level"]),
-                        downsample=float(a["downsample"]),
-                        read_size=int(a["read_size"]),
-                        patch_size=int(a["patch_size"]),
-                        footprint=int(a["footprint"]),
+                        **{k: cast(g.attrs[k]) for k, cast in READ_FIELDS.items()},
                         coords=g["coords"][()],
                         parent=g["parent"][()],
                         tissue=g["tissue"][()],
