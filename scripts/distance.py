@@ -74,22 +74,16 @@ def cmd_figures(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser, stage = cli.stage_parser(__doc__)
 
-    policy = {
-        "choices": ["skip", "fail"],
-        "default": "skip",
-        "help": "what to do with a damaged sample (default: skip and count it)",
-    }
-
-    p = stage("demo", cmd_demo, "write the seeded synthetic MOTSynth-style demo dataset")
-    cli.add_demo_args(p, "distance")
+    cli.demo_stage(
+        stage, cmd_demo, "distance", "write the seeded synthetic MOTSynth-style demo dataset"
+    )
 
     p = stage("index", cmd_index, "annotations -> one Parquet table of valid objects per split")
     p.add_argument("--root", type=Path, required=True, help="MOTSynth root (annotations/, frames/)")
     for split in ("train", "val", "test"):
         p.add_argument(f"--{split}", type=Path, required=True, help=f"{split} table to write")
-    p.add_argument("--skipped", type=Path, required=True, help="skipped-samples TSV to write")
+    cli.add_bad_sample_args(p, "samples", required=True)
     cli.add_settings(p, "distance_index", "the config's distance.index section")
-    p.add_argument("--on-bad-sample", **policy)
 
     p = stage("extract", cmd_extract, "pack resized frames and object crops into HDF5")
     p.add_argument("--index", type=Path, required=True, help="split table from the index stage")
@@ -98,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skipped", type=Path, required=True, help="skipped-frames TSV to write")
     p.add_argument("--frame-size", type=int, nargs=2, required=True, metavar=("H", "W"))
     p.add_argument("--crop-size", type=int, nargs=2, required=True, metavar=("H", "W"))
-    p.add_argument("--on-bad-sample", **policy)
+    cli.add_bad_sample_args(p)
     cli.add_image_args(p)
 
     p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")

@@ -103,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     evaluate_stage(
         RunEvaluation.from_args("flip", args), args.checkpoint, args.pretrained, args.val,
-        args.skipped, args.train_skipped, train_dir=args.train,
+        skipped=args.skipped, train_skipped=args.train_skipped, train_dir=args.train,
         zeroshot=cli.parse_settings(args.zeroshot, "flip_zeroshot", "--zeroshot"),
         settings=cli.parse_settings(args.evaluate, "flip_evaluate", "--evaluate"),
         policy=args.on_bad_sample, cache_dir=args.cache_dir, device=args.device,
@@ -161,12 +161,9 @@ def add_shards(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser, stage = cli.stage_parser(__doc__)
 
-    p = stage(
-        "demo", cmd_demo,
-        "write seeded synthetic image-caption shards (with planted bad samples), an ImageFolder "
-        "val set, classnames.txt and manifest.json",
-    )  # fmt: skip
-    cli.add_demo_args(p, "flip")
+    cli.demo_stage(stage, cmd_demo, "flip",
+                   "write seeded synthetic image-caption shards (with planted bad samples), an "
+                   "ImageFolder val set, classnames.txt and manifest.json")  # fmt: skip
 
     p = stage(
         "hash", cmd_hash,
@@ -204,10 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the dedup stage's table of every bucket (default: duplicates within --shards "
         "only)",
     )  # fmt: skip
-    p.add_argument(
-        "--on-bad-sample", choices=["skip", "fail"], default="skip",
-        help="what to do with a damaged sample (default: skip and count it)",
-    )  # fmt: skip
+    cli.add_bad_sample_args(p)
 
     p = stage(
         "train", cmd_train,

@@ -76,8 +76,9 @@ def cmd_figures(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser, stage = cli.stage_parser(__doc__)
 
-    p = stage("demo", cmd_demo, "render the demo scene from known poses into a dataset layout")
-    cli.add_demo_args(p, "nerf")
+    cli.demo_stage(
+        stage, cmd_demo, "nerf", "render the demo scene from known poses into a dataset layout"
+    )
 
     p = stage("prepare", cmd_prepare, "a dataset -> prepared transforms.json: held-out views, "
               "seeded pose noise on the training views")  # fmt: skip

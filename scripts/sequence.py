@@ -83,8 +83,9 @@ def cmd_figures(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser, stage = cli.stage_parser(__doc__)
 
-    p = stage("demo", cmd_demo, "write the seeded synthetic genome, tables and proteins")
-    cli.add_demo_args(p, "sequence")
+    cli.demo_stage(
+        stage, cmd_demo, "sequence", "write the seeded synthetic genome, tables and proteins"
+    )
 
     p = stage("encode", cmd_encode, "promoter windows, features and proteins -> Xpresso HDF5")
     p.add_argument("--genome", type=Path, help="genome FASTA")
@@ -100,11 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--abundance", type=Path, help="TSV gene_id, abundance")
     p.add_argument("--xpresso", type=Path, help="folder of the published Xpresso HDF5 files")
     p.add_argument("--out", type=Path, required=True, help="folder of train/valid/test.h5")
-    p.add_argument("--skipped", type=Path, required=True, help="skipped-genes TSV to write")
-    p.add_argument(
-        "--on-bad-sample", choices=["skip", "fail"], default="skip",
-        help="what to do with a damaged gene or protein (default: skip and count it)",
-    )  # fmt: skip
+    cli.add_bad_sample_args(p, "genes", sample="gene or protein", required=True)
     cli.add_settings(p, "sequence_encode", "the config's sequence.encode section")
 
     p = stage("train", cmd_train, "train one experiment x seed (resumes from its run folder)")

@@ -230,8 +230,9 @@ def add_generation_settings(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser, stage = cli.stage_parser(__doc__)
 
-    p = stage("demo", cmd_demo, "write seeded C4-style documents (.json.gz) and manifest.json")
-    cli.add_demo_args(p, "watermark")
+    cli.demo_stage(
+        stage, cmd_demo, "watermark", "write seeded C4-style documents (.json.gz) and manifest.json"
+    )
 
     p = stage("lm", cmd_lm, "train the demo's BPE tokenizer and GPT-2 on generated documents "
               "and save them as a Hugging Face folder")  # fmt: skip

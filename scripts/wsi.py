@@ -109,13 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     def index_args(p: argparse.ArgumentParser, section: str | None = None) -> None:
         """A per-slide stage's index, skipped slides and policy (and its config section)."""
         p.add_argument("--index", type=Path, required=True, help="index.tsv to write")
-        p.add_argument("--skipped", type=Path, required=True, help="skipped-slides TSV to write")
-        p.add_argument(
-            "--on-bad-sample",
-            choices=["skip", "fail"],
-            default="skip",
-            help="what to do with a damaged slide (default: skip and count it)",
-        )
+        cli.add_bad_sample_args(p, "slides", sample="slide", required=True)
         if section:
             cli.add_settings(p, f"wsi_{section}", f"the config's wsi.{section} section")
 
@@ -124,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the heatmaps are drawn on white)"
     )
 
-    p = stage("demo", cmd_demo, "write the seeded synthetic Camelyon16-style demo dataset")
-    cli.add_demo_args(p, "wsi")
+    cli.demo_stage(
+        stage, cmd_demo, "wsi", "write the seeded synthetic Camelyon16-style demo dataset"
+    )
 
     p = stage("labels", cmd_labels, "labels CSV of TCGA slides from per-class GDC manifests")
     p.add_argument("--slides", type=Path, required=True, help="gdc-client download folder")
@@ -135,8 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--positive", required=True, help="the CLASS that is label 1 (e.g. LUSC)")
     p.add_argument("--labels", type=Path, required=True, help="labels CSV to write")
-    p.add_argument("--skipped", type=Path, required=True, help="skipped-slides TSV to write")
-    p.add_argument("--on-bad-sample", choices=["skip", "fail"], default="skip")
+    cli.add_bad_sample_args(p, "slides", sample="slide", required=True)
     cli.add_settings(p, "wsi_gdc", "the dataset's gdc section")
 
     p = stage("mil4wsi", cmd_mil4wsi, "released mil4wsi graph files -> this track's graphs")

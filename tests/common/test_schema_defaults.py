@@ -10,6 +10,8 @@ in workflow/distance beside a schema default of 64 fails, unless the parameter i
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,20 @@ def disagreements(track: str, root: Path = ROOT) -> tuple[list[str], set[str]]:
 def test_code_defaults_agree_with_the_schema(track):
     bad, _ = disagreements(track)
     assert not bad, "code and schema disagree:\n  " + "\n  ".join(bad)
+
+
+@pytest.mark.parametrize("track", ("distance", "wsi", "sequence", "flip"))
+def test_demo_settings_take_the_schema_defaults(track):
+    """Each track's DemoSettings is built from ``$defs/<track>_demo`` (schema_dataclass): a
+    bare one holds the config's demo section with nothing set (and WSI's fixed design)."""
+    from workflow.common.config import stage_settings
+
+    settings = importlib.import_module(f"workflow.{track}.demo").DemoSettings()
+    fields = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()
+    }
+    defaults = stage_settings({}, f"{track}_demo")
+    assert {k: fields.get(k) for k in defaults} == defaults
 
 
 def test_every_listed_exception_still_differs():

@@ -13,7 +13,6 @@ import webdataset as wds
 from PIL import Image
 
 from tests.flip.conftest import SMALL, tar_samples
-from workflow.common.config import stage_settings
 from workflow.common.errors import InputError
 from workflow.flip.demo import BOMB_SIZE, PLANTED, RGB, DemoSettings, write_demo
 from workflow.flip.layout import JSON_FIELDS, PARQUET_COLUMNS, list_shards, shard_files
@@ -162,15 +161,6 @@ def test_planted_bad_samples_carry_their_defect(flip_demo, flip_manifest):
         with pytest.raises(Image.DecompressionBombError):
             Image.open(io.BytesIO(samples[k]["jpg"]))  # 9e8 px > 2 x PIL's default limit
     assert BOMB_SIZE**2 > 2 * Image.MAX_IMAGE_PIXELS
-
-
-def test_schema_defaults_are_the_dataclass_defaults():
-    defaults = stage_settings({}, "flip_demo")
-    expected = {
-        k: list(v) if isinstance(v, tuple) else v
-        for k, v in dataclasses.asdict(DemoSettings()).items()
-    }
-    assert defaults == expected
 
 
 def test_settings_without_room_stop_before_writing(tmp_path):

@@ -145,13 +145,7 @@ def test_default_signal_gives_the_intended_ceilings(tmp_path):
     assert 0.7 < ceiling["joint"] < 0.85, ceiling
 
 
-def test_schema_defaults_are_the_dataclass_defaults():
-    filled = stage_settings({}, "sequence_demo")
-    defaults = {
-        k: list(v) if isinstance(v, tuple) else v
-        for k, v in dataclasses.asdict(DemoSettings()).items()
-    }
-    assert filled == defaults
+def test_encode_settings_take_the_schema_defaults():
     encode = stage_settings({"val_genes": 200}, "sequence_encode")
     assert encode == {
         "flank": 10000, "max_protein_length": 1000, "val_genes": 200, "test_genes": 1000,

@@ -42,9 +42,11 @@ def add_settings(parser: argparse.ArgumentParser, definition: str, what: str) ->
     parser.set_defaults(settings_definition=definition)
 
 
-def add_demo_args(parser: argparse.ArgumentParser, track: str) -> None:
-    """What every demo stage takes: the dataset folder to write and the config's
-    ``<track>.demo`` section (``$defs/<track>_demo``)."""
+def demo_stage(stage: Callable[..., argparse.ArgumentParser], func: Callable, track: str,
+               help_text: str) -> None:  # fmt: skip
+    """The ``demo`` stage every track has (``stage`` from :func:`stage_parser`): the dataset
+    folder to write and the config's ``<track>.demo`` section (``$defs/<track>_demo``)."""
+    parser = stage("demo", func, help_text)
     parser.add_argument("--root", type=Path, required=True, help="dataset folder to write")
     add_settings(parser, f"{track}_demo", f"the config's {track}.demo section")
 
@@ -85,19 +87,24 @@ def add_evaluate_args(parser: argparse.ArgumentParser, settings: str | None = No
 
 
 def add_bad_sample_args(
-    parser: argparse.ArgumentParser, skipped: str | None = None, default: str = ""
+    parser: argparse.ArgumentParser,
+    skipped: str | None = None,
+    *,
+    sample: str = "sample",
+    default: str = "",
+    required: bool = False,
 ) -> None:
-    """``--on-bad-sample`` (skip or fail) and, with ``skipped`` (what is listed), the
-    ``--skipped`` TSV where the dropped samples go (``default``: where, when not given)."""
+    """``--on-bad-sample`` (skip or fail a damaged ``sample``) and, with ``skipped`` (what is
+    listed), the ``--skipped`` TSV where the dropped ones go (``default``: where, when it is
+    not given; or ``required``)."""
     parser.add_argument(
         "--on-bad-sample", choices=["skip", "fail"], default="skip",
-        help="what to do with a damaged sample (default: skip, count and list it)",
+        help=f"what to do with a damaged {sample} (default: skip, count and list it)",
     )  # fmt: skip
     if skipped:
         where = f" (default: {default})" if default else ""
-        parser.add_argument(
-            "--skipped", type=Path, help=f"TSV listing the {skipped} skipped{where}"
-        )
+        parser.add_argument("--skipped", type=Path, required=required,
+                            help=f"TSV listing the {skipped} skipped{where}")  # fmt: skip
 
 
 def add_image_args(parser: argparse.ArgumentParser) -> None:

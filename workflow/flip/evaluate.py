@@ -203,6 +203,7 @@ def evaluate_stage(
     checkpoint: Path,
     pretrained: Path,
     val_root: Path,
+    *,
     skipped: Path | None = None,
     train_skipped: Path | None = None,
     **options: Any,

@@ -82,6 +82,7 @@ def green_flags(
     vocab_size: int,
     gamma: float,
     scheme: str | Scheme,
+    *,
     key: int = DEFAULT_KEY,
     prefix_len: int = 0,
 ) -> np.ndarray:
@@ -94,6 +95,7 @@ def score(
     vocab_size: int,
     gamma: float,
     scheme: str | Scheme,
+    *,
     key: int = DEFAULT_KEY,
     prefix_len: int = 0,
     ignore_repeated_ngrams: bool = False,
@@ -101,8 +103,9 @@ def score(
 ) -> Score:
     """Score one text; raises TooShort below ``min_tokens`` scored tokens (never returns nan)."""
     result = score_many(
-        [ids], vocab_size, gamma, scheme, key, prefix_len, ignore_repeated_ngrams, min_tokens
-    )[0]
+        [ids], vocab_size, gamma, scheme, key=key, prefix_len=prefix_len,
+        ignore_repeated_ngrams=ignore_repeated_ngrams, min_tokens=min_tokens,
+    )[0]  # fmt: skip
     if not result.ok:
         raise TooShort(result.tokens, min_tokens)
     return result
@@ -113,6 +116,7 @@ def score_many(
     vocab_size: int,
     gamma: float,
     scheme: str | Scheme,
+    *,
     key: int = DEFAULT_KEY,
     prefix_len: int | Sequence[int] = 0,
     ignore_repeated_ngrams: bool = False,
@@ -141,6 +145,7 @@ def windowed_z(
     gamma: float,
     scheme: str | Scheme,
     window: int,
+    *,
     key: int = DEFAULT_KEY,
     prefix_len: int = 0,
     ignore_repeated_ngrams: bool = False,

@@ -53,7 +53,7 @@ def score_table(
     gamma, key = float(settings["gamma"]), int(settings.get("key", DEFAULT_KEY))
     texts = [prompts[row["id"]] + list(ids) for row, ids, _ in jobs]
     scores = score_many(
-        texts, vocab_size, gamma, settings["scheme"], key,
+        texts, vocab_size, gamma, settings["scheme"], key=key,
         prefix_len=[len(prompts[row["id"]]) for row, _, _ in jobs],
         ignore_repeated_ngrams=bool(detect["ignore_repeated_ngrams"]),
     )  # fmt: skip
@@ -78,7 +78,7 @@ def _window_z(
     try:
         return windowed_z(
             ids, vocab_size, float(settings["gamma"]), settings["scheme"], int(detect["window"]),
-            int(settings.get("key", DEFAULT_KEY)), prefix_len=len(prompt),
+            key=int(settings.get("key", DEFAULT_KEY)), prefix_len=len(prompt),
             ignore_repeated_ngrams=bool(detect["ignore_repeated_ngrams"]),
         ).z  # fmt: skip
     except TooShort:
