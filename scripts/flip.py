@@ -111,34 +111,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    from workflow.common.atomic import atomic_path, write_text
-    from workflow.common.metrics import read_metrics, read_predictions
-    from workflow.flip.compare import comparison_table, markdown
-    from workflow.flip.image_folder import read_classnames
-    from workflow.flip.plots import mask_ratio_figure
+    from workflow.flip.plots import figures_stage
 
-    records = [read_metrics(path) for path in args.metrics]
-    comparison = None
-    if args.comparison:  # predictions.parquet beside each metrics.json
-        predictions = {
-            (r["experiment"], int(r["seed"])): read_predictions(
-                Path(p).with_name("predictions.parquet")
-            )
-            for r, p in zip(records, args.metrics, strict=True)
-        }
-        comparison = comparison_table(records, predictions)
-        with atomic_path(args.comparison) as tmp:
-            comparison.to_csv(tmp, index=False, float_format="%.6g")
-        text = markdown(comparison)
-        write_text(args.comparison.with_suffix(".md"), text)
-        log.info("comparison -> %s\n%s", args.comparison, text)
-    classes = {r.get("extra", {}).get("classes") for r in records}  # recorded by evaluate
-    if len(classes) == 1 and None not in classes:
-        chance = 1 / int(classes.pop())
-    else:  # metrics of an older evaluation: the val folder's classnames.txt
-        chance = 1 / len(read_classnames(args.val)) if args.val else None
-    mask_ratio_figure(records, args.out, chance, comparison)
-    log.info("mask-ratio figure of %d runs -> %s", len(records), args.out)
+    figures_stage(args.metrics, args.out, args.val, args.comparison)
 
 
 def add_shards(parser: argparse.ArgumentParser) -> None:

@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 from workflow.common import cli
-from workflow.common.atomic import write_text
 from workflow.common.cli import log
-from workflow.common.errors import InputError, Skips
+from workflow.common.errors import InputError
 from workflow.common.metrics import RunEvaluation, predictions_by_experiment
 from workflow.common.target import RunTarget
 
@@ -30,27 +29,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    from workflow.sequence.encode import encode_dataset
-    from workflow.sequence.xpresso import import_xpresso
+    from workflow.sequence.encode import SOURCES, encode_stage
 
-    out = args.out
-    if args.xpresso:
-        counts = import_xpresso(args.xpresso, out)
-        write_text(args.skipped, Skips().to_tsv())
-    else:
-        fasta = args.promoters is not None  # promoters in place of genome + TSS table
-        needed = ("promoters", "expression") if fasta else ("genome", "tss", "expression")
-        missing = [k for k in needed if getattr(args, k) is None]
-        if missing:
-            raise InputError(
-                "encode", f"needs --{' --'.join(missing)} (inputs: --genome --tss --expression, "
-                "--promoters --expression, or --xpresso)",
-            )  # fmt: skip
-        counts = encode_dataset(
-            args.genome, args.tss, args.expression, args.halflife, args.proteins, args.abundance,
-            out, args.skipped, args.settings, args.on_bad_sample, promoters=args.promoters,
-        )  # fmt: skip
-    log.info("encoded genes per split: %s -> %s", counts, out)
+    inputs = {name: getattr(args, name) for name in SOURCES}
+    encode_stage(inputs, args.xpresso, args.out, args.skipped, args.settings, args.on_bad_sample)
 
 
 def cmd_train(args: argparse.Namespace) -> None:

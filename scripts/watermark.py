@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from workflow.common import cli
 from workflow.common.cli import log
-from workflow.common.errors import InputError
 from workflow.common.target import RunTarget
 
 
@@ -31,136 +29,43 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_lm(args: argparse.Namespace) -> None:
-    import torch
+    from workflow.watermark.stages import lm_stage
 
-    from workflow.common.atomic import write_json
-    from workflow.watermark.corpus import documents
-    from workflow.watermark.lm import train_lm
-
-    settings = dict(args.settings)
-    count, seed = int(settings.pop("documents")), int(settings.pop("seed"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    texts = documents(count, seed)
-    log.info("training the demo LM on %d generated documents (seed %d)", count, seed)
-    info = train_lm(texts, settings, RunTarget.from_args(args))
-    write_json(args.run_dir / "lm.json", info)
-    log.info("demo LM: val perplexity %.2f, %d parameters, %.0f s -> %s",
-             info["val_ppl"], info["parameters"], info["wall_time_s"], args.out)  # fmt: skip
+    lm_stage(args.settings, RunTarget.from_args(args), args.threads)
 
 
 def cmd_prompts(args: argparse.Namespace) -> None:
-    from workflow.common.atomic import write_json, write_text
-    from workflow.watermark.hf import load_tokenizer
-    from workflow.watermark.prompts import make_prompts, prompts_jsonl
+    from workflow.watermark.stages import prompts_stage
 
-    tokenizer = load_tokenizer(args.model)
-    prompts, counts = make_prompts(args.documents, tokenizer, args.settings, args.on_bad_sample)
-    if not prompts:
-        raise InputError(args.documents[0], f"no document gives a prompt of at least "
-                         f"{args.settings['min_prompt_tokens']} tokens plus a "
-                         f"{args.settings['completion_tokens']}-token completion")  # fmt: skip
-    if len(prompts) < int(args.settings["n"]):
-        log.warning("only %d prompts of the %d asked for", len(prompts), args.settings["n"])
-    write_text(args.out, prompts_jsonl(prompts))
-    write_json(args.counts or args.out.with_suffix(".counts.json"), counts.as_dict())
-    write_text(args.skipped or args.out.with_suffix(".skipped.tsv"), counts.skipped.to_tsv())
-    log.info("prompts: %s -> %s", counts.as_dict(), args.out)
+    prompts_stage(args.documents, args.model, args.settings, args.out, args.counts, args.skipped,
+                  args.on_bad_sample)  # fmt: skip
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    import torch
+    from workflow.watermark.stages import generate_stage
 
-    from workflow.common.atomic import write_json
-    from workflow.watermark.generate import complete, generation_records
-    from workflow.watermark.hf import load_lm
-    from workflow.watermark.prompts import read_prompts
-    from workflow.watermark.records import write_records
-
-    settings = args.settings
-    prompts = read_prompts(args.prompts)
-    model, tokenizer = load_lm(args.model)
-    limit = int(getattr(model.config, "n_positions", 0) or model.config.max_position_embeddings)
-    longest = max(len(p.prompt_ids) for p in prompts) + int(settings["new_tokens"])
-    if longest > limit:
-        raise InputError(args.prompts, f"a prompt plus {settings['new_tokens']} new tokens is "
-                         f"{longest} tokens, beyond the model's {limit} positions: lower "
-                         "prompts.max_prompt_tokens")  # fmt: skip
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and settings["precision"] == "bf16":
-        model = model.to(torch.bfloat16)
-    model = model.to(device)
-    log.info("%d prompts on %s: %s", len(prompts), device, settings)
-    started = time.monotonic()
-    marked, marked_speed = complete(model, tokenizer, prompts, settings, True, args.seed)
-    plain, plain_speed = complete(model, tokenizer, prompts, settings, False, args.seed)
-    write_records(args.out, generation_records(prompts, marked, plain))
-    info = {
-        "tokens_per_s_marked": marked_speed, "tokens_per_s_plain": plain_speed,
-        "slowdown": plain_speed / marked_speed - 1.0, "device": device,
-        "prompts": len(prompts), "train_wall_time_s": time.monotonic() - started,
-    }  # fmt: skip
-    write_json(args.info, info)
-    log.info("generated %d x 2 completions: %.0f tokens/s watermarked, %.0f plain (%+.1f%%)",
-             len(prompts), marked_speed, plain_speed, 100 * info["slowdown"])  # fmt: skip
+    generate_stage(args.prompts, args.model, args.settings, args.out, args.info, args.seed)
 
 
 def cmd_attack(args: argparse.Namespace) -> None:
-    from workflow.watermark.attacks import attack_records
-    from workflow.watermark.hf import load_tokenizer, vocabulary_size
-    from workflow.watermark.records import read_generations, write_records
+    from workflow.watermark.stages import attack_stage
 
-    vocab = vocabulary_size(load_tokenizer(args.model))
-    generations = read_generations(args.generations, vocab)
-    chosen = cli.parse_settings(args.attacks, "watermark_attacks", "--attacks")
-    attacks = {name: eps for name, eps in chosen.items() if eps}
-    records = attack_records(generations, attacks, vocab, args.seed)
-    write_records(args.out, records)
-    log.info("attacks %s on %d texts -> %d attacked texts in %s",
-             ", ".join(attacks), len(generations), len(records), args.out)  # fmt: skip
+    attacks = cli.parse_settings(args.attacks, "watermark_attacks", "--attacks")
+    attack_stage(args.generations, args.model, attacks, args.out, args.seed)
 
 
 def cmd_paraphrase(args: argparse.Namespace) -> None:
-    import torch
+    from workflow.watermark.stages import paraphrase_stage
 
-    from workflow.watermark.hf import load_lm, load_tokenizer
-    from workflow.watermark.paraphrase import paraphrase_records
-    from workflow.watermark.records import read_generations, write_records
-
-    generations = read_generations(args.generations)
-    model, tokenizer = load_lm(args.paraphraser)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    started = time.monotonic()
-    records = paraphrase_records(
-        model.to(device), tokenizer, generations, load_tokenizer(args.model),
-        args.settings["epsilons"], args.settings, args.seed,
-    )  # fmt: skip
-    write_records(args.out, records)
-    log.info("paraphrased %d texts at epsilon %s with %s on %s in %.1f s -> %s",
-             len(generations), args.settings["epsilons"], args.paraphraser, device,
-             time.monotonic() - started, args.out)  # fmt: skip
+    paraphrase_stage(args.generations, args.model, args.paraphraser, args.settings, args.out,
+                     args.seed)  # fmt: skip
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
-    from workflow.common.atomic import atomic_path
-    from workflow.watermark.hf import load_tokenizer, vocabulary_size
-    from workflow.watermark.records import read_attacked, read_generations
-    from workflow.watermark.scoring import score_table
+    from workflow.watermark.stages import detect_stage
 
-    settings = args.settings
-    vocab = vocabulary_size(load_tokenizer(args.model))  # ids outside it are damage
-    generations = read_generations(args.generations, vocab)
-    attacked = read_attacked(args.attacked, {g["id"] for g in generations}, vocab)
-    started = time.monotonic()
     detect = cli.parse_settings(args.detect, "watermark_detect", "--detect")
-    table = score_table(generations, attacked, settings, detect, vocab)
-    seconds = time.monotonic() - started
-    with atomic_path(args.out) as tmp:
-        table.to_parquet(tmp, index=False)
-    short = int((table.problem != "").sum())
-    log.info("scored %d texts (%d tokens) in %.1f s (%.0f tokens/s); %d too short to score",
-             len(table), int(table.tokens.sum()), seconds, table.tokens.sum() / max(seconds, 1e-9),
-             short)  # fmt: skip
+    detect_stage(args.generations, args.attacked, args.model, args.settings, detect, args.out)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -174,31 +79,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
+    from workflow.watermark.stages import figures_stage
 
-    from workflow.common.metrics import read_metrics
-    from workflow.watermark.plots import attack_figure, detection_figure, length_figure
-    from workflow.watermark.scoring import read_scores
-
-    if len(args.metrics) != len(args.scores):
-        raise InputError("--scores", "give one score table per metrics.json, in the same order")
-    records = [read_metrics(path) for path in args.metrics]
-    for path, record in zip(args.metrics, records, strict=True):
-        extra = record.get("extra")
-        if (
-            record.get("track") != "watermark"
-            or not isinstance(extra, dict)
-            or not all(key in extra for key in ("curves", "z_threshold"))
-        ):
-            raise InputError(path, "not a watermark run's metrics.json (no extra.curves)")
-    names = [f"{r['experiment']}" for r in records]
-    tables = {n: read_scores(p) for n, p in zip(names, args.scores, strict=True)}
-    curves = {n: r["extra"]["curves"] for n, r in zip(names, records, strict=True)}
-    threshold = float(records[0]["extra"]["z_threshold"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    detection_figure(tables, threshold, args.out / "detection.png")
-    length_figure(curves, threshold, args.out / "z_vs_length.png")
-    attack_figure(curves, threshold, args.out / "attacks.png")
-    log.info("figures of %d runs -> %s", len(records), args.out)
+    figures_stage(args.metrics, args.scores, args.out)
 
 
 def add_model(parser: argparse.ArgumentParser, what: str) -> None:

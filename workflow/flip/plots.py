@@ -4,14 +4,20 @@ with its confidence interval against its image-tower cost."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from workflow.common.atomic import atomic_path, write_text
+from workflow.common.metrics import read_metrics, read_predictions
 from workflow.common.plotting import plt, save_figure
-from workflow.flip.compare import finding
+from workflow.flip.compare import comparison_table, finding, markdown
+from workflow.flip.image_folder import read_classnames
+
+log = logging.getLogger("lsai.flip.plots")
 
 ACCURACIES = {"zeroshot_top1": "zero-shot top-1", "probe_top1": "linear probe"}
 
@@ -90,3 +96,33 @@ def mask_ratio_figure(
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9 if panels == 3 else None)
     save_figure(fig, path)
+
+
+def figures_stage(
+    metrics: Sequence[Path], out: Path, val: Path | None = None, comparison: Path | None = None
+) -> None:
+    """The figures stage: accuracy and images/s against mask ratio (chance from the recorded
+    class count, else ``val``'s classnames.txt); with ``comparison``, each mask ratio against
+    mask 0 from the predictions.parquet beside each metrics.json, as CSV and Markdown."""
+    records = [read_metrics(path) for path in metrics]
+    table = None
+    if comparison:
+        predictions = {
+            (r["experiment"], int(r["seed"])): read_predictions(
+                Path(p).with_name("predictions.parquet")
+            )
+            for r, p in zip(records, metrics, strict=True)
+        }
+        table = comparison_table(records, predictions)
+        with atomic_path(comparison) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6g")
+        text = markdown(table)
+        write_text(comparison.with_suffix(".md"), text)
+        log.info("comparison -> %s\n%s", comparison, text)
+    classes = {r.get("extra", {}).get("classes") for r in records}  # recorded by evaluate
+    if len(classes) == 1 and None not in classes:
+        chance = 1 / int(classes.pop())
+    else:  # metrics of an older evaluation: the val folder's classnames.txt
+        chance = 1 / len(read_classnames(val)) if val else None
+    mask_ratio_figure(records, out, chance, table)
+    log.info("mask-ratio figure of %d runs -> %s", len(records), out)

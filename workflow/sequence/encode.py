@@ -326,3 +326,40 @@ def encode_dataset(
     write_text(skipped, skips.to_tsv())
     log.info("skipped %d bad samples (listed in %s)", len(skips), skipped)
     return {name: len(rows) for name, rows in split.items()}
+
+
+SOURCES = ("genome", "tss", "promoters", "expression", "halflife", "proteins", "abundance")
+
+
+def encode_stage(
+    inputs: Mapping[str, Path | None],
+    xpresso: Path | None,
+    out_dir: Path,
+    skipped: Path,
+    settings: Mapping[str, Any],
+    policy: str,
+) -> dict[str, int]:
+    """The encode stage from whichever source is given: the published ``xpresso`` HDF5 files
+    (imported as they are, nothing skipped), or ``inputs`` (:data:`SOURCES`: genome + TSS
+    table, or a promoters FASTA, with the expression table and the optional extras)."""
+    if xpresso:
+        from workflow.sequence.xpresso import import_xpresso
+
+        counts = import_xpresso(xpresso, out_dir)
+        write_text(skipped, Skips().to_tsv())
+    else:
+        fasta = inputs.get("promoters") is not None  # promoters in place of genome + TSS
+        needed = ("promoters", "expression") if fasta else ("genome", "tss", "expression")
+        missing = [k for k in needed if inputs.get(k) is None]
+        if missing:
+            raise InputError(
+                "encode", f"needs --{' --'.join(missing)} (inputs: --genome --tss --expression, "
+                "--promoters --expression, or --xpresso)",
+            )  # fmt: skip
+        counts = encode_dataset(
+            inputs.get("genome"), inputs.get("tss"), inputs["expression"], inputs.get("halflife"),
+            inputs.get("proteins"), inputs.get("abundance"), out_dir, skipped, settings, policy,
+            promoters=inputs.get("promoters"),
+        )  # fmt: skip
+    log.info("encoded genes per split: %s -> %s", counts, out_dir)
+    return counts
