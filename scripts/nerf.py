@@ -61,16 +61,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    from workflow.common.metrics import read_metrics
-    from workflow.nerf.plots import pose_error_figure
+    from workflow.nerf.plots import figures_stage
 
-    histories = {}
-    for path in args.metrics:
-        record = read_metrics(path)
-        histories[f"{record['experiment']} s{record['seed']}"] = record.get("extra", {}).get(
-            "history", []
-        )
-    pose_error_figure(histories, args.out)
+    figures_stage(args.metrics, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from workflow.common import cli
 from workflow.common.cli import log
-from workflow.common.metrics import RunEvaluation, predictions_by_experiment
+from workflow.common.metrics import RunEvaluation
 from workflow.common.target import RunTarget
 
 
@@ -93,14 +93,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    from workflow.wsi.plots import attention_heatmaps, roc_figure
-    from workflow.wsi.prepare import read_index
+    from workflow.wsi.plots import figures_stage
 
-    roc_figure(predictions_by_experiment(args.predictions), args.roc)
-    segments = read_index(args.segments).set_index("slide_id") if args.segments else None
-    model = args.attention.parent.parent.name
-    drawn = attention_heatmaps(args.attention, segments, args.heatmaps, model)
-    log.info("ROC -> %s; %d heatmaps -> %s", args.roc, drawn, args.heatmaps)
+    figures_stage(args.predictions, args.roc, args.attention, args.heatmaps, args.segments)
 
 
 def build_parser() -> argparse.ArgumentParser:

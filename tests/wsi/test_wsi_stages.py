@@ -212,3 +212,34 @@ def test_every_stage_has_help():
     result = run_script("scripts/wsi.py", "--help")
     stages = ("demo", "segment", "tile", "features")
     assert all(s in result.stdout for s in stages), result.stdout
+
+
+def test_heatmaps_name_a_missing_thumbnail_slide_or_attention_file(tmp_path):
+    """The figures stage's inputs: a damaged one is an ``error: <path>: ...``, not a
+    traceback."""
+    import h5py
+    from PIL import Image
+
+    from workflow.common.errors import InputError
+    from workflow.wsi.plots import attention_heatmaps
+
+    attention, thumb, out = tmp_path / "attention.h5", tmp_path / "s0.thumb.png", tmp_path / "out"
+    with h5py.File(attention, "w") as h5:
+        group = h5.create_group("s0")
+        group["coords"] = np.zeros((1, 2), dtype=np.int64)
+        group["scores"] = np.ones(1, dtype=np.float32)
+        group.attrs.update(footprint=256, magnification=20.0, label=1)
+    segments = pd.DataFrame({"thumbnail": [str(thumb)], "mask_downsample": [64.0]},
+                            index=pd.Index(["s0"], name="slide_id"))  # fmt: skip
+    with pytest.raises(InputError, match="image not found") as missing:
+        attention_heatmaps(attention, segments, out, "m")
+    assert missing.value.path == str(thumb)
+    Image.new("RGB", (8, 8)).save(thumb)
+    assert attention_heatmaps(attention, segments, out, "m") == 1
+    assert (out / "s0.png").stat().st_size > 0
+    with pytest.raises(InputError, match="s0 has no thumbnail"):
+        attention_heatmaps(attention, segments.rename(index={"s0": "s1"}), out, "m")
+    attention.write_bytes(b"not an HDF5 file")
+    with pytest.raises(InputError, match="not a readable attention file") as damaged:
+        attention_heatmaps(attention, None, out, "m")
+    assert damaged.value.path == str(attention)

@@ -42,3 +42,16 @@ def renders_figure(pairs: Sequence[tuple[np.ndarray, np.ndarray]], out: Path, ti
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
     save_figure(fig, out)
+
+
+def figures_stage(metrics: Sequence[Path], out: Path) -> None:
+    """The figures stage: every run's pose error against training step (its metrics.json's
+    ``extra.history``)."""
+    from workflow.common.metrics import read_metrics
+
+    histories = {}
+    for path in metrics:
+        record = read_metrics(path)
+        name = f"{record['experiment']} s{record['seed']}"
+        histories[name] = record.get("extra", {}).get("history", [])
+    pose_error_figure(histories, out)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from workflow.common.errors import InputError, first_line
+from workflow.common.images import decode_image
+from workflow.common.metrics import predictions_by_experiment
 from workflow.common.plotting import plt, save_figure
 from workflow.wsi.metrics import roc_curve
+
+log = logging.getLogger("lsai.wsi.plots")
 
 
 def roc_figure(predictions: Mapping[str, pd.DataFrame], path: Path) -> None:
@@ -88,12 +93,18 @@ def attention_heatmaps(
     at one magnification), over its thumbnail when the segmentation ``segments`` (index by
     ``slide_id``) has one; returns how many were drawn."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with h5py.File(attention, "r") as h5:
+    try:
+        h5 = h5py.File(attention, "r")
+    except OSError as err:
+        raise InputError(attention, f"not a readable attention file: {first_line(err)}") from None
+    with h5:
         for slide_id, group in h5.items():
             thumbnail, downsample = None, 1.0
             if segments is not None:
+                if slide_id not in segments.index:
+                    raise InputError(attention, f"slide {slide_id} has no thumbnail in --segments")
                 row = segments.loc[slide_id]
-                thumbnail = np.asarray(Image.open(row["thumbnail"]).convert("RGB"))
+                thumbnail = np.asarray(decode_image(row["thumbnail"]))
                 downsample = float(row["mask_downsample"])
             label = "tumor" if group.attrs["label"] else "normal"
             heatmap_figure(
@@ -103,3 +114,18 @@ def attention_heatmaps(
                 out_dir / f"{slide_id}.png",
             )  # fmt: skip
         return len(h5)
+
+
+def figures_stage(
+    predictions: Sequence[Path], roc: Path, attention: Path, heatmaps: Path,
+    segments: Path | None = None,
+) -> None:  # fmt: skip
+    """The figures stage: every run's ROC curve, and one run's attention heatmaps over the
+    segment stage's thumbnails (on white without ``segments``)."""
+    from workflow.wsi.prepare import read_index
+
+    roc_figure(predictions_by_experiment(predictions), roc)
+    thumbnails = read_index(segments).set_index("slide_id") if segments else None
+    model = attention.parent.parent.name  # <model>/seed<k>/attention.h5
+    drawn = attention_heatmaps(attention, thumbnails, heatmaps, model)
+    log.info("ROC -> %s; %d heatmaps -> %s", roc, drawn, heatmaps)
