@@ -6,7 +6,9 @@ import sys
 from snakemake.utils import min_version
 
 from workflow.common.config import ConfigError, validate_config
-from workflow.common.experiments import enabled_datasets
+from workflow.common.errors import InputError
+from workflow.common.experiments import enabled_datasets, enabled_experiments, run_settings
+from workflow.common.variants import check_variants
 
 min_version("9.0")
 
@@ -20,7 +22,10 @@ try:
     validate_config(config, "config/schema/config.yaml")
     for track in TRACKS:
         enabled_datasets(track, config[track])
-except ConfigError as err:
+    for track in config["tracks"]:  # plug-in variants load now: a bad one stops every job
+        experiments = enabled_experiments(config[track])
+        check_variants(track, (run_settings(config[track], e) for e in experiments))
+except (ConfigError, InputError) as err:
     sys.exit(f"error: {err}")
 
 

@@ -17,6 +17,7 @@ from workflow.common.resources import (
     with_checkpoint_default,
 )
 from workflow.common.sites import devices_per_node
+from workflow.common.variants import variant_files
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 # Every job imports the workflow package from this checkout: `make setup` installs it into the
@@ -62,6 +63,12 @@ def experiment_settings_of(track, experiment):
     """An experiment's settings; a training one checkpoints inside an epoch at least every
     quarter of its class's runtime (at most 30 min) unless the config says otherwise."""
     return with_checkpoint_default(run_settings(config[track], experiment), SITE)
+
+
+def variant_inputs(track):
+    """The files of the plug-in variants an experiment names (a rule's input: editing one
+    reruns exactly that experiment's jobs)."""
+    return lambda wc: variant_files(track, experiment_settings_of(track, wc.experiment))
 
 
 def experiment_resources(track, choices):

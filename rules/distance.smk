@@ -80,6 +80,7 @@ rule distance_train:
     input:
         train="results/distance/{dataset}/prep/store/train.h5",
         val="results/distance/{dataset}/prep/store/val.h5",
+        variant=variant_inputs("distance"),
     output:
         "results/distance/{dataset}/{experiment}/seed{seed}/final.ckpt",
     wildcard_constraints:
@@ -130,6 +131,7 @@ rule distance_evaluate:
     input:
         checkpoint="results/distance/{dataset}/{experiment}/seed{seed}/final.ckpt",
         test="results/distance/{dataset}/prep/store/test.h5",
+        variant=variant_inputs("distance"),
     output:
         metrics="results/distance/{dataset}/{experiment}/seed{seed}/metrics.json",
         predictions="results/distance/{dataset}/{experiment}/seed{seed}/predictions.parquet",

@@ -26,7 +26,17 @@ INDEX_SETTINGS = {
 }
 
 
-TRACKED = ["Snakefile", "config", "rules", "scripts", "workflow", "envs", "profiles", "report"]
+TRACKED = [
+    "Snakefile",
+    "config",
+    "rules",
+    "scripts",
+    "workflow",
+    "envs",
+    "profiles",
+    "report",
+    "variants",
+]
 
 #: The modules that take minutes, longest first (make test runs whole modules on parallel
 #: workers; see pytest_collection_modifyitems).
@@ -37,6 +47,7 @@ LONG_MODULES = [
     "tests/distance/test_distance_workflow.py",
     "tests/flip/test_flip_workflow.py",
     "tests/watermark/test_watermark_workflow.py",
+    "tests/distance/test_distance_variants.py",
     "tests/lsf/test_lsf.py",
     "tests/sites/test_htcondor_k8s.py",
 ]

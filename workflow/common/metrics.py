@@ -4,7 +4,8 @@ Schema (version 1)::
 
     {"schema": 1, "track", "dataset", "experiment", "seed",
      "metrics": {name: float}, "higher_is_better": {name: bool or null (not ranked)},
-     "config_hash", "git_commit", "packages": {name: version}, "device",
+     "config_hash", "git_commit", "variants": {setting: {"spec", "file", "sha256"}},
+     "packages": {name: version}, "device",
      "world_size", "wall_time_s", "extra": {...}}
 """
 
@@ -22,6 +23,7 @@ from workflow.common.atomic import atomic_path, write_json
 from workflow.common.config import config_hash
 from workflow.common.errors import InputError
 from workflow.common.provenance import device_description, git_commit, package_versions
+from workflow.common.variants import EXTENSION_POINTS, Variant, is_variant
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +41,7 @@ class RunMetrics:
     higher_is_better: dict[str, bool | None]  # None: reported, not ranked
     config_hash: str
     git_commit: str = field(default_factory=git_commit)
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)  # plug-ins it ran
     packages: dict[str, str] = field(default_factory=package_versions)
     device: str = field(default_factory=device_description)
     world_size: int = 1
@@ -92,6 +95,11 @@ class RunEvaluation:
             metrics=metrics,
             higher_is_better={k: higher_is_better[k] for k in metrics},
             config_hash=config_hash(self.settings),
+            variants={
+                key: Variant.parse(self.settings[key]).provenance()
+                for key in EXTENSION_POINTS.get(self.track, {})
+                if is_variant(self.settings.get(key))
+            },
             world_size=int(run_info.get("world_size", 1)),
             wall_time_s=round(
                 float(run_info.get("train_wall_time_s", 0.0)) + time.monotonic() - self.started, 2

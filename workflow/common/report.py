@@ -76,7 +76,11 @@ def _heading(metric: str, higher_is_better: bool | None) -> str:
     return metric if higher_is_better is None else f"{metric} {'↑' if higher_is_better else '↓'}"
 
 
-def markdown(summary: pd.DataFrame) -> str:
+def markdown(
+    summary: pd.DataFrame, variants: dict[tuple[str, str, str], dict] | None = None
+) -> str:
+    """The tables; under each, the plug-in variants its experiments ran (file and sha256,
+    from ``variants``: (track, dataset, experiment) -> metrics.json's ``variants``)."""
     lines = [
         "# Summary",
         "",
@@ -99,9 +103,20 @@ def markdown(summary: pd.DataFrame) -> str:
             cells = [_cell(by_metric.loc[m]) for m in metrics]
             lines.append(f"| {experiment} | {rows['seeds'].max()} | " + " | ".join(cells) + " |")
         lines.append("")
+        for experiment in dict.fromkeys(block["experiment"]):
+            for key, v in (variants or {}).get((track, dataset, experiment), {}).items():
+                lines.append(f"- {experiment}: {key} `{v['spec']}` (sha256 {v['sha256'][:12]})")
+        if lines[-1] != "":
+            lines.append("")
     return "\n".join(lines)
 
 
 def build_report(metric_files: Iterable[str | Path]) -> tuple[pd.DataFrame, str]:
-    summary = summarise(long_table(read_metrics(p) for p in metric_files))
-    return summary, markdown(summary)
+    records = [read_metrics(p) for p in metric_files]
+    summary = summarise(long_table(records))
+    variants = {
+        (r["track"], r["dataset"], r["experiment"]): r["variants"]
+        for r in records
+        if r.get("variants")
+    }
+    return summary, markdown(summary, variants)

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from workflow.common.loaders import SplitDataModule, resumable_loader
+from workflow.distance.models import reads_frames
 from workflow.distance.store import FrameDataset, collate_frames, geometry_features, object_table
 
 
@@ -42,7 +43,7 @@ def training_statistics(train_store: Path) -> dict[str, Any]:
 
 
 def make_dataset(model: str, store: Path) -> Dataset:
-    return FrameDataset(store) if model == "zhu" else ObjectDataset(store)
+    return FrameDataset(store) if reads_frames(model) else ObjectDataset(store)
 
 
 def make_loader(
@@ -53,7 +54,7 @@ def make_loader(
         batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
-        collate_fn=collate_frames if model == "zhu" else None,
+        collate_fn=collate_frames if reads_frames(model) else None,
     )
 
 
@@ -63,7 +64,7 @@ class DistanceDataModule(SplitDataModule):
     def __init__(
         self, model: str, train_store: Path, val_store: Path, batch_size: int, num_workers: int = 0
     ) -> None:
-        super().__init__(batch_size, num_workers, collate_frames if model == "zhu" else None)
+        super().__init__(batch_size, num_workers, collate_frames if reads_frames(model) else None)
         self.model = model
         self.stores = {"train": Path(train_store), "val": Path(val_store)}
 

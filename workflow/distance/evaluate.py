@@ -67,7 +67,7 @@ def _network_predictions(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = module.to(device)
     model = module.hparams.model
-    per_batch = batch_size if model == "zhu" else 4096  # frames vs box-geometry rows
+    per_batch = batch_size if module.inputs == "frames" else 4096  # frames vs box rows
     loader = make_loader(model, make_dataset(model, store), per_batch, 0, shuffle=False)
     pred = np.full(n, np.nan)
     for batch in loader:

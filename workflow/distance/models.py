@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -19,13 +19,18 @@ from torchvision.ops import RoIAlign
 
 from workflow.common.checkpoint import load_weights
 from workflow.common.errors import InputError
+from workflow.common.variants import is_variant, load_variant
 
 GEOMETRY_DIM = 6
 
 
 class DistanceModule(L.LightningModule):
     """Shared loss, optimiser, logging and standardisation: subclasses only say how a batch
-    becomes metres."""
+    becomes metres (``forward``) and which batches they read (``inputs``: ``"geometry"``,
+    DisNet's per-object box features, or ``"frames"``, whole frames with their boxes as Zhu &
+    Fang read them). The extension point of a plug-in variant (workflow/common/variants.py)."""
+
+    inputs: ClassVar[str] = "geometry"
 
     def __init__(
         self,
@@ -129,6 +134,8 @@ class ZhuFang(DistanceModule):
     alone (fixed-size, translation-equivariant) only carry indirectly.
     """
 
+    inputs: ClassVar[str] = "frames"
+
     def __init__(
         self,
         backbone: str = "resnet34",
@@ -175,11 +182,24 @@ NETWORKS: dict[str, type[DistanceModule]] = {"disnet": DisNet, "zhu": ZhuFang}
 REFERENCES = ("mean", "pinhole")
 
 
+def network_class(model: str) -> type[DistanceModule]:
+    """A built-in network by name, or the plug-in variant ``model`` names (``file.py:Class``,
+    a DistanceModule that defines ``forward``)."""
+    if is_variant(model):
+        return load_variant("distance", "model", model)
+    return NETWORKS[model]
+
+
+def reads_frames(model: str) -> bool:
+    """Whether the network reads whole frames (Zhu & Fang's batches), not box geometry."""
+    return network_class(model).inputs == "frames"
+
+
 def load_network(checkpoint: dict[str, Any], path: Path) -> DistanceModule:
     """The network of a loaded Lightning checkpoint (``path`` names it in errors)."""
     name = checkpoint.get("hyper_parameters", {}).get("model")
-    if name not in NETWORKS:
+    if name not in NETWORKS and not is_variant(name):
         raise InputError(path, f"not a distance network checkpoint (model={name!r})")
-    module = NETWORKS[name](**checkpoint["hyper_parameters"])
+    module = network_class(name)(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()

@@ -20,6 +20,7 @@ from typing import Any
 from workflow.common.capacity import Job, training_job
 from workflow.common.experiments import runs
 from workflow.common.schedule import Schedule, Size, track_schedules
+from workflow.common.variants import is_variant
 
 #: The index rule's train table (rules/distance.smk ``distance_index``).
 INDEX = "results/distance/{dataset}/prep/index/train.parquet"
@@ -99,6 +100,10 @@ def train_size(
     """Training samples per epoch of a run: objects (DisNet) or frames (Zhu & Fang).
     ``cache`` keeps each index table's counts for the next experiment of the dataset."""
     per_frame = settings.get("model") == "zhu"
+    if is_variant(settings.get("model")):
+        from workflow.distance.models import reads_frames  # torch: only for a plug-in
+
+        per_frame = reads_frames(settings["model"])
     path = Path(root) / INDEX.format(dataset=dataset)
     cache = {} if cache is None else cache
     if path not in cache:

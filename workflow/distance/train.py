@@ -18,7 +18,7 @@ from workflow.common.atomic import atomic_path
 from workflow.common.target import RunTarget
 from workflow.common.training import fit_and_publish, train_settings
 from workflow.distance.data import DistanceDataModule, training_statistics
-from workflow.distance.models import NETWORKS, REFERENCES
+from workflow.distance.models import REFERENCES, network_class
 from workflow.distance.store import PRIORS, object_table
 
 log = logging.getLogger("lsai.distance.train")
@@ -45,8 +45,10 @@ def train_experiment(
         return
     stats = training_statistics(train_store)
     L.seed_everything(target.seed, workers=True, verbose=False)  # the initial weights depend on it
-    extra = {k: settings[k] for k in MODEL_KEYS if k in settings} if model == "zhu" else {}
-    module = NETWORKS[model](
+    network = network_class(model)
+    frames = network.inputs == "frames"  # Zhu & Fang's backbone settings go to such a network
+    extra = {k: settings[k] for k in MODEL_KEYS if k in settings} if frames else {}
+    module = network(
         lr=settings["lr"], weight_decay=settings["weight_decay"], model=model, **stats, **extra
     )
     data = DistanceDataModule(
