@@ -23,7 +23,7 @@ from workflow.common.atomic import atomic_path, write_json
 from workflow.common.config import config_hash
 from workflow.common.errors import InputError
 from workflow.common.provenance import device_description, git_commit, package_versions
-from workflow.common.variants import EXTENSION_POINTS, Variant, is_variant
+from workflow.common.variants import variants_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,9 +96,7 @@ class RunEvaluation:
             higher_is_better={k: higher_is_better[k] for k in metrics},
             config_hash=config_hash(self.settings),
             variants={
-                key: Variant.parse(self.settings[key]).provenance()
-                for key in EXTENSION_POINTS.get(self.track, {})
-                if is_variant(self.settings.get(key))
+                key: v.provenance() for key, v in variants_of(self.track, self.settings).items()
             },
             world_size=int(run_info.get("world_size", 1)),
             wall_time_s=round(

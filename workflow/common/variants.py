@@ -129,21 +129,20 @@ def load_variant(track: str, key: str, spec: str) -> type:
     return Variant.parse(spec).load(getattr(importlib.import_module(module), name), required)
 
 
-def variants_of(track: str, settings: Mapping[str, Any]) -> list[Variant]:
-    """The variants an experiment's settings name, at its track's extension points."""
+def variants_of(track: str, settings: Mapping[str, Any]) -> dict[str, Variant]:
+    """The variants an experiment's settings name, by the extension point's setting."""
     points = EXTENSION_POINTS.get(track, {})
-    return [Variant.parse(settings[k]) for k in points if is_variant(settings.get(k))]
+    return {k: Variant.parse(settings[k]) for k in points if is_variant(settings.get(k))}
 
 
 def variant_files(track: str, settings: Mapping[str, Any]) -> list[str]:
     """The files of an experiment's variants (its jobs' inputs: editing one reruns them)."""
-    return [str(v.path) for v in variants_of(track, settings)]
+    return [str(v.path) for v in variants_of(track, settings).values()]
 
 
 def check_variants(track: str, experiments: Iterable[Mapping[str, Any]]) -> None:
     """Load every variant the experiments name, so a bad one stops the workflow before any
     job, with its file and what is wrong."""
     for settings in experiments:
-        for key in EXTENSION_POINTS.get(track, {}):
-            if is_variant(settings.get(key)):
-                load_variant(track, key, settings[key])
+        for key, variant in variants_of(track, settings).items():
+            load_variant(track, key, variant.spec)
