@@ -11,6 +11,12 @@ rule report:
         md=report(
             "results/report/summary.md", category="summary", caption="../report/summary.rst"
         ),
+    params:
+        baselines=" ".join(
+            "--baseline " + shlex.quote(f"{track}={baseline}")
+            for track, baseline in config["baselines"].items()
+            if track in config["tracks"] and baseline
+        ),
     log:
         "logs/report/report.log",
     conda:
@@ -18,5 +24,5 @@ rule report:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/report.py --metrics {input:q} --csv {output.csv:q} --md {output.md:q} "
-        "> {log:q} 2>&1"
+        "python scripts/report.py --metrics {input:q} {params.baselines} "
+        "--csv {output.csv:q} --md {output.md:q} > {log:q} 2>&1"

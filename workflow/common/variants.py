@@ -29,6 +29,17 @@ EXTENSION_POINTS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     # a LightningModule that turns a batch into metres; ``inputs`` ("geometry" or "frames",
     # DisNet's or Zhu & Fang's batches) says which data it reads
     "distance": {"model": ("workflow.distance.models:DistanceModule", ("forward",))},
+    # a LightningModule-free piece in every other track, the one a group's idea changes:
+    # the Perceiver's cross-attention (latents reading tokens)
+    "sequence": {"attention": ("workflow.sequence.models:CrossAttention", ("forward",))},
+    # DAS-MIL's graph layer (per scale and joint): (x, edge_index) -> node features
+    "wsi": {"gnn": ("workflow.wsi.mil:GraphLayer", ("forward",))},
+    # FLIP's training objective: open_clip's ClipLoss, plus whatever term the variant adds
+    "flip": {"loss": ("workflow.flip.loss:FlipLoss", ("forward",))},
+    # the watermark's seeding scheme: a token's context -> the seed of its green list
+    "watermark": {"scheme": ("workflow.watermark.greenlist:SeedingScheme", ("seeds",))},
+    # the NeRF's per-view pose correction (built-in backend): (c2w, view index) -> c2w
+    "nerf": {"pose": ("workflow.nerf.field:PoseCorrection", ("forward",))},
 }
 
 
