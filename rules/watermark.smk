@@ -97,6 +97,7 @@ rule watermark_generate:
     input:
         prompts=lambda wc: PROMPTS.format(dataset=wc.dataset, model=wm_model(wc)),
         model=lambda wc: model_inputs(WM, wm_model(wc)),
+        variant=variant_inputs("watermark"),  # a plug-in seeding scheme's file
     output:
         generations=f"{WM_RUN}/generations.jsonl",
         info=f"{WM_RUN}/generation.json",
@@ -176,6 +177,7 @@ rule watermark_detect:
         attacked=[f"{WM_RUN}/attacked.jsonl"]
         + ([f"{WM_RUN}/paraphrased.jsonl"] if PARAPHRASER else []),
         model=lambda wc: model_inputs(WM, wm_model(wc)),
+        variant=variant_inputs("watermark"),
     output:
         f"{WM_RUN}/scores.parquet",
     params:

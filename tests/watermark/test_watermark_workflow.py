@@ -1,16 +1,25 @@
 """The watermark track's real Snakemake DAG end to end on the demo, in a copy of the repository:
-the issue's must-show numbers on the demo's own settings."""
+the issue's must-show numbers on the demo's own settings, and the worked plug-in seeding
+scheme (variants/watermark/skipgram.py) beside the built-ins."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 
 import pandas as pd
 import pytest
 
 from tests.conftest import e2e_runner, e2e_workdir
+from workflow.watermark.detect import score_many
+from workflow.watermark.hf import load_tokenizer, vocabulary_size
+from workflow.watermark.records import read_generations
 
 smk = e2e_runner("tests/watermark/e2e.yaml")
+VARIANT = "variants/watermark/skipgram.py"
+EXPERIMENTS = {"kgw_lefthash", "kgw_selfhash", "kgw_skipgram"}  # kgw_beam is off in the demo
 
 
 demo = e2e_workdir("tests/watermark/e2e.yaml")
@@ -22,7 +31,7 @@ def test_clean_detection_meets_the_papers_operating_point(demo):
     results = demo / "results/watermark/demo"
     records = {p.parent.parent.name: json.loads(p.read_text())
                for p in results.glob("*/seed0/metrics.json")}  # fmt: skip
-    assert set(records) == {"kgw_lefthash", "kgw_selfhash"}  # kgw_beam is off in the demo
+    assert set(records) == EXPERIMENTS
     for name, record in records.items():
         m, settings = record["metrics"], record["extra"]["settings"]
         assert (settings["gamma"], settings["delta"], settings["new_tokens"]) == (0.25, 2.0, 200)
@@ -72,8 +81,67 @@ def test_prompts_count_planted_damage_and_report_and_figures(demo):
     assert (model / "config.json").is_file() and (model / "tokenizer.json").is_file()
     summary = pd.read_csv(demo / "results/report/summary.csv")
     rows = summary[summary.track == "watermark"]
-    assert set(rows.experiment) == {"kgw_lefthash", "kgw_selfhash"}
+    assert set(rows.experiment) == EXPERIMENTS
     assert set(rows.metric) >= {"tpr", "fpr_human", "auc", "tpr_at_1pct_fpr", "ppl_marked"}
     for name in ("detection", "z_vs_length", "attacks"):
         assert (demo / f"results/watermark/demo/figures/{name}.png").stat().st_size > 10_000
+    assert "Nothing to be done" in smk(demo, "-n", "--cores", "1").stdout
+
+
+@pytest.mark.slow
+def test_the_worked_plugin_scheme_runs_and_reports_its_file(demo):
+    """The skip-gram seeding variant: its file's hash in metrics.json and the report, and a
+    watermark that works - every marked text found, no human or plain text flagged, as the
+    built-in lefthash does on the same prompts."""
+    results = demo / "results/watermark/demo"
+    record = json.loads((results / "kgw_skipgram/seed0/metrics.json").read_text())
+    lefthash = json.loads((results / "kgw_lefthash/seed0/metrics.json").read_text())
+    digest = hashlib.sha256((demo / VARIANT).read_bytes()).hexdigest()
+    spec = f"{VARIANT}:SkipGram"
+    assert record["variants"] == {"scheme": {"spec": spec, "file": VARIANT, "sha256": digest}}
+    assert lefthash["variants"] == {}
+    m = record["metrics"]
+    assert m["tpr"] >= 0.95 and m["fpr_human"] == 0.0 and m["auc"] > 0.99, m
+    scores = pd.read_parquet(results / "kgw_skipgram/seed0/scores.parquet")
+    assert scores.z.notna().all() and (scores.problem == "").all()
+    # as strong as lefthash (mean z of marked texts at T = 200)...
+    z = {k: r["extra"]["curves"]["z_vs_length"]["200"]["z_mean"] for k, r in
+         {"skipgram": record, "lefthash": lefthash}.items()}  # fmt: skip
+    assert z["skipgram"] > 0.8 * z["lefthash"], z
+    # ...and its own green lists, not lefthash's: lefthash's seeds do not find its marked texts
+    vocab = vocabulary_size(load_tokenizer(demo / "data/demo/watermark/models/demo"))
+    generations = read_generations(results / "kgw_skipgram/seed0/generations.jsonl", vocab)
+    texts = [g["prompt_ids"] + g["marked_ids"] for g in generations]
+    prefixes = [len(g["prompt_ids"]) for g in generations]
+    as_lefthash = score_many(texts, vocab, 0.25, "lefthash", prefix_len=prefixes)
+    assert sum(s.z for s in as_lefthash) / len(texts) < 2, [s.z for s in as_lefthash]
+    summary = (demo / "results/report/summary.md").read_text()
+    assert "| kgw_skipgram | 1 |" in summary
+    lines = [line for line in summary.splitlines() if line.startswith("- kgw_skipgram:")]
+    assert len(lines) == 1 and f"`{spec}`" in lines[0] and digest[:12] in lines[0], lines
+
+
+@pytest.mark.slow
+def test_editing_the_plugin_reruns_only_its_experiment(demo):
+    path = demo / VARIANT
+    text, stat = path.read_text(), path.stat()
+    path.write_text(text.replace("context_width = 5", "context_width = 3"))
+    try:
+        planned = smk(demo, "-n", "--cores", "1").stdout
+    finally:  # the file as it was, mtime included: later tests see a finished DAG
+        path.write_text(text)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    jobs = {
+        (m[1], m[2])
+        for m in re.finditer(
+            r"^rule (\w+):\n(?:    .*\n)*?    wildcards: "
+            r"dataset=demo, experiment=(\w+)",
+            planned,
+            re.M,
+        )
+    }
+    assert {e for _, e in jobs} == {"kgw_skipgram"}, jobs
+    assert {r for r, _ in jobs} == {"watermark_generate", "watermark_attack",
+                                    "watermark_paraphrase", "watermark_detect",
+                                    "watermark_evaluate"}, jobs  # fmt: skip
     assert "Nothing to be done" in smk(demo, "-n", "--cores", "1").stdout

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from workflow.watermark import greenlist
-from workflow.watermark.greenlist import DEFAULT_KEY, Scheme
+from workflow.watermark.greenlist import DEFAULT_KEY, SeedingScheme
 
 Ids = Sequence[int] | torch.Tensor | np.ndarray
 
@@ -81,7 +81,7 @@ def green_flags(
     ids: Ids,
     vocab_size: int,
     gamma: float,
-    scheme: str | Scheme,
+    scheme: str | SeedingScheme,
     *,
     key: int = DEFAULT_KEY,
     prefix_len: int = 0,
@@ -94,7 +94,7 @@ def score(
     ids: Ids,
     vocab_size: int,
     gamma: float,
-    scheme: str | Scheme,
+    scheme: str | SeedingScheme,
     *,
     key: int = DEFAULT_KEY,
     prefix_len: int = 0,
@@ -115,7 +115,7 @@ def score_many(
     texts: Sequence[Ids],
     vocab_size: int,
     gamma: float,
-    scheme: str | Scheme,
+    scheme: str | SeedingScheme,
     *,
     key: int = DEFAULT_KEY,
     prefix_len: int | Sequence[int] = 0,
@@ -143,7 +143,7 @@ def windowed_z(
     ids: Ids,
     vocab_size: int,
     gamma: float,
-    scheme: str | Scheme,
+    scheme: str | SeedingScheme,
     window: int,
     *,
     key: int = DEFAULT_KEY,
@@ -195,20 +195,20 @@ def _as_ids(ids: Ids) -> torch.Tensor:
     return tensor
 
 
-def _first_scored(sch: Scheme, prefix_len: int) -> int:
+def _first_scored(sch: SeedingScheme, prefix_len: int) -> int:
     """Index of the first scored token: after the prompt, and with a full context."""
     if prefix_len < 0:
         raise ValueError("prefix_len must be >= 0")
     return max(prefix_len, sch.lookback)
 
 
-def _positions(ids: torch.Tensor, sch: Scheme, prefix_len: int) -> torch.Tensor:
+def _positions(ids: torch.Tensor, sch: SeedingScheme, prefix_len: int) -> torch.Tensor:
     """Token indices of the scored positions."""
     first = _first_scored(sch, prefix_len)
     return torch.arange(first, max(ids.numel(), first))
 
 
-def _scored_rows(ids: torch.Tensor, sch: Scheme, prefix_len: int) -> torch.Tensor:
+def _scored_rows(ids: torch.Tensor, sch: SeedingScheme, prefix_len: int) -> torch.Tensor:
     """(context..., token) rows of the scored positions; contexts may reach into the prompt."""
     skip = _first_scored(sch, prefix_len) - sch.lookback
     return greenlist.ngrams(ids, sch)[skip:]
@@ -218,7 +218,7 @@ def _flags_many(
     texts: Sequence[Ids],
     vocab_size: int,
     gamma: float,
-    scheme: str | Scheme,
+    scheme: str | SeedingScheme,
     key: int,
     prefixes: Sequence[int],
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:

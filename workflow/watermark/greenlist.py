@@ -15,6 +15,10 @@ integers drawn by ``torch.randperm`` from a CPU generator seeded with 2971215073
 reference also holds a Jenkins-style avalanche hash, ``_hashint_avalanche_*``, but no scheme
 calls it.)
 
+A seeding scheme is a :class:`SeedingScheme` (the track's plug-in point): ``scheme: lefthash``
+or ``selfhash`` picks a built-in, ``scheme: <file>.py:<Class>`` a subclass outside the package
+(workflow/common/variants.py; worked example variants/watermark/skipgram.py).
+
 The green list of a seed is the first ``int(gamma * vocab_size)`` ids of ``torch.randperm``
 from a generator seeded with ``seed % (2**64 - 1)`` (the reference's ``select_green_tokens=True``).
 The reference draws on the model's device, and CUDA and CPU generators give different
@@ -26,9 +30,12 @@ a CPU), and green lists may change if a torch release changes ``randperm``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+
+from workflow.common.errors import InputError, first_line
+from workflow.common.variants import Variant, is_variant, load_variant
 
 DEFAULT_KEY = 15485863
 HASH_TABLE_SEED = 2971215073  # the reference's "fib47 is prime"
@@ -37,14 +44,43 @@ SEED_MODULUS = 2**64 - 1  # the reference's guard before Generator.manual_seed
 MASK_CACHE_SIZE = 2048  # masks are vocab_size bytes each: about 100 MB for a 50k vocabulary
 
 
-@dataclass(frozen=True)
-class Scheme:
-    """How a token's context becomes a seed; field names follow the reference's seeding props."""
+class SeedingScheme:
+    """How a token's context becomes the seed of its green list: the extension point of a
+    plug-in variant (``scheme: <file>.py:<Class>``, workflow/common/variants.py).
 
-    name: str
-    context_width: int  # ids fed to the PRF; with self_salt the candidate token is one of them
-    self_salt: bool
-    prf: str
+    A subclass sets two class attributes and defines one method:
+
+    * ``context_width`` (int): the ids the PRF reads per scored token; with ``self_salt`` the
+      candidate token itself is the last of them (so the token needs ``context_width - 1``
+      previous tokens, :attr:`lookback`), without it they are the ``context_width`` previous
+      tokens.
+    * ``self_salt`` (bool): whether the candidate salts its own seed (Algorithm 3 of the paper;
+      generation then checks the likeliest candidates one by one, see processor.py).
+    * ``seeds(self, windows, key) -> seeds``: ``windows`` an int64 CPU tensor of shape
+      ``(..., context_width)``, oldest id first; ``key`` the run's hash key (an int). Returns an
+      int64 tensor of shape ``windows.shape[:-1]``: the seeds, before the ``2**64 - 1`` modulo.
+      It must be a pure function of the window and the key (generation and detection call it
+      on different batches), vectorised over the leading dimensions.
+
+    The workflow builds a variant as ``Class(name=<its spec>)``; a subclass with parameters of
+    its own gives them defaults. ``prf`` names the reference's PRF, when the scheme is one of
+    its ``ff-<prf>-<width>-<self_salt>-<key>`` schemes (:meth:`reference_name`).
+    """
+
+    context_width: ClassVar[int] = 1
+    self_salt: ClassVar[bool] = False
+    prf: ClassVar[str | None] = None
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or type(self).__name__
+        width = self.context_width
+        if not isinstance(width, int) or isinstance(width, bool) or width < int(self.self_salt):
+            raise ValueError(f"{self.name}: context_width must be an int >= "
+                             f"{int(self.self_salt)}, got {width!r}")  # fmt: skip
+        if not isinstance(self.self_salt, bool):
+            raise ValueError(f"{self.name}: self_salt must be a bool, got {self.self_salt!r}")
+
+    # no seeds() here: the variant check (load_variant) requires a subclass to define it
 
     @property
     def lookback(self) -> int:
@@ -53,23 +89,70 @@ class Scheme:
 
     def reference_name(self, key: int = DEFAULT_KEY) -> str:
         """The reference's free-form seeding-scheme string for this scheme and key."""
+        if self.prf is None:
+            raise ValueError(f"{self.name} is not one of the reference's PRF schemes")
         return f"ff-{self.prf}-{self.context_width}-{self.self_salt}-{key}"
 
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, "
+                f"context_width={self.context_width}, self_salt={self.self_salt})")  # fmt: skip
 
-SCHEMES = {
-    "lefthash": Scheme("lefthash", context_width=1, self_salt=False, prf="additive_prf"),
-    "selfhash": Scheme("selfhash", context_width=4, self_salt=True, prf="anchored_minhash_prf"),
+
+class LeftHash(SeedingScheme):
+    """The reference's ``lefthash`` (``ff-additive_prf-1-False``): ``key * previous id``."""
+
+    context_width = 1
+    self_salt = False
+    prf = "additive_prf"
+
+    def seeds(self, windows: torch.Tensor, key: int) -> torch.Tensor:
+        return key * windows.sum(dim=-1)
+
+
+class SelfHash(SeedingScheme):
+    """The reference's ``selfhash`` (``ff-anchored_minhash_prf-4-True``): the min over the
+    window of ``key * hashint(x_i) * hashint(x_candidate)``, in wrapping int64 arithmetic."""
+
+    context_width = 4
+    self_salt = True
+    prf = "anchored_minhash_prf"
+
+    def seeds(self, windows: torch.Tensor, key: int) -> torch.Tensor:
+        hashed = hashint(windows)
+        # int64 products wrap around exactly as in the reference's tensor arithmetic
+        return (key * hashed * hashed[..., -1:]).amin(dim=-1)
+
+
+SCHEMES: dict[str, SeedingScheme] = {
+    "lefthash": LeftHash("lefthash"),
+    "selfhash": SelfHash("selfhash"),
 }
 
 
-def scheme(name: str | Scheme) -> Scheme:
-    """Look a scheme up by name; a typo must fail loudly, not detect nothing."""
-    if isinstance(name, Scheme):
+def scheme(name: str | SeedingScheme) -> SeedingScheme:
+    """A built-in scheme by name, or the plug-in variant ``name`` names (``<file>.py:<Class>``,
+    a SeedingScheme that defines ``seeds``), built; a typo must fail loudly, not detect nothing."""
+    if isinstance(name, SeedingScheme):
         return name
+    if is_variant(name):
+        return _variant(name)
     if name not in SCHEMES:
         known = ", ".join(SCHEMES)
-        raise ValueError(f"unknown seeding scheme {name!r} (known: {known})")
+        raise ValueError(f"unknown seeding scheme {name!r} (known: {known}), nor a plug-in "
+                         "<file>.py:<Class>")  # fmt: skip
     return SCHEMES[name]
+
+
+@functools.cache
+def _variant(spec: str) -> SeedingScheme:
+    """The plug-in scheme ``spec`` names, built once per process; a class that cannot be
+    built is an error naming its file."""
+    cls = load_variant("watermark", "scheme", spec)
+    try:
+        return cls(name=spec)
+    except (TypeError, ValueError) as err:
+        path = Variant.parse(spec).path
+        raise InputError(path, f"cannot build {cls.__name__}: {first_line(err)}") from None
 
 
 def check_gamma(gamma: float) -> None:
@@ -96,18 +179,20 @@ def hashint(values: torch.Tensor) -> torch.Tensor:
     return hash_table()[values.cpu().long() % HASH_TABLE_SIZE] + 1
 
 
-def prf_seeds(windows: torch.Tensor, sch: Scheme, key: int = DEFAULT_KEY) -> torch.Tensor:
+def prf_seeds(windows: torch.Tensor, sch: SeedingScheme, key: int = DEFAULT_KEY) -> torch.Tensor:
     """Seeds (int64, before the 2**64-1 modulo) for PRF inputs ``windows[..., context_width]``."""
     windows = windows.cpu().long()
     if windows.shape[-1] != sch.context_width:
         raise ValueError(f"{sch.name} needs windows of {sch.context_width} ids")
-    if sch.prf == "additive_prf":
-        return key * windows.sum(dim=-1)
-    if sch.prf == "anchored_minhash_prf":
-        hashed = hashint(windows)
-        # int64 products wrap around exactly as in the reference's tensor arithmetic
-        return (key * hashed * hashed[..., -1:]).amin(dim=-1)
-    raise ValueError(f"unsupported PRF {sch.prf!r}")
+    seeds = sch.seeds(windows, key)
+    if not isinstance(seeds, torch.Tensor) or seeds.dtype != torch.long:
+        got = seeds.dtype if isinstance(seeds, torch.Tensor) else type(seeds).__name__
+        raise ValueError(f"{sch.name}: seeds() must return an int64 tensor, got {got}")
+    if seeds.shape != windows.shape[:-1]:
+        want, got = tuple(windows.shape[:-1]), tuple(seeds.shape)
+        raise ValueError(f"{sch.name}: seeds() of windows {tuple(windows.shape)} must have "
+                         f"shape {want}, got {got}")  # fmt: skip
+    return seeds
 
 
 def green_list(seed: int, vocab_size: int, gamma: float) -> torch.Tensor:
@@ -154,7 +239,7 @@ def is_green(
     return (out & in_vocab).reshape(shape)
 
 
-def ngrams(ids: torch.Tensor, sch: Scheme) -> torch.Tensor:
+def ngrams(ids: torch.Tensor, sch: SeedingScheme) -> torch.Tensor:
     """Rows ``ids[t - lookback : t + 1]`` for every t >= lookback: context then scored token."""
     ids = ids.cpu().long()
     width = sch.lookback + 1
@@ -163,6 +248,6 @@ def ngrams(ids: torch.Tensor, sch: Scheme) -> torch.Tensor:
     return ids.unfold(0, width, 1)
 
 
-def prf_inputs(rows: torch.Tensor, sch: Scheme) -> torch.Tensor:
+def prf_inputs(rows: torch.Tensor, sch: SeedingScheme) -> torch.Tensor:
     """PRF windows of n-gram rows: self-salted schemes include the scored token itself."""
     return rows if sch.self_salt else rows[..., :-1]

@@ -11,7 +11,13 @@ import torch
 from transformers import LogitsProcessor
 
 from workflow.watermark import greenlist
-from workflow.watermark.greenlist import DEFAULT_KEY, Scheme, green_mask, is_green, prf_seeds
+from workflow.watermark.greenlist import (
+    DEFAULT_KEY,
+    SeedingScheme,
+    green_mask,
+    is_green,
+    prf_seeds,
+)
 
 #: The reference's rejection sampling checks only the most likely candidates ("fixed_compute").
 #: Its loop breaks after index 40, i.e. it checks 41; transformers' port checks 40. Only the
@@ -31,7 +37,7 @@ class WatermarkLogitsProcessor(LogitsProcessor):
         vocab_size: int,
         gamma: float,
         delta: float,
-        scheme: str | Scheme,
+        scheme: str | SeedingScheme,
         key: int = DEFAULT_KEY,
         self_salt_candidates: int = SELF_SALT_CANDIDATES,
     ) -> None:
