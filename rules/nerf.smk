@@ -71,7 +71,8 @@ rule nerf_prepare:
 
 rule nerf_train:
     input:
-        NERF_SCENE,
+        scene=NERF_SCENE,
+        variant=variant_inputs("nerf"),  # a plug-in `pose` (builtin engine only)
     output:
         f"{NERF_RUN}/final.ckpt",
     params:
@@ -91,7 +92,7 @@ rule nerf_train:
     resources:
         **resource_class("GPU_1"),
     shell:
-        "python scripts/nerf.py train --scene {input:q} --settings {params.settings:q} "
+        "python scripts/nerf.py train --scene {input.scene:q} --settings {params.settings:q} "
         "--run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "
         "--devices {params.devices:q} --threads {threads} --max-pixels {params.max_pixels:q} "
         "> {log:q} 2>&1"
@@ -133,6 +134,7 @@ rule nerf_evaluate:
     input:
         checkpoint=nerf_trained,
         scene=NERF_SCENE,
+        variant=variant_inputs("nerf"),  # the test-time alignment builds the run's `pose`
     output:
         metrics=f"{NERF_RUN}/metrics.json",
         predictions=f"{NERF_RUN}/predictions.parquet",

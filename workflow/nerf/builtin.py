@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from workflow.common.loaders import resumable_loader
 from workflow.common.target import RunTarget
 from workflow.common.training import fit_and_publish, train_settings
-from workflow.nerf.field import PoseCorrection, RadianceField, camera_rays, render_rays
+from workflow.nerf.field import RadianceField, camera_rays, make_corrections, render_rays
 from workflow.nerf.geometry import pose_errors
 from workflow.nerf.transforms import Scene, load_views
 
@@ -95,7 +95,7 @@ class NerfModule(L.LightningModule):
         super().__init__()
         self.settings = dict(settings)
         self.field = RadianceField(**{k: settings[k] for k in FIELD_KEYS})
-        self.corrections = PoseCorrection(len(poses))
+        self.corrections = make_corrections(settings, len(poses))
         self.register_buffer("intrinsics", intrinsics.float())
         self.register_buffer("poses", poses.float())  # (n, 4, 4), box coordinates
         self.register_buffer("gt_poses", gt_poses.float() if gt_poses is not None else None)

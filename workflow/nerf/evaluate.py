@@ -23,7 +23,7 @@ from workflow.common.errors import InputError
 from workflow.common.metrics import RunEvaluation
 from workflow.common.training import checkpoint_run_info, read_checkpoint
 from workflow.nerf.builtin import FIELD_KEYS, as_4x4, from_box, scene_arrays, to_box
-from workflow.nerf.field import PoseCorrection, RadianceField, camera_rays, render_rays
+from workflow.nerf.field import RadianceField, camera_rays, make_corrections, render_rays
 from workflow.nerf.geometry import align_poses, pose_errors
 from workflow.nerf.nerfstudio import (
     read_eval,
@@ -47,8 +47,11 @@ def load_run(path: Path) -> tuple[RadianceField, dict[str, torch.Tensor], dict[s
     field = RadianceField(**{k: meta["settings"][k] for k in FIELD_KEYS})
     field.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("field.")})
     field.eval().requires_grad_(False)
-    corrections = PoseCorrection(len(state["poses"]))
-    corrections.load_state_dict({"delta": state["corrections.delta"]})
+    corrections = make_corrections(meta["settings"], len(state["poses"]))
+    prefix = "corrections."
+    corrections.load_state_dict(
+        {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    )
     with torch.no_grad():
         refined = corrections(state["poses"], torch.arange(len(state["poses"])))
     tensors = {
@@ -87,7 +90,7 @@ def align_test_poses(
 ) -> torch.Tensor:  # fmt: skip
     """Held-out poses optimised photometrically against their images, the field frozen."""
     steps, rays, lr = (settings["test_time"][k] for k in ("steps", "rays", "lr"))
-    corrections = PoseCorrection(len(poses))
+    corrections = make_corrections(settings, len(poses))
     if steps == 0:
         return poses
     optimizer = torch.optim.Adam(corrections.parameters(), lr=lr)

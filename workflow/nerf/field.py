@@ -9,11 +9,14 @@ hash-grid variants of BARF do; reaches the demo's accuracy in a few hundred step
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workflow.common.variants import is_variant, load_variant
 from workflow.nerf.geometry import so3_exp
 
 
@@ -98,11 +101,31 @@ class RadianceField(nn.Module):
 
 
 class PoseCorrection(nn.Module):
+    """Learnable per-view corrections of camera poses: the ``pose`` setting's extension point
+    (workflow/common/variants.py). The built-in is :class:`SO3xR3`; a plug-in variant
+    (``pose: <file>.py:<Class>``) subclasses this class and defines
+
+    - ``__init__(self, views: int)``, calling ``super().__init__(views)``, with its parameters
+      (one set per training view, or shared) initialised so that ``forward`` returns the given
+      poses: a run with ``refine_poses: false`` keeps them, and the field learns first;
+    - ``forward(self, c2w, index) -> (n, 3, 4)``: ``c2w`` (n, 3 or 4, 4) camera-to-world poses
+      in box coordinates (OpenGL axes), ``index`` (n,) long, the view each row belongs to; the
+      corrected poses, differentiable in the parameters.
+
+    Training, the pose-error record and the evaluation's test-time alignment of the held-out
+    views (a fresh instance of the same class) all build it this way. Builtin engine only."""
+
+    def __init__(self, views: int) -> None:
+        super().__init__()
+        self.views = views
+
+
+class SO3xR3(PoseCorrection):
     """One rotation vector and translation per training view (nerfstudio's SO3xR3), applied in
     the camera's own frame and initialised at zero, so an unrefined run keeps its poses."""
 
     def __init__(self, views: int) -> None:
-        super().__init__()
+        super().__init__(views)
         self.delta = nn.Parameter(torch.zeros(views, 6))
 
     def forward(self, c2w: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -110,6 +133,25 @@ class PoseCorrection(nn.Module):
         rot = c2w[:, :3, :3] @ so3_exp(d[:, :3])
         trans = c2w[:, :3, 3:] + c2w[:, :3, :3] @ d[:, 3:, None]
         return torch.cat([rot, trans], dim=-1)
+
+
+#: The built-in pose parameterisations, by the ``pose`` setting's name.
+POSES: dict[str, type[PoseCorrection]] = {"so3xr3": SO3xR3}
+DEFAULT_POSE = "so3xr3"
+
+
+def pose_class(pose: str) -> type[PoseCorrection]:
+    """A built-in pose correction by name, or the plug-in variant ``pose`` names
+    (``file.py:Class``, a PoseCorrection that defines ``forward``)."""
+    if is_variant(pose):
+        return load_variant("nerf", "pose", pose)
+    return POSES[pose]
+
+
+def make_corrections(settings: Mapping[str, Any], views: int) -> PoseCorrection:
+    """The corrections of ``views`` poses a run's settings pick (``pose``; a checkpoint from
+    before the setting existed used SO3xR3)."""
+    return pose_class(settings.get("pose", DEFAULT_POSE))(views)
 
 
 def camera_rays(

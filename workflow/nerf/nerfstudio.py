@@ -73,8 +73,16 @@ class NerfstudioRun:
 
 
 def check_settings(settings: Mapping[str, Any], where: str) -> None:
-    """What the schema cannot say: instant-ngp has no camera optimizer to refine poses with."""
+    """What the schema cannot say: instant-ngp has no camera optimizer to refine poses with,
+    and the ``pose`` setting (a plug-in variant among them) is the builtin engine's: nerfstudio
+    refines with its own camera optimizer."""
     method = settings["nerfstudio"]["method"]
+    pose = settings.get("pose", "so3xr3")
+    if settings["engine"] == "nerfstudio" and pose != "so3xr3":
+        raise ConfigError(
+            f"{where}: pose {pose!r} is the builtin engine's; the nerfstudio engine refines "
+            "poses with nerfacto's own camera optimizer (SO3xR3): leave pose out"
+        )
     if settings["engine"] == "nerfstudio" and settings["refine_poses"]:
         if not CAMERA_OPTIMIZER[method]:
             raise ConfigError(
