@@ -188,7 +188,8 @@ rule wsi_graph:
 
 rule wsi_train:
     input:
-        "results/wsi/{dataset}/prep/graphs/index.tsv",
+        graphs="results/wsi/{dataset}/prep/graphs/index.tsv",
+        variant=variant_inputs("wsi"),
     output:
         "results/wsi/{dataset}/{experiment}/seed{seed}/final.ckpt",
     wildcard_constraints:
@@ -212,7 +213,7 @@ rule wsi_train:
         **resource_class("GPU_1"),
     shell:
         "{params.launch} python scripts/wsi.py train --settings {params.settings:q} "
-        "--graphs {input:q} --run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "
+        "--graphs {input.graphs:q} --run-dir {params.run_dir:q} --out {output:q} --seed {wildcards.seed:q} "
         "--devices {params.devices:q} --num-nodes {params.nodes:q} > {log:q} 2>&1"
 
 
@@ -227,6 +228,7 @@ rule wsi_evaluate:
     input:
         checkpoint="results/wsi/{dataset}/{experiment}/seed{seed}/final.ckpt",
         graphs="results/wsi/{dataset}/prep/graphs/index.tsv",
+        variant=variant_inputs("wsi"),
     output:
         metrics="results/wsi/{dataset}/{experiment}/seed{seed}/metrics.json",
         predictions="results/wsi/{dataset}/{experiment}/seed{seed}/predictions.parquet",

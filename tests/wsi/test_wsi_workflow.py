@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def attention_on_lesions(attention: Path, manifest: dict) -> np.ndarray:
 
 
 smk = e2e_runner("tests/wsi/e2e.yaml")
+SAGE_FILE = "variants/wsi/graphsage.py"
 
 
 @pytest.mark.slow
@@ -73,6 +75,16 @@ def test_wsi_dag_end_to_end(tmp_path):
     spread = max(dasmil.std(), abmil.std())
     assert dasmil.mean() - abmil.mean() > 3 * spread and dasmil.min() > abmil.max(), auc
     assert max(auc["dsmil_x5"]) < abmil.min(), auc
+    # the worked plug-in variant (DAS-MIL with GraphSAGE layers): its run records its file, and
+    # it reads the lesions as DAS-MIL does, far above the x5 model that cannot see them
+    by_name = {r["experiment"]: r for r in records.values()}
+    sage = by_name["dasmil_sage"]
+    digest = hashlib.sha256((workdir / SAGE_FILE).read_bytes()).hexdigest()
+    assert sage["variants"] == {
+        "gnn": {"spec": f"{SAGE_FILE}:GraphSAGE", "file": SAGE_FILE, "sha256": digest}
+    }
+    assert by_name["dasmil"]["variants"] == {}
+    assert auc["dasmil_sage"][0] >= 0.8 and auc["dasmil_sage"][0] > max(auc["dsmil_x5"]), auc
     # for that reason: DAS-MIL attends to the metastasis, not to the mimics of the same
     # texture; ABMIL far less so
     manifest = json.loads((workdir / "data/demo/wsi/demo/manifest.json").read_text())
@@ -90,7 +102,10 @@ def test_wsi_dag_end_to_end(tmp_path):
     assert len(heatmaps) == 30 and (results / "figures/roc.png").stat().st_size > 10_000
     summary = pd.read_csv(workdir / "results/report/summary.csv")
     wsi = summary[summary.track == "wsi"]
-    assert {"dasmil", "dsmil_x5", "abmil"} <= set(wsi.experiment)
+    assert {"dasmil", "dsmil_x5", "abmil", "dasmil_sage"} <= set(wsi.experiment)
     thresholds = wsi[wsi.metric == "threshold"]
-    assert len(thresholds) == 3 and not thresholds["best"].any()  # reported, never ranked
+    assert len(thresholds) == 4 and not thresholds["best"].any()  # reported, never ranked
+    markdown = (workdir / "results/report/summary.md").read_text()
+    assert "| dasmil_sage | 1 |" in markdown and "| dasmil | 3 |" in markdown
+    assert f"- dasmil_sage: gnn `{SAGE_FILE}:GraphSAGE` (sha256 {digest[:12]})" in markdown
     assert "Nothing to be done" in smk(workdir, "-n", "--cores", "1").stdout

@@ -27,8 +27,9 @@ class DASMIL(nn.Module):
     """DAS-MIL (Bontempo et al., MICCAI 2023) on two scales ``scales`` = (student, teacher),
     by default the two finest (x10, x20).
 
-    Per-scale GNN (GAT, 3 heads, averaged; or GCN) over each scale's spatial edges -> one
-    joint GNN layer over both scales' spatial + parent-child edges -> a DSMIL head per scale.
+    Per-scale GNN (GAT, 3 heads, averaged; or GCN; or a plug-in ``gnn``, a
+    :class:`~workflow.wsi.mil.GraphLayer`) over each scale's spatial edges -> one joint GNN
+    layer over both scales' spatial + parent-child edges -> a DSMIL head per scale.
     Loss: bag + max-instance BCE per head (``student_bag_weight`` scales the student's bag
     term; the released code sets it to 1 - lambda = 0, the track spec to 1) + distillation
     (``mse_weight`` x instance MSE + ``kl_weight`` x bag KL at ``temperature``) from the

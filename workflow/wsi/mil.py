@@ -13,6 +13,8 @@ from torch_geometric.data import Data
 from torch_geometric.nn import GATConv, GCNConv
 from torch_geometric.utils import scatter
 
+from workflow.common.variants import is_variant, load_variant
+
 Output = dict[str, Any]
 
 
@@ -132,9 +134,71 @@ def mil_loss(head: Output, label: torch.Tensor, bag_weight: float, max_weight: f
     )
 
 
-def gnn_layer(kind: str, in_dim: int, out_dim: int, heads: int, dropout: float) -> nn.Module:
-    if kind == "gat":
-        return GATConv(in_dim, out_dim, heads=heads, concat=False, dropout=dropout)
-    if kind == "gcn":
-        return GCNConv(in_dim, out_dim)
-    raise ValueError(f"gnn must be gat or gcn, got {kind!r}")
+class GraphLayer(nn.Module):
+    """DAS-MIL's graph layer, the track's plug-in extension point (``gnn``; see
+    workflow/common/variants.py): the per-scale layers and the joint layer are each one.
+
+    A variant subclasses it and defines ``forward``; the built-ins are ``gat`` and ``gcn``
+    (:data:`GNN_LAYERS`). DAS-MIL builds each layer as ``cls(in_dim, out_dim, heads=heads,
+    dropout=dropout)`` (``heads`` and ``dropout`` are the experiment's settings; a layer may
+    ignore them, as GCN does) and calls ``layer(x, edge_index)``: ``x`` the (N, in_dim) node
+    features of one slide, ``edge_index`` a (2, E) long tensor of directed edges in both
+    directions (it may be empty: a scale without spatial neighbours), and it returns the
+    (N, out_dim) node features. It makes its parameters in ``__init__`` from torch's RNG (the
+    run's seed) and keeps them as submodules or parameters, so checkpoints hold them.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, heads: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.in_dim, self.out_dim = int(in_dim), int(out_dim)
+        self.heads, self.dropout = int(heads), float(dropout)
+
+
+class _ConvLayer(GraphLayer):
+    """A built-in: one torch_geometric convolution, ``self.conv``."""
+
+    conv: nn.Module
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, edge_index)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints written before GraphLayer held the convolution's tensors one level up
+        inner = prefix + "conv."
+        for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
+            state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class GATLayer(_ConvLayer):
+    """GAT (Velickovic et al., 2018): ``heads`` attention heads, averaged (DAS-MIL's)."""
+
+    def __init__(self, in_dim: int, out_dim: int, heads: int = 1, dropout: float = 0.0) -> None:
+        super().__init__(in_dim, out_dim, heads, dropout)
+        self.conv = GATConv(in_dim, out_dim, heads=heads, concat=False, dropout=dropout)
+
+
+class GCNLayer(_ConvLayer):
+    """GCN (Kipf & Welling, 2017); ``heads`` and ``dropout`` are not used."""
+
+    def __init__(self, in_dim: int, out_dim: int, heads: int = 1, dropout: float = 0.0) -> None:
+        super().__init__(in_dim, out_dim, heads, dropout)
+        self.conv = GCNConv(in_dim, out_dim)
+
+
+#: The built-in graph layers by their ``gnn`` name.
+GNN_LAYERS: dict[str, type[GraphLayer]] = {"gat": GATLayer, "gcn": GCNLayer}
+
+
+def gnn_class(kind: str) -> type[GraphLayer]:
+    """A built-in graph layer by name, or the plug-in variant ``kind`` names
+    (``<file>.py:<Class>``, a :class:`GraphLayer` that defines ``forward``)."""
+    if is_variant(kind):
+        return load_variant("wsi", "gnn", kind)
+    if kind not in GNN_LAYERS:
+        raise ValueError(f"gnn must be gat or gcn (or a plug-in <file>.py:<Class>), got {kind!r}")
+    return GNN_LAYERS[kind]
+
+
+def gnn_layer(kind: str, in_dim: int, out_dim: int, heads: int, dropout: float) -> GraphLayer:
+    return gnn_class(kind)(in_dim, out_dim, heads=heads, dropout=dropout)
