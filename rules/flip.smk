@@ -122,7 +122,8 @@ rule flip_filter:
 
 rule flip_pretrain:
     input:
-        lambda wc: filtered_folders(FLIP, wc.dataset),
+        filtered=lambda wc: filtered_folders(FLIP, wc.dataset),
+        variant=variant_inputs("flip"),
     output:
         f"{FLIP_RUN}/pretrained.ckpt",
     wildcard_constraints:
@@ -144,7 +145,7 @@ rule flip_pretrain:
         **resource_class("GPU_1"),
     shell:
         "{params.launch} python scripts/flip.py train --settings {params.settings:q} "
-        "--filtered {input:q} --run-dir {params.run_dir:q} --out {output:q} "
+        "--filtered {input.filtered:q} --run-dir {params.run_dir:q} --out {output:q} "
         "--seed {wildcards.seed:q} --devices {params.devices:q} --num-nodes {params.nodes:q} "
         "> {log:q} 2>&1"
 
@@ -160,6 +161,7 @@ rule flip_tune:
     input:
         pretrained=f"{FLIP_RUN}/pretrained.ckpt",
         filtered=lambda wc: filtered_folders(FLIP, wc.dataset),
+        variant=variant_inputs("flip"),
     output:
         f"{FLIP_RUN}/final.ckpt",
     wildcard_constraints:
@@ -198,6 +200,7 @@ rule flip_evaluate:
     input:
         checkpoint=f"{FLIP_RUN}/final.ckpt",
         pretrained=f"{FLIP_RUN}/pretrained.ckpt",
+        variant=variant_inputs("flip"),  # the checkpoint's module is built with its loss
     output:
         metrics=f"{FLIP_RUN}/metrics.json",
         predictions=f"{FLIP_RUN}/predictions.parquet",

@@ -86,6 +86,31 @@ def test_the_table_pairs_by_seed_and_states_the_finding():
     assert "delta_top1" not in unpaired and unpaired["cost_ratio"].isna().all()
 
 
+def test_a_loss_variant_is_paired_with_the_builtin_loss_at_its_mask_ratio():
+    """A plug-in loss changes the objective, not the masking: its delta is against the
+    built-in loss at the same mask, and a mask-0 variant does not displace the reference."""
+    rng = np.random.default_rng(5)
+    runs = {(name, 0): rng.random(400) < 0.5 for name in ("clip", "flip50", "cy50", "cy0")}
+    runs[("cy50", 0)] = runs[("flip50", 0)] | (rng.random(400) < 0.2)  # the loss helps
+    spec = "variants/flip/cyclip.py:CyclipLoss"
+    records = [record("clip", 0, 0.0, 0.5, 0.2), record("flip50", 0, 0.5, 0.5, 0.1),
+               record("cy50", 0, 0.5, 0.6, 0.1), record("cy0", 0, 0.0, 0.5, 0.2)]  # fmt: skip
+    for r in records[2:]:
+        r["extra"]["loss"] = spec
+    table = comparison_table(records, {k: predictions(v) for k, v in runs.items()})
+    table = table.set_index("experiment")
+    assert list(table.index) == ["clip", "cy0", "flip50", "cy50"]  # by mask, built-in first
+    assert table.loc["flip50", "reference"] == "clip" and table.loc["cy0", "reference"] == "clip"
+    cy50 = table.loc["cy50"]
+    assert cy50["reference"] == "flip50" and cy50["loss"] == spec
+    planted = runs[("cy50", 0)].mean() - runs[("flip50", 0)].mean()
+    assert cy50["delta_top1"] == pytest.approx(planted) and cy50["ci_low"] > 0
+    assert finding(cy50).startswith("loss CyclipLoss at mask 0.5 is within")
+    text = markdown(table.reset_index())
+    assert "| clip | 0 | 1 | clip |" in text and "| cy50 | 0.5 | 1 | CyclipLoss |" in text
+    assert "of flip50 (loss clip, same mask)" in text and "- mask 0.5 is within" in text
+
+
 def test_masking_cuts_the_counted_image_tower_cost_in_proportion():
     cost = {r: image_tower_gflops({"model": "flip-tiny", "mask_ratio": r}) for r in (0, 0.5, 0.75)}
     assert cost[0.0] == image_tower_gflops({"model": "flip-tiny", "mask_ratio": 0})  # counted

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import copy_repo, e2e_runner
+from tests.conftest import copy_repo, e2e_runner, history
 from workflow.flip.layout import list_shards
 
 # Margins from the demo's settings over seeds 0-2 (README, "The FLIP track"): zero-shot top-1
@@ -23,6 +24,8 @@ EQUIVALENCE_MARGIN = 0.05
 
 
 smk = e2e_runner("tests/flip/e2e.yaml")
+#: The worked plug-in variant (variants/flip/cyclip.py) the e2e config runs at mask 0.5.
+VARIANT = "variants/flip/cyclip.py"
 
 
 @pytest.mark.slow
@@ -41,7 +44,7 @@ def test_flip_dag_end_to_end(tmp_path):
 
     runs = results.glob("*/seed0/metrics.json")
     records = {p.parent.parent.name: json.loads(p.read_text()) for p in runs}
-    ratios = {"flip_mask0": 0.0, "flip_mask50": 0.5, "flip_mask75": 0.75}
+    ratios = {"flip_mask0": 0.0, "flip_mask50": 0.5, "flip_mask75": 0.75, "cyclip_mask50": 0.5}
     assert set(records) == set(ratios)
     classes, shapes = len(demo["classes"]), len(demo["settings"]["shapes"])
     assert (classes, shapes) == (24, 8)
@@ -63,8 +66,28 @@ def test_flip_dag_end_to_end(tmp_path):
     # 8 shapes per colour: top-5 is a measurement, not 1.0 for every model
     assert min(r["metrics"]["zeroshot_top5"] for r in records.values()) < TOP5_CEILING
 
+    # the plug-in variant: its file's hash recorded, its loss in both phases, and it learns
+    # shapes as the built-in loss does (the floors above)
+    variant = records.pop("cyclip_mask50")
+    digest = hashlib.sha256((workdir / VARIANT).read_bytes()).hexdigest()
+    spec = f"{VARIANT}:CyclipLoss"
+    assert variant["variants"] == {"loss": {"spec": spec, "file": VARIANT, "sha256": digest}}
+    assert variant["extra"]["loss"] == spec
+    assert all(r["variants"] == {} and r["extra"]["loss"] == "clip" for r in records.values())
+    final = torch.load(results / "cyclip_mask50/seed0/final.ckpt", weights_only=False)
+    assert final["hyper_parameters"]["settings"]["loss"] == spec  # tuned with it too
+    for name, logged in (("cyclip_mask50", True), ("flip_mask50", False)):
+        for phase in ("pretrain_run", "tune_run"):
+            last = history(results / name / "seed0" / phase)[-1]
+            assert any(k.startswith("train_in_modal_cyclic_loss") for k in last) is logged
+
     comparison = pd.read_csv(results / "figures/comparison.csv").set_index("experiment")
     half, quarter = comparison.loc["flip_mask50"], comparison.loc["flip_mask75"]
+    # the variant is paired with the built-in loss at its mask ratio, not with mask 0
+    cyclip = comparison.loc["cyclip_mask50"]
+    assert cyclip["reference"] == "flip_mask50" and cyclip["loss"] == spec
+    assert cyclip["ci_low"] <= cyclip["delta_top1"] <= cyclip["ci_high"]
+    assert half["reference"] == "flip_mask0" and half["loss"] == "clip"
     # the cost: counted image-tower FLOPs per sample (not timed), about half at mask 0.5
     assert 0.45 < half["cost_ratio"] < 0.55 and quarter["cost_ratio"] < half["cost_ratio"]
     assert comparison.loc["flip_mask0", "cost_ratio"] == 1.0
@@ -75,10 +98,15 @@ def test_flip_dag_end_to_end(tmp_path):
     assert half["val_images"] == 1200 and half["paired_seeds"] == 1
     text = (results / "figures/comparison.md").read_text()
     assert "- mask 0.5 is within" in text and "x the image-tower cost per sample" in text
+    assert "- loss CyclipLoss at mask 0.5 is within" in text and "of flip_mask50" in text
 
     summary = pd.read_csv(workdir / "results/report/summary.csv")
     flip = summary[summary.track == "flip"]
     assert set(flip.metric) >= {"zeroshot_top1", "probe_top1", "image_gflops"}
     assert not flip[flip.metric == "image_gflops"].higher_is_better.any()
     assert (results / "figures/mask_ratio.png").stat().st_size > 10_000
+    report = (workdir / "results/report/summary.md").read_text()
+    assert "| cyclip_mask50 | 1 |" in report and "| flip_mask50 | 1 |" in report
+    line = next(x for x in report.splitlines() if x.startswith("- cyclip_mask50:"))
+    assert f"loss `{spec}` (sha256 {digest[:12]})" in line, line
     assert "Nothing to be done" in smk(workdir, "-n", "--cores", "1").stdout

@@ -1,4 +1,5 @@
-"""The FLIP finding with its confidence: each mask ratio against mask 0 (CLIP), paired.
+"""The FLIP finding with its confidence: each mask ratio against mask 0 (CLIP), paired; and
+each loss variant against the built-in loss at its mask ratio.
 
 FLIP's claim (Li et al. 2023, Table 1a) is an equivalence at a lower cost: masking half the
 image patches leaves zero-shot accuracy about where no masking has it, while the image tower
@@ -15,6 +16,11 @@ encodes half the tokens per step. So the comparison reports, per masked experime
 
 From these, one sentence per masked experiment: "mask 0.5 is within X points of mask 0 at Y x
 the image-tower cost", X the larger end of the interval in absolute value.
+
+An experiment with a plug-in ``loss`` (workflow/flip/loss.py) changes the objective, not the
+masking: it is paired instead with the experiment of the built-in loss at the same mask ratio
+(``reference``, when there is exactly one), so its delta is the loss's effect alone; the
+mask-0 reference of the masking finding is the built-in loss's.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ import pandas as pd
 from scipy import stats
 
 ACCURACIES = ("zeroshot_top1", "zeroshot_top5", "probe_top1")
+#: The built-in loss (config/schema/flip.yaml ``loss``), which metrics from before the setting
+#: existed trained with.
+BUILTIN_LOSS = "clip"
 CONFIDENCE = 0.95
 RESAMPLES = 4000
 
@@ -97,36 +106,44 @@ def comparison_table(
     predictions: Mapping[tuple[str, int], pd.DataFrame],
     confidence: float = CONFIDENCE,
 ) -> pd.DataFrame:
-    """One row per experiment, by mask ratio: accuracies (mean, sd over seeds), image-tower
-    GFLOPs and their ratio to mask 0, and the paired difference to mask 0 with its interval.
-    ``predictions``: (experiment, seed) -> that run's predictions.parquet."""
+    """One row per experiment, by mask ratio (the built-in loss first): accuracies (mean, sd
+    over seeds), image-tower GFLOPs and their ratio to mask 0, and the paired difference to
+    its ``reference`` with its interval (module docstring). ``predictions``: (experiment,
+    seed) -> that run's predictions.parquet."""
     runs = pd.DataFrame(
         [
             {"experiment": r["experiment"], "seed": int(r["seed"]),
              "mask_ratio": float(r["extra"]["mask_ratio"]),
+             "loss": str(r["extra"].get("loss", BUILTIN_LOSS)),
              **{k: float(r["metrics"][k]) for k in (*ACCURACIES, "image_gflops")}}
             for r in records
         ]
     )  # fmt: skip
-    references = runs.loc[runs["mask_ratio"] == 0.0, "experiment"].unique()
+    builtin = runs[runs["loss"] == BUILTIN_LOSS]
+
+    def only_one(ratio: float) -> str | None:
+        """The built-in loss's experiment at ``ratio``; None unless exactly one."""
+        found = builtin.loc[builtin["mask_ratio"] == ratio, "experiment"].unique()
+        return found[0] if len(found) == 1 else None
+
     # without exactly one mask-0 experiment there is nothing to pair with: accuracies only
-    reference = references[0] if len(references) == 1 else None
-    ref_seeds = set(runs.loc[runs["experiment"] == reference, "seed"])
-    ref_gflops = runs.loc[runs["experiment"] == reference, "image_gflops"].mean()
+    mask0 = only_one(0.0)
+    ref_gflops = runs.loc[runs["experiment"] == mask0, "image_gflops"].mean()
     rows = []
     for experiment, block in runs.groupby("experiment", sort=False):
-        row: dict[str, Any] = {
-            "experiment": experiment,
-            "mask_ratio": block["mask_ratio"].iloc[0],
-            "seeds": len(block),
-        }
+        loss, ratio = block["loss"].iloc[0], block["mask_ratio"].iloc[0]
+        row: dict[str, Any] = {"experiment": experiment, "mask_ratio": ratio,
+                               "seeds": len(block), "loss": loss}  # fmt: skip
         for key in ACCURACIES:
             row[f"{key}_mean"] = block[key].mean()
             row[f"{key}_sd"] = block[key].std(ddof=1) if len(block) > 1 else float("nan")
         row["image_gflops"] = block["image_gflops"].mean()
         row["cost_ratio"] = row["image_gflops"] / ref_gflops
+        reference = mask0 if loss == BUILTIN_LOSS else only_one(ratio)
+        ref_seeds = set(runs.loc[runs["experiment"] == reference, "seed"])
         paired = sorted(ref_seeds & set(block["seed"]))
-        if experiment != reference and paired:
+        if reference is not None and experiment != reference and paired:
+            row["reference"] = reference
             row.update(
                 paired_interval(
                     [predictions[(reference, s)] for s in paired],
@@ -135,12 +152,28 @@ def comparison_table(
                 )
             )
         rows.append(row)
-    return pd.DataFrame(rows).sort_values("mask_ratio").reset_index(drop=True)
+    table = pd.DataFrame(rows)
+    order = table.assign(variant=table["loss"] != BUILTIN_LOSS)
+    order = order.sort_values(["mask_ratio", "variant"], kind="stable")
+    return table.loc[order.index].reset_index(drop=True)
+
+
+def loss_name(loss: str) -> str:
+    """A loss as the table shows it: the built-in's name, a variant's class."""
+    return loss.rpartition(":")[2]
 
 
 def finding(row: Mapping[str, Any], confidence: float = CONFIDENCE) -> str:
-    """The sentence of one masked experiment's row of :func:`comparison_table`."""
+    """The sentence of one paired row of :func:`comparison_table`: a masked experiment's
+    against mask 0, a loss variant's against the built-in loss at its mask ratio."""
     within = 100 * max(abs(row["ci_low"]), abs(row["ci_high"]))
+    if row.get("loss", BUILTIN_LOSS) != BUILTIN_LOSS:
+        return (
+            f"loss {loss_name(row['loss'])} at mask {row['mask_ratio']:g} is within "
+            f"{within:.1f} points of {row['reference']} (loss {BUILTIN_LOSS}, same mask) in "
+            f"zero-shot top-1 ({100 * row['delta_top1']:+.1f}, {confidence:.0%} CI "
+            f"{100 * row['ci_low']:+.1f} to {100 * row['ci_high']:+.1f})"
+        )
     return (
         f"mask {row['mask_ratio']:g} is within {within:.1f} points of mask 0 in zero-shot "
         f"top-1 ({100 * row['delta_top1']:+.1f}, {confidence:.0%} CI "
@@ -160,23 +193,29 @@ def markdown(table: pd.DataFrame, confidence: float = CONFIDENCE) -> str:
         "# FLIP: each mask ratio against mask 0",
         "",
         "Accuracies mean ± sd over seeds; Δ top-1 = zero-shot top-1 minus the mask-0 run of the "
-        f"same seed, with its {confidence:.0%} CI; cost = image-tower GFLOPs per sample and "
-        "step (forward + backward) relative to mask 0.",
+        f"same seed (a loss variant's: minus the built-in loss's run at its mask ratio), with "
+        f"its {confidence:.0%} CI; cost = image-tower GFLOPs per sample and step (forward + "
+        "backward) relative to mask 0.",
         "",
-        "| experiment | mask | seeds | zero-shot top-1 | zero-shot top-5 | probe top-1 "
+        "| experiment | mask | seeds | loss | zero-shot top-1 | zero-shot top-5 | probe top-1 "
         "| image GFLOPs | cost | Δ top-1 (points) | CI |",
-        "|" + "---|" * 10,
+        "|" + "---|" * 11,
     ]
     for _, row in table.iterrows():
-        delta = row.get("delta_top1", float("nan"))
-        paired = not pd.isna(delta)
+        delta, loss = row.get("delta_top1", float("nan")), row.get("loss", BUILTIN_LOSS)
+        if not pd.isna(delta):
+            low, high = 100 * row["ci_low"], 100 * row["ci_high"]
+            paired = f"{100 * delta:+.1f} | {low:+.1f} to {high:+.1f} |"
+        elif row["mask_ratio"] == 0 and loss == BUILTIN_LOSS:
+            paired = "reference | |"
+        else:
+            paired = "- | |"
         lines.append(
             f"| {row['experiment']} | {row['mask_ratio']:g} | {row['seeds']} | "
-            f"{pm(row, 'zeroshot_top1')} | {pm(row, 'zeroshot_top5')} | "
+            f"{loss_name(loss)} | {pm(row, 'zeroshot_top1')} | {pm(row, 'zeroshot_top5')} | "
             f"{pm(row, 'probe_top1')} | {row['image_gflops']:.4g} | {row['cost_ratio']:.2f}x | "
-            + (f"{100 * delta:+.1f} | {100 * row['ci_low']:+.1f} to {100 * row['ci_high']:+.1f} |"
-               if paired else "reference | |" if row["mask_ratio"] == 0 else "- | |")
-        )  # fmt: skip
+            + paired
+        )
     lines.append("")
     for _, row in table.iterrows():
         if not pd.isna(row.get("delta_top1", float("nan"))):

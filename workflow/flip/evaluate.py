@@ -227,7 +227,8 @@ def evaluate_stage(
     mask_ratio = float(settings["mask_ratio"])  # stage_settings filled in the default
     evaluation.publish(
         metrics, HIGHER_IS_BETTER, {**tune, "train_wall_time_s": wall}, predictions,
-        mask_ratio=mask_ratio, images_per_s=images_per_s, val_images=len(predictions),
+        mask_ratio=mask_ratio, loss=str(settings.get("loss", "clip")),
+        images_per_s=images_per_s, val_images=len(predictions),
         val_skipped=len(val_skips), model=settings.get("model"),
         evaluate=options.get("settings"), zeroshot=options.get("zeroshot"), **extra,
     )  # fmt: skip

@@ -1,6 +1,7 @@
 """The FLIP figure: what masking buys (images/s) and costs (accuracy), per mask ratio, and,
 given the comparison (workflow/flip/compare.py), each masked run's paired difference to mask 0
-with its confidence interval against its image-tower cost."""
+with its confidence interval against its image-tower cost. It is about masking: runs with a
+plug-in ``loss`` are left out of it (comparison.md pairs them with the built-in loss)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pandas as pd
 from workflow.common.atomic import atomic_path, write_text
 from workflow.common.metrics import read_metrics, read_predictions
 from workflow.common.plotting import plt, save_figure
-from workflow.flip.compare import comparison_table, finding, markdown
+from workflow.flip.compare import BUILTIN_LOSS, comparison_table, finding, markdown
 from workflow.flip.image_folder import read_classnames
 
 log = logging.getLogger("lsai.flip.plots")
@@ -23,13 +24,14 @@ ACCURACIES = {"zeroshot_top1": "zero-shot top-1", "probe_top1": "linear probe"}
 
 
 def runs_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run: experiment, seed, mask ratio, images/s and the accuracies."""
+    """One row per run: experiment, seed, mask ratio, loss, images/s and the accuracies."""
     return pd.DataFrame(
         [
             {
                 "experiment": r["experiment"],
                 "seed": r["seed"],
                 "mask_ratio": float(r["extra"]["mask_ratio"]),
+                "loss": str(r["extra"].get("loss", BUILTIN_LOSS)),
                 "images_per_s": float(r["extra"]["images_per_s"]),
                 **{k: float(r["metrics"][k]) for k in ACCURACIES},
             }
@@ -47,13 +49,17 @@ def mask_ratio_figure(
     """Left: accuracies vs mask ratio (mean +- sd over seeds, runs as dots); middle: training
     images/s of the masked phase vs mask ratio, relative to mask 0 when it ran; right (with a
     ``comparison``): zero-shot top-1 minus mask 0's with its interval vs the image-tower cost,
-    and the mask-0.5 finding as the title."""
-    table = runs_table(records).sort_values("mask_ratio")
+    and the mask-0.5 finding as the title. The built-in loss's runs only, where there are any."""
+    table = runs_table(records)
+    builtin = table[table["loss"] == BUILTIN_LOSS]
+    table = (table if builtin.empty else builtin).sort_values("mask_ratio")
     mean = table.groupby("mask_ratio").mean(numeric_only=True)
     sd = table.groupby("mask_ratio").std(numeric_only=True).fillna(0.0)
     paired = None
     if comparison is not None and "delta_top1" in comparison:
         paired = comparison.dropna(subset=["delta_top1"])
+        if "loss" in paired:
+            paired = paired[paired["loss"] == BUILTIN_LOSS]
     panels = 2 if paired is None or paired.empty else 3
     fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.8))
     acc, speed = axes[0], axes[1]

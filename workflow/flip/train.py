@@ -1,8 +1,11 @@
 """FLIP pre-training (and unmasked tuning) as a LightningModule on the shared scaffold.
 
-Loss: CLIP's symmetric InfoNCE with a learnable temperature (open_clip's ``ClipLoss``; under
-DDP the features of all ranks are gathered, ``local_loss`` / ``gather_with_grad`` as
-open_clip's flags). The logit scale is clamped to ln(100) after every step, as CLIP.
+Loss: the experiment's ``loss`` (workflow/flip/loss.py): by default CLIP's symmetric InfoNCE
+with a learnable temperature (open_clip's ``ClipLoss``; under DDP the features of all ranks
+are gathered, ``local_loss`` / ``gather_with_grad`` as open_clip's flags), or a plug-in
+variant that adds a term of its own; ``val_loss`` (checkpoint selection) is the plain CLIP
+loss in every experiment, so runs stay comparable. The logit scale is clamped to ln(100)
+after every step, as CLIP.
 Optimiser: AdamW, betas (0.9, 0.95), weight decay on weight matrices only (not on biases,
 norms, embeddings of ndim < 2 or the logit scale, as open_clip), cosine decay to 0 after a
 linear warm-up of ``warmup_steps``. ``lr`` is the peak; ``base_lr`` instead scales it by the
@@ -11,13 +14,16 @@ global batch / 256 as the paper does (4e-6 per 256 samples at batch 64k).
 Unmasked tuning is a second run with ``mask_ratio`` 0, started from the first run's weights
 via ``init_checkpoint`` (the optimiser starts fresh), with its own lr and length as the paper:
 a hundredth of pre-training's lr (base lr 4e-8 vs 4e-6 per 256) for about a third of an epoch
-(``epoch_fraction`` 0.32 -> ``max_samples``); see :func:`tune_settings`.
+(``epoch_fraction`` 0.32 -> ``max_samples``); see :func:`tune_settings`. Tuning trains with
+the experiment's loss too: the objective is the experiment's, in both phases.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 import time
 from collections.abc import Mapping, Sequence
 from os import PathLike
@@ -25,7 +31,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from open_clip.loss import ClipLoss
 
 from workflow.common.config import ConfigError
 from workflow.common.errors import InputError
@@ -39,6 +44,7 @@ from workflow.common.training import (
     train_settings,
 )
 from workflow.flip.data import ShardDataModule
+from workflow.flip.loss import FlipLoss, loss_class
 from workflow.flip.model import DEFAULTS, build_clip, image_transforms, model_settings, tokenizer
 
 log = logging.getLogger("lsai.flip.train")
@@ -84,8 +90,11 @@ class FlipModule(L.LightningModule):
         self.save_hyperparameters({"settings": dict(settings)})
         self.settings = {**DEFAULTS, **model_settings(settings)}
         self.model = build_clip(self.settings)
-        self.train_criterion = ClipLoss()
-        self.val_criterion = ClipLoss()  # per rank on the whole val set: world-size free
+        self.loss_class = loss_class(self.settings["loss"])  # a variant: InputError names its file
+        self.train_criterion = self.loss_class()
+        # the plain CLIP loss for every experiment (checkpoint selection stays comparable),
+        # per rank on the whole val set: world-size free
+        self.val_criterion = FlipLoss()
         self._batch_started: float | None = None
         self.images_trained, self.step_seconds = 0, 0.0  # this process's throughput
 
@@ -95,9 +104,9 @@ class FlipModule(L.LightningModule):
         return world * self.images_trained / self.step_seconds if self.step_seconds else 0.0
 
     def setup(self, stage: str) -> None:
-        """The contrastive loss gathers over ranks: rank and world size from the trainer."""
+        """The training loss gathers over ranks: rank and world size from the trainer."""
         trainer = self.trainer
-        self.train_criterion = ClipLoss(
+        self.train_criterion = self.loss_class(
             local_loss=bool(self.settings["local_loss"]),
             gather_with_grad=bool(self.settings["gather_with_grad"]),
             cache_labels=True,
@@ -108,18 +117,33 @@ class FlipModule(L.LightningModule):
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(images, tokens)
 
-    def contrastive_loss(self, batch: Sequence[torch.Tensor], criterion: ClipLoss) -> torch.Tensor:
+    def loss_terms(
+        self, batch: Sequence[torch.Tensor], criterion: FlipLoss
+    ) -> dict[str, torch.Tensor]:
+        """``criterion``'s named terms on ``batch`` (the built-in's one: ``contrastive_loss``);
+        the loss is their sum."""
         images, tokens = batch
         out = self(images, tokens)
-        return criterion(out["image_features"], out["text_features"], out["logit_scale"])
+        terms = criterion(out["image_features"], out["text_features"], out["logit_scale"],
+                          output_dict=True)  # fmt: skip
+        return dict(terms) if isinstance(terms, Mapping) else {"loss": terms}
+
+    def contrastive_loss(self, batch: Sequence[torch.Tensor], criterion: FlipLoss) -> torch.Tensor:
+        """``criterion``'s loss on ``batch``: the sum of its terms."""
+        return functools.reduce(operator.add, self.loss_terms(batch, criterion).values())
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_started = time.perf_counter()
 
     def training_step(self, batch: Sequence[torch.Tensor], _: int) -> torch.Tensor:
-        loss = self.contrastive_loss(batch, self.train_criterion)
+        terms = self.loss_terms(batch, self.train_criterion)
+        loss = functools.reduce(operator.add, terms.values())  # the built-in's one term as is
         n = len(batch[0])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        if len(terms) > 1:  # a variant's terms, each in the history beside their sum
+            for name, value in terms.items():
+                self.log(f"train_{name}", value.detach(), on_step=True, on_epoch=True,
+                         batch_size=n)  # fmt: skip
         self.log("logit_scale", self.model.logit_scale.exp().detach(), on_step=True,
                  on_epoch=False, batch_size=n)  # fmt: skip
         return loss
@@ -158,7 +182,9 @@ def tune_settings(settings: Mapping[str, Any], tune: Mapping[str, Any]) -> dict[
     with the ``tune`` section's length, warm-up and lr (none of pre-training's carries over)
     and no mask. The lr is the one of ``lr`` (absolute), ``base_lr`` (per 256 samples) or
     ``lr_fraction`` (of pre-training's peak, kept in the same form) that the section sets;
-    none set: ``lr_fraction`` :data:`TUNE_LR_FRACTION`; more than one: a ConfigError."""
+    none set: ``lr_fraction`` :data:`TUNE_LR_FRACTION`; more than one: a ConfigError. The
+    ``loss`` carries over: an experiment's objective is that of both phases (tuning only
+    closes the gap between masked training and unmasked inference)."""
     tune = {k: v for k, v in tune.items() if v is not None}
     given = [k for k in TUNE_LR_KEYS if k in tune]
     if len(given) > 1:
