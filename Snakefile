@@ -8,6 +8,7 @@ from snakemake.utils import min_version
 from workflow.common.config import ConfigError, validate_config
 from workflow.common.errors import InputError
 from workflow.common.experiments import enabled_datasets, enabled_experiments, run_settings
+from workflow.common.groups import group_names, report_folder, with_groups
 from workflow.common.variants import check_variants
 
 min_version("9.0")
@@ -20,6 +21,10 @@ TRACKS = ("distance", "wsi", "sequence", "flip", "watermark", "nerf")  # every t
 
 try:
     validate_config(config, "config/schema/config.yaml")
+    # --config group=alice[,bob]: each group's experiments (groups/<name>.yaml) as <name>/<exp>
+    GROUPS = group_names(config["group"])
+    GROUP_EXPERIMENTS = with_groups(config, GROUPS)
+    REPORT = report_folder(GROUPS)  # results/report, or one per set of groups
     for track in TRACKS:
         enabled_datasets(track, config[track])
     for track in config["tracks"]:  # plug-in variants load now: a bad one stops every job
@@ -48,11 +53,12 @@ include: "rules/capacity.smk"
 
 
 rule all:
-    """Every enabled track end to end, and the comparison report."""
+    """Every enabled track end to end, and the comparison report; with groups, their runs
+    and the baselines' (shared), and their report."""
     input:
-        [getattr(rules, track).input for track in config["tracks"]],
-        "results/report/summary.csv",
-        "results/report/summary.md",
+        [] if GROUPS else [getattr(rules, track).input for track in config["tracks"]],
+        f"{REPORT}/summary.csv",
+        f"{REPORT}/summary.md",
     default_target: True
 
 

@@ -31,10 +31,10 @@ shell.prefix(
 )
 
 # Every track's wildcards: dataset and experiment names as config/schema/config.yaml's
-# name_map_key allows them, seeds as numbers.
+# name_map_key allows them (a group's experiment as <group>/<name>), seeds as numbers.
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
-    experiment="[A-Za-z0-9][A-Za-z0-9_-]*",
+    experiment="(?:[A-Za-z][A-Za-z0-9_-]*/)?[A-Za-z0-9][A-Za-z0-9_-]*",
     seed=r"\d+",
     split="train|val|test",
 

@@ -1,16 +1,22 @@
-# The comparison report: one table over every track's metrics.json files.
+# The comparison report: one table over every track's metrics.json files; with groups
+# (--config group=alice,bob), their runs and the baselines' in a report of their own
+# (REPORT, set in the Snakefile).
+
+
+def report_runs(track):
+    """Every run; with groups, the groups' runs and the track's baseline's."""
+    if not GROUPS:
+        return track_runs(track)
+    keep = {*GROUP_EXPERIMENTS.get(track, ()), config["baselines"].get(track)}
+    return [run for run in track_runs(track) if run.experiment in keep]
 
 
 rule report:
     input:
-        [f"{run.folder}/metrics.json" for track in config["tracks"] for run in track_runs(track)],
+        [f"{run.folder}/metrics.json" for track in config["tracks"] for run in report_runs(track)],
     output:
-        csv=report(
-            "results/report/summary.csv", category="summary", caption="../report/summary.rst"
-        ),
-        md=report(
-            "results/report/summary.md", category="summary", caption="../report/summary.rst"
-        ),
+        csv=report(f"{REPORT}/summary.csv", category="summary", caption="../report/summary.rst"),
+        md=report(f"{REPORT}/summary.md", category="summary", caption="../report/summary.rst"),
     params:
         baselines=" ".join(
             "--baseline " + shlex.quote(f"{track}={baseline}")
@@ -18,7 +24,7 @@ rule report:
             if track in config["tracks"] and baseline
         ),
     log:
-        "logs/report/report.log",
+        f"logs/{REPORT.removeprefix('results/')}/report.log",
     conda:
         "../envs/report.yaml"
     resources:

@@ -36,6 +36,7 @@ TRACKED = [
     "profiles",
     "report",
     "variants",
+    "groups",
 ]
 
 #: The modules that take minutes, longest first (make test runs whole modules on parallel

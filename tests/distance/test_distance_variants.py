@@ -26,7 +26,7 @@ def planned_jobs(dry_run_output: str) -> set[tuple[str, str]]:
         if m := re.match(r"^(?:local)?rule (\w+):", line):
             rule = m[1]
             jobs.add((rule, ""))
-        elif rule and (m := re.search(r"wildcards: .*experiment=([\w-]+)", line)):
+        elif rule and (m := re.search(r"wildcards: .*experiment=([\w/-]+)", line)):
             jobs.discard((rule, ""))
             jobs.add((rule, m[1]))
             rule = None
@@ -55,9 +55,8 @@ def test_the_worked_example_runs_beside_disnet_and_reports_its_file(workdir):
     assert variant["metrics"]["ALE"] < by_name["mean"]["metrics"]["ALE"], by_name
     summary = (workdir / "results/report/summary.md").read_text()
     assert "| residual_head | 1 |" in summary and "| disnet | 1 |" in summary
-    assert (
-        f"- residual_head: model `{VARIANT}:ResidualHeadDisNet` (sha256 {digest[:12]})" in summary
-    )
+    provenance = next(line for line in summary.splitlines() if line.startswith("- residual_head:"))
+    assert provenance.endswith(f"; model `{VARIANT}:ResidualHeadDisNet` (sha256 {digest[:12]})")
 
 
 @pytest.mark.slow
@@ -93,3 +92,54 @@ def test_a_bad_plugin_stops_the_workflow_naming_its_file(tmp_path):
         "error: variants/distance/no_forward.py: NoForward does not define forward() "
         "(required of a workflow.distance.models.DistanceModule)"
     ], result.stderr[-3000:]
+
+
+def write_group(workdir: Path, name: str, experiments: dict) -> None:
+    (workdir / "groups" / f"{name}.yaml").write_text(
+        json.dumps({"distance": {"experiments": experiments}})
+    )
+
+
+@pytest.mark.slow
+def test_groups_run_in_their_own_folders_beside_the_shared_baseline(workdir):
+    """Two groups on one checkout: each group's runs in its own folder, DisNet (the baseline)
+    and the data preparation shared, and one report of both groups with each row's
+    provenance."""
+    spec = f"{VARIANT}:ResidualHeadDisNet"
+    write_group(workdir, "alice", {"residual_head": {"model": spec, "seeds": [0]}})
+    write_group(workdir, "bob", {"small": {"model": "disnet", "lr": 0.001, "seeds": [0]}})
+    plan = planned_jobs(smk(workdir, "-n", "--cores", "1", "--config", "group=bob").stdout)
+    # nothing shared runs again: not the data, not the baseline, not the other groups' runs
+    assert plan == {("distance_train", "bob/small"), ("distance_evaluate", "bob/small"),
+                    ("report", ""), ("all", "")}, plan  # fmt: skip
+    smk(workdir, "--cores", "2", "--config", "group=alice,bob")
+    demo = workdir / "results/distance/demo"
+    for group, experiment in (("alice", "residual_head"), ("bob", "small")):
+        record = json.loads((demo / group / experiment / "seed0/metrics.json").read_text())
+        assert record["experiment"] == f"{group}/{experiment}"
+    report = workdir / "results/report/alice+bob/summary.md"
+    text = report.read_text()
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| disnet", "| alice/residual_head", "| bob/small"], rows
+    assert "Baseline: `disnet`" in text
+    digest = hashlib.sha256((workdir / VARIANT).read_bytes()).hexdigest()[:12]
+    provenance = {line.split(":")[0]: line for line in text.splitlines() if line.startswith("- ")}
+    assert f"model `{spec}` (sha256 {digest})" in provenance["- alice/residual_head"]
+    for row in ("- disnet", "- alice/residual_head", "- bob/small"):
+        assert re.search(r": commit [0-9a-f]{12}|: commit unknown", provenance[row]), provenance
+        assert re.search(r", config [0-9a-f]{12}", provenance[row]), provenance
+    # the shared report is untouched by the groups' runs
+    assert "alice" not in (workdir / "results/report/summary.md").read_text()
+
+
+def test_a_bad_group_file_stops_the_workflow_naming_it(tmp_path):
+    workdir = copy_repo(tmp_path, CONFIG)
+    write_group(workdir, "carol", {"typo": {"model": "disnet", "hiddn": 32}})
+    result = smk(workdir, "-n", "--cores", "1", "--config", "group=carol", check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: groups/carol.yaml: distance.experiments.typo: unknown key hiddn"
+    ), result.stderr[-3000:]
+    result = smk(workdir, "-n", "--cores", "1", "--config", "group=dave", check=False)
+    assert "error: groups/dave.yaml: no such file" in result.stderr, result.stderr[-3000:]

@@ -159,10 +159,11 @@ def _baseline_line(block: pd.DataFrame) -> str:
 
 
 def markdown(
-    summary: pd.DataFrame, variants: dict[tuple[str, str, str], dict] | None = None
+    summary: pd.DataFrame, provenance: Mapping[tuple[str, str, str], list[dict]] | None = None
 ) -> str:
-    """The tables; under each, the plug-in variants its experiments ran (file and sha256,
-    from ``variants``: (track, dataset, experiment) -> metrics.json's ``variants``)."""
+    """The tables; under each, where each row comes from (``provenance``: (track, dataset,
+    experiment) -> its runs' metrics.json records): git commit, config hash, variant files."""
+    provenance = provenance or {}
     lines = [
         "# Summary",
         "",
@@ -187,13 +188,27 @@ def markdown(
             by_metric = rows.set_index("metric")
             cells = [_cell(by_metric.loc[m]) for m in metrics]
             lines.append(f"| {experiment} | {rows['seeds'].max()} | " + " | ".join(cells) + " |")
-        lines += ["", _baseline_line(block)]
+        lines += ["", _baseline_line(block), ""]
         for experiment in dict.fromkeys(block["experiment"]):
-            for key, v in (variants or {}).get((track, dataset, experiment), {}).items():
-                lines.append(f"- {experiment}: {key} `{v['spec']}` (sha256 {v['sha256'][:12]})")
-        if lines[-1] != "":
-            lines.append("")
+            lines.append(_provenance_line(experiment, provenance.get((track, dataset, experiment))))
+        lines.append("")
     return "\n".join(lines)
+
+
+def _provenance_line(experiment: str, runs: Sequence[dict[str, Any]] | None) -> str:
+    """Where a row comes from: the commits and config hashes of its runs, and each plug-in
+    variant's spec and file hash (a row whose runs differ shows every value)."""
+
+    def values(get: Any) -> str:
+        return "/".join(dict.fromkeys(str(get(r)) for r in runs or ()))
+
+    line = f"- {experiment}: commit {values(lambda r: str(r['git_commit'])[:12])}, "
+    line += f"config {values(lambda r: r['config_hash'])}"
+    for key in dict.fromkeys(k for r in runs or () for k in (r.get("variants") or {})):
+        specs = values(lambda r, k=key: r["variants"][k]["spec"])
+        digests = values(lambda r, k=key: r["variants"][k]["sha256"][:12])
+        line += f"; {key} `{specs}` (sha256 {digests})"
+    return line
 
 
 def build_report(
@@ -201,9 +216,7 @@ def build_report(
 ) -> tuple[pd.DataFrame, str]:
     records = [read_metrics(p) for p in metric_files]
     summary = summarise(long_table(records), baselines)
-    variants = {
-        (r["track"], r["dataset"], r["experiment"]): r["variants"]
-        for r in records
-        if r.get("variants")
-    }
-    return summary, markdown(summary, variants)
+    provenance: dict[tuple[str, str, str], list[dict]] = {}
+    for r in records:
+        provenance.setdefault((r["track"], r["dataset"], r["experiment"]), []).append(r)
+    return summary, markdown(summary, provenance)
