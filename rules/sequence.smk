@@ -64,6 +64,7 @@ rule sequence_train:
     input:
         f"{ENCODED}/train.h5",
         f"{ENCODED}/valid.h5",
+        variant=variant_inputs("sequence"),
     output:
         "results/sequence/{dataset}/{experiment}/seed{seed}/final.ckpt",
     wildcard_constraints:
@@ -104,6 +105,7 @@ rule sequence_evaluate:
     input:
         checkpoint="results/sequence/{dataset}/{experiment}/seed{seed}/final.ckpt",
         test=f"{ENCODED}/test.h5",
+        variant=variant_inputs("sequence"),
     output:
         metrics="results/sequence/{dataset}/{experiment}/seed{seed}/metrics.json",
         predictions="results/sequence/{dataset}/{experiment}/seed{seed}/predictions.parquet",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 
@@ -13,6 +14,7 @@ import pytest
 from tests.conftest import by_experiment, copy_repo, e2e_runner, run_records
 
 smk = e2e_runner("tests/sequence/e2e.yaml")
+RELU = "variants/sequence/relu_attention.py"  # the worked plug-in variant (e2e.yaml)
 
 
 @pytest.mark.slow
@@ -30,6 +32,17 @@ def test_sequence_dag_end_to_end(tmp_path):
     # the far motifs need more than Xpresso's positional dense layer: ahead by > 3 seed sd
     assert perceiver - xpresso > 3 * statistics.stdev(r2["perceiver_mrna"]), r2
     assert {"mrna", "protein", "joint"} == set(tasks.values())
+    # the plug-in attention runs beside the built-ins, recorded with its file's hash
+    relu = next(r for r in records if r["experiment"] == "perceiver_mrna_relu")
+    digest = hashlib.sha256((workdir / RELU).read_bytes()).hexdigest()
+    assert relu["variants"] == {
+        "attention": {"spec": f"{RELU}:ReluCrossAttention", "file": RELU, "sha256": digest}
+    }
+    assert all(r["variants"] == {} for r in records if r is not relu)
+    # it finds the motif count: the half-life features alone give r^2 ~0.1 on the demo (and
+    # so does ReLU attention over uncentred values, which never finds it); Xpresso ~0.5
+    assert len(r2["perceiver_mrna_relu"]) == 1, r2
+    assert max(0.4, xpresso) < r2["perceiver_mrna_relu"][0] <= ceiling["mrna"] + 0.1, r2
     assert len(r2["perceiver_protein"]) == 3 and len(r2["perceiver_joint"]) == 1  # 3 folds
     for experiment in ("perceiver_protein", "perceiver_joint"):
         assert min(r2[experiment]) > 0.05, r2
@@ -49,6 +62,12 @@ def test_sequence_dag_end_to_end(tmp_path):
     summary = pd.read_csv(workdir / "results/report/summary.csv")
     rows = summary[summary.track == "sequence"]
     assert set(rows.experiment) == set(r2) and "r2" in set(rows.metric)
+    report = (workdir / "results/report/summary.md").read_text().splitlines()
+    assert any(line.startswith("| perceiver_mrna_relu | 1 |") for line in report), report
+    assert any(
+        line.startswith("- perceiver_mrna_relu:") and f"attention `{RELU}:ReluCrossAttention`"
+        in line and f"sha256 {digest[:12]}" in line for line in report
+    ), report  # fmt: skip
     assert (results / "figures/scatter.png").stat().st_size > 10_000
     for experiment, values in r2.items():  # each run's r^2 from its own predictions, as plotted
         runs = sorted(results.glob(f"{experiment}/seed*/predictions.parquet"))

@@ -15,7 +15,9 @@ are made here, per batch.
   latent gives the prediction. ``self_layers: 0`` is the cross-attention-only variant.
   ``attention: sigmoid`` (the default) weighs each token with its own sigmoid, so a latent's
   read counts the tokens it matches; ``softmax`` is the paper's, whose weights share one
-  unit: on the demo, half the seeds then learnt motif presence but not the count.
+  unit: on the demo, half the seeds then learnt motif presence but not the count. Both are
+  CrossAttention subclasses; ``attention: <file>.py:<Class>`` plugs in another one
+  (variants/sequence/relu_attention.py is the worked example).
   The joint model has one set of latents per sequence - DNA latents read the DNA, protein
   latents the protein - and the self-attention layers mix the two sets. (With one set reading
   both, the latents memorised the unique protein tokens and never learnt the DNA motif.)
@@ -32,11 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.common.config import schema_defaults
+from workflow.common.variants import is_variant, load_variant
 from workflow.sequence.layout import AMINO_ACIDS, DNA, HALF_LIFE_FEATURES
 
 N_DATA = len(HALF_LIFE_FEATURES)
 N_AMINO = len(AMINO_ACIDS)
-ATTENTIONS = ("softmax", "sigmoid")
 
 #: Every training and model setting, as the pipeline passes them (config/schema/sequence.yaml
 #: $defs/sequence_train).
@@ -119,18 +121,66 @@ class Stem(nn.Module):
         return tokens + self.positions[:, : tokens.shape[1]]
 
 
-class SigmoidCrossAttention(nn.Module):
+class CrossAttention(nn.Module):
+    """Latents reading tokens: the Perceiver's cross-attention, and the extension point of the
+    ``attention`` setting (a built-in name or a plug-in variant ``<file>.py:<Class>``,
+    workflow/common/variants.py).
+
+    A variant subclasses this class and defines
+
+    - ``__init__(self, dim: int, heads: int, null_key: bool)`` - token / latent width, number
+      of heads (``dim`` is a multiple of it) and whether the experiment asks for a learned null
+      key/value (a variant may ignore it); and
+    - ``forward(self, query, tokens, padding=None) -> read`` - ``query`` (B, Q, D) the
+      (normalised) latents, ``tokens`` (B, N, D), ``padding`` (B, N) bool, True where a token
+      is padding and must not be read, or None; ``read`` (B, Q, D), what each latent adds to
+      itself (the residual is outside, in Read).
+
+    Read builds one per kind of token (DNA, protein), after its latents and norms, and feeds
+    it ``padding`` as a tensor (all False for DNA), so a variant must honour the mask.
+    """
+
+    def __init__(self, dim: int, heads: int, null_key: bool = False) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be a multiple of heads {heads}")
+
+    # no forward() here: each subclass defines its own (the variant check asks for it)
+
+
+class SoftmaxCrossAttention(CrossAttention):
+    """The paper's softmax cross-attention (torch's MultiheadAttention); ``null_key`` adds a
+    learned key/value, so a latent can attend to nothing. Weights share one unit: a read
+    saturates as matching tokens add up."""
+
+    def __init__(self, dim: int, heads: int, null_key: bool = False) -> None:
+        super().__init__(dim, heads, null_key)
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True, add_bias_kv=null_key)
+
+    def forward(
+        self, query: torch.Tensor, tokens: torch.Tensor, padding: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.attention(query, tokens, tokens, key_padding_mask=padding)[0]
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # checkpoints from before CrossAttention hold the MultiheadAttention's tensors here
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            if not key.startswith(f"{prefix}attention."):
+                state_dict[f"{prefix}attention.{key[len(prefix) :]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+class SigmoidCrossAttention(CrossAttention):
     """Cross-attention with a sigmoid weight per token (Ramapuram et al. 2024) over values
     centred on the mean token, with no bias: a latent reads the sum of the tokens that match
     its query, less the average token. The read grows with the number of matches, where
     softmax weights share one unit and saturate (a count of planted motifs then looks like
     mere presence). Centring makes the read 0 until a token stands out, and the zero bias
-    (weights 0.5 at the start, not 1/n) lets that first signal through."""
+    (weights 0.5 at the start, not 1/n) lets that first signal through. ``null_key`` is
+    ignored (a sigmoid weight can already be 0)."""
 
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} must be a multiple of heads {heads}")
+    def __init__(self, dim: int, heads: int, null_key: bool = False) -> None:
+        super().__init__(dim, heads, null_key)
         self.heads = heads
         self.query, self.key_value = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
@@ -149,24 +199,38 @@ class SigmoidCrossAttention(nn.Module):
         return self.out(read.transpose(1, 2).reshape(b, q, d))
 
 
+#: The built-in cross-attentions, by the ``attention`` setting's name.
+ATTENTIONS: dict[str, type[CrossAttention]] = {
+    "softmax": SoftmaxCrossAttention,
+    "sigmoid": SigmoidCrossAttention,
+}
+
+
+def attention_class(attention: str) -> type[CrossAttention]:
+    """A built-in cross-attention by name, or the plug-in variant ``attention`` names
+    (``file.py:Class``, a CrossAttention that defines ``forward``)."""
+    if is_variant(attention):
+        return load_variant("sequence", "attention", attention)
+    if attention not in ATTENTIONS:
+        raise ValueError(
+            f"attention must be one of {tuple(ATTENTIONS)} or <file>.py:<Class>, got {attention!r}"
+        )
+    return ATTENTIONS[attention]
+
+
 class Read(nn.Module):
     """Learned latents reading one kind of token: cross-attention, then a feed-forward layer.
-    ``attention`` is ``softmax`` (``null_key`` adds a learned key/value, so a latent can
-    attend to nothing) or ``sigmoid`` (SigmoidCrossAttention: reads that count)."""
+    ``attention`` names the CrossAttention: ``softmax`` (``null_key`` adds a learned key/value,
+    so a latent can attend to nothing), ``sigmoid`` (SigmoidCrossAttention: reads that count)
+    or a plug-in variant ``<file>.py:<Class>``."""
 
     def __init__(self, latents: int, dim: int, heads: int, null_key: bool, attention: str) -> None:
         super().__init__()
-        if attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
-        self.sigmoid = attention == "sigmoid"
+        cross = attention_class(attention)
         self.token_bias = nn.Parameter(torch.zeros(dim))  # which kind of token (joint)
         self.latents = nn.Parameter(torch.randn(latents, dim) * 0.02)
         self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.cross = (
-            SigmoidCrossAttention(dim, heads)
-            if self.sigmoid
-            else nn.MultiheadAttention(dim, heads, batch_first=True, add_bias_kv=null_key)
-        )
+        self.cross = cross(dim, heads, null_key)
         self.ff = nn.Sequential(
             nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
         )
@@ -181,11 +245,7 @@ class Read(nn.Module):
         query = self.latents.expand(len(kv), -1, -1)
         if extra is not None:
             query = torch.cat([query, extra], dim=1)
-        if self.sigmoid:
-            read = self.cross(self.norm_q(query), kv, padding)
-        else:
-            read = self.cross(self.norm_q(query), kv, kv, key_padding_mask=padding)[0]
-        z = query + read
+        z = query + self.cross(self.norm_q(query), kv, padding)
         return z + self.ff(z)
 
 
