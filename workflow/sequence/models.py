@@ -140,7 +140,7 @@ class CrossAttention(nn.Module):
     it ``padding`` as a tensor (all False for DNA), so a variant must honour the mask.
     """
 
-    def __init__(self, dim: int, heads: int, null_key: bool = False) -> None:
+    def __init__(self, dim: int, heads: int, null_key: bool = True) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} must be a multiple of heads {heads}")
@@ -153,7 +153,7 @@ class SoftmaxCrossAttention(CrossAttention):
     learned key/value, so a latent can attend to nothing. Weights share one unit: a read
     saturates as matching tokens add up."""
 
-    def __init__(self, dim: int, heads: int, null_key: bool = False) -> None:
+    def __init__(self, dim: int, heads: int, null_key: bool = True) -> None:
         super().__init__(dim, heads, null_key)
         self.attention = nn.MultiheadAttention(dim, heads, batch_first=True, add_bias_kv=null_key)
 
@@ -179,7 +179,7 @@ class SigmoidCrossAttention(CrossAttention):
     (weights 0.5 at the start, not 1/n) lets that first signal through. ``null_key`` is
     ignored (a sigmoid weight can already be 0)."""
 
-    def __init__(self, dim: int, heads: int, null_key: bool = False) -> None:
+    def __init__(self, dim: int, heads: int, null_key: bool = True) -> None:
         super().__init__(dim, heads, null_key)
         self.heads = heads
         self.query, self.key_value = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
