@@ -194,9 +194,14 @@ class SigmoidCrossAttention(CrossAttention):
         kept = torch.ones(b, n, device=tokens.device) if padding is None else (~padding).float()
         kept = kept[:, None, :, None]  # (b, 1, n, 1) against values (b, h, n, d / h)
         mean = (values * kept).sum(2, keepdim=True) / kept.sum(2, keepdim=True).clamp(min=1)
-        weights = torch.sigmoid(queries @ keys.transpose(-1, -2) / math.sqrt(d // h))
-        read = (weights * kept.transpose(-1, -2)) @ ((values - mean) * kept)
+        weights = self.weigh(queries @ keys.transpose(-1, -2) / math.sqrt(d // h), kept)
+        read = weights @ ((values - mean) * kept)
         return self.out(read.transpose(1, 2).reshape(b, q, d))
+
+    def weigh(self, scores: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """Each token's weight from its scaled score (b, h, q, n); ``kept`` (b, 1, n, 1) is 1
+        for a token, 0 for padding. A variant that changes only the weights overrides this."""
+        return torch.sigmoid(scores) * kept.transpose(-1, -2)
 
 
 #: The built-in cross-attentions, by the ``attention`` setting's name.
