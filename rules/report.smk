@@ -18,11 +18,12 @@ rule report:
         csv=report(f"{REPORT}/summary.csv", category="summary", caption="../report/summary.rst"),
         md=report(f"{REPORT}/summary.md", category="summary", caption="../report/summary.rst"),
     params:
-        baselines=" ".join(
-            "--baseline " + shlex.quote(f"{track}={baseline}")
+        baselines=[
+            arg
             for track, baseline in config["baselines"].items()
             if track in config["tracks"] and baseline
-        ),
+            for arg in ("--baseline", f"{track}={baseline}")
+        ],
     log:
         f"logs/{REPORT.removeprefix('results/')}/report.log",
     conda:
@@ -30,5 +31,5 @@ rule report:
     resources:
         **resource_class("CPU_SMALL"),
     shell:
-        "python scripts/report.py --metrics {input:q} {params.baselines} "
+        "python scripts/report.py --metrics {input:q} {params.baselines:q} "
         "--csv {output.csv:q} --md {output.md:q} > {log:q} 2>&1"
