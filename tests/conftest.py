@@ -49,6 +49,7 @@ LONG_MODULES = [
     "tests/flip/test_flip_workflow.py",
     "tests/watermark/test_watermark_workflow.py",
     "tests/distance/test_distance_variants.py",
+    "tests/test_variant_report.py",
     "tests/lsf/test_lsf.py",
     "tests/sites/test_htcondor_k8s.py",
 ]
