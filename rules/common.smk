@@ -90,6 +90,15 @@ def track_runs(track):
     return tuple(runs(config, track))
 
 
+def report_runs(track):
+    """The report's runs: every run; with groups, the groups' runs and the track's
+    baseline's."""
+    if not GROUPS:
+        return track_runs(track)
+    keep = {*GROUP_EXPERIMENTS.get(track, ()), config["baselines"].get(track)}
+    return [run for run in track_runs(track) if run.experiment in keep]
+
+
 @functools.cache
 def dataset_runs(track, dataset):
     return tuple(run for run in track_runs(track) if run.dataset == dataset)

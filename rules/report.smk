@@ -3,14 +3,6 @@
 # (REPORT, set in the Snakefile).
 
 
-def report_runs(track):
-    """Every run; with groups, the groups' runs and the track's baseline's."""
-    if not GROUPS:
-        return track_runs(track)
-    keep = {*GROUP_EXPERIMENTS.get(track, ()), config["baselines"].get(track)}
-    return [run for run in track_runs(track) if run.experiment in keep]
-
-
 rule report:
     input:
         [f"{run.folder}/metrics.json" for track in config["tracks"] for run in report_runs(track)],
