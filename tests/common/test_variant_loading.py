@@ -130,3 +130,20 @@ def test_the_config_check_loads_the_variants_of_each_extension_point(tmp_path):
     with pytest.raises(InputError, match=r"NoForward does not define forward\(\)") as err:
         check_variants("distance", [*experiments, {"model": f"{bad}:NoForward"}])
     assert err.value.path == str(bad)
+
+
+@pytest.mark.parametrize(
+    ("track", "key"), [(t, k) for t, points in EXTENSION_POINTS.items() for k in points]
+)
+def test_every_extension_point_refuses_a_subclass_without_its_method(tmp_path, track, key):
+    """Each track's base leaves its method to the variant, so a subclass that forgets it is
+    one error naming the file and the method (none of the bases may define it itself)."""
+    base, required = EXTENSION_POINTS[track][key]
+    module, _, name = base.partition(":")
+    path = write(tmp_path, f"from {module} import {name}\n\nclass Empty({name}):\n    pass\n",
+                 f"empty_{track}.py")  # fmt: skip
+    with pytest.raises(InputError) as err:
+        load_variant(track, key, f"{path}:Empty")
+    assert str(err.value) == (
+        f"{path}: Empty does not define {required[0]}() (required of a {module}.{name})"
+    )

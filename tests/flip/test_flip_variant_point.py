@@ -97,11 +97,6 @@ def test_a_variant_without_forward_is_refused_naming_its_file(tmp_path, monkeypa
     (tmp_path / "no_forward.py").write_text(
         "from workflow.flip.loss import FlipLoss\n\n\nclass NoForward(FlipLoss):\n    pass\n"
     )
-    with pytest.raises(InputError) as err:
-        load_variant("flip", "loss", "no_forward.py:NoForward")
-    assert str(err.value) == (
-        "no_forward.py: NoForward does not define forward() "
-        "(required of a workflow.flip.loss.FlipLoss)"
-    )
+    # the error itself, for every track: tests/common/test_variant_loading.py
     with pytest.raises(InputError, match="no_forward.py: NoForward does not define forward"):
         FlipModule({**TINY, "loss": "no_forward.py:NoForward"})

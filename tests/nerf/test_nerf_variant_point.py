@@ -91,21 +91,9 @@ def test_the_builtin_is_so3xr3_by_default_and_unchanged():
     torch.testing.assert_close(out[:, :, 3], c2w[:, :3, 3] + c2w[:, :3, 0])
 
 
-def test_a_plugin_without_forward_is_an_error_naming_its_file(tmp_path, monkeypatch):
+def test_a_plugin_that_is_not_a_pose_correction_is_an_error_naming_its_file(tmp_path, monkeypatch):
+    # (a subclass without forward: tests/common/test_variant_loading.py, every track)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "no_forward.py").write_text(
-        "import torch\nfrom workflow.nerf.field import PoseCorrection\n\n\n"
-        "class NoForward(PoseCorrection):\n"
-        "    def __init__(self, views):\n"
-        "        super().__init__(views)\n"
-        "        self.delta = torch.nn.Parameter(torch.zeros(views, 6))\n"
-    )
-    with pytest.raises(InputError) as err:
-        load_variant("nerf", "pose", "no_forward.py:NoForward")
-    assert str(err.value) == (
-        "no_forward.py: NoForward does not define forward() "
-        "(required of a workflow.nerf.field.PoseCorrection)"
-    )
     (tmp_path / "other.py").write_text(
         "from torch import nn\n\n\nclass Other(nn.Module):\n"
         "    def forward(self, c2w, index):\n        return c2w\n"
