@@ -6,7 +6,7 @@ config's own form::
 
     flip:
       experiments:
-        cyclip: {loss: "variants/flip/cyclip.py:CyClipLoss", seeds: [0, 1, 2]}
+        cyclip: {loss: "variants/flip/cyclip.py:CyclipLoss", seeds: [0, 1, 2]}
 
 ``snakemake --config group=alice`` adds them to the config as ``alice/cyclip``, so their runs
 land in ``results/<track>/<dataset>/alice/cyclip/seed<k>/``, and no group's name can clash
