@@ -91,7 +91,20 @@ def summarise(long: pd.DataFrame, baselines: Mapping[str, str] | None = None) ->
     summary["best"] = summary.groupby(["track", "dataset", "metric"], sort=False, group_keys=False)[
         ["mean", "higher_is_better"]
     ].apply(mark)
-    tests = [_paired(long, row, (baselines or {}).get(row.track)) for row in summary.itertuples()]
+    # one seed x experiment table per track, dataset and metric, shared by its rows' tests
+    tables = {
+        key: (
+            runs.pivot_table(index="seed", columns="experiment", values="value", dropna=False),
+            runs.groupby("experiment")["comparable"].agg(set),
+        )
+        for key, runs in long.groupby(["track", "dataset", "metric"], sort=False)
+    }
+    tests = [
+        _paired(
+            *tables[(row.track, row.dataset, row.metric)], row, (baselines or {}).get(row.track)
+        )
+        for row in summary.itertuples()
+    ]
     summary["baseline"] = [t[0] for t in tests]
     summary["paired_seeds"] = [t[1] for t in tests]
     summary["p_value"] = [t[2] for t in tests]
@@ -99,17 +112,16 @@ def summarise(long: pd.DataFrame, baselines: Mapping[str, str] | None = None) ->
     return summary
 
 
-def _paired(long: pd.DataFrame, row: Any, baseline: str | None) -> tuple[str, int, float, str]:
-    """(baseline, common seeds, p, verdict) of one summary row against its baseline's row."""
+def _paired(
+    values: pd.DataFrame, kinds: pd.Series, row: Any, baseline: str | None
+) -> tuple[str, int, float, str]:
+    """(baseline, common seeds, p, verdict) of one summary row against its baseline's row;
+    ``values`` is the metric's seed x experiment table, ``kinds`` each experiment's
+    COMPARABLE_BY settings."""
     if not baseline or row.experiment == baseline:
         return baseline or "", 0, math.nan, ""
-    where = (long["track"] == row.track) & (long["dataset"] == row.dataset)
-    where &= long["metric"] == row.metric
-    runs = long[where]
-    kinds = runs.groupby("experiment")["comparable"].agg(set)
     if baseline not in kinds or kinds[baseline] != kinds[row.experiment]:
         return baseline, 0, math.nan, ""  # no baseline run, or another target
-    values = runs.pivot_table(index="seed", columns="experiment", values="value", dropna=False)
     pairs = values[[row.experiment, baseline]].dropna()
     if len(pairs) < 2 or row.higher_is_better is None:
         return baseline, len(pairs), math.nan, ""
