@@ -5,8 +5,14 @@ import json
 import shlex
 import sys
 
-from workflow.common.config import ConfigError
-from workflow.common.experiments import enabled_datasets, experiment_pattern, run_settings, runs
+from workflow.common.config import ConfigError, deep_merge
+from workflow.common.experiments import (
+    enabled_datasets,
+    experiment_pattern,
+    experiment_seeds,
+    run_settings,
+    runs,
+)
 from workflow.common.resources import (
     DISTRIBUTED,
     chosen_resources,
@@ -114,6 +120,17 @@ def settings_of(track, experiment):
     return as_json(experiment_settings_of(track, experiment))
 
 
+def settings_on_dataset(track):
+    """A params function: the experiment's settings with its dataset's own `train` overrides
+    on top (a dataset whose reference runs another setup, e.g. a WSI preset)."""
+
+    def settings(wc):
+        own = config[track]["datasets"][wc.dataset].get("train") or {}
+        return as_json(deep_merge(experiment_settings_of(track, wc.experiment), own))
+
+    return settings
+
+
 def settings_with_dataset(track, *keys):
     """A params function: the experiment's settings, with the dataset's own values of `keys`
     where the dataset sets them (e.g. a scene's box)."""
@@ -147,6 +164,16 @@ def first_run(track, dataset, experiment):
         if run.experiment == experiment:
             return run
     sys.exit(f"error: {track}: {experiment!r} is not an experiment of dataset {dataset}")
+
+
+def published_runs(track, dataset):
+    """The metrics files of every seed of the experiment a dataset's `published` names."""
+    experiment = config[track]["datasets"][dataset]["published"]["experiment"]
+    try:
+        seeds = experiment_seeds(config[track], experiment, config["seeds"])
+    except ConfigError as err:
+        sys.exit(f"error: {track}.datasets.{dataset}.published: {err}")
+    return [f"results/{track}/{dataset}/{experiment}/seed{seed}/metrics.json" for seed in seeds]
 
 
 def dataset_inputs(track, dataset):

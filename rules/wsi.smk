@@ -5,12 +5,21 @@
 
 import re
 
-from workflow.wsi.sources import check_encoder, converted_labels, manifest_args, mil4wsi_datasets
+from workflow.wsi.sources import (
+    check_encoder,
+    converted_labels,
+    features_settings,
+    manifest_args,
+    mil4wsi_datasets,
+)
+
+from workflow.wsi.sources import camelyon16_datasets, lesion_folders, lesions_index, slides_folder
 
 WSI_ENV = "../envs/wsi.yaml"
 WSI = config["wsi"]
 HEATMAP_EXPERIMENT = WSI["heatmap_experiment"]  # its first seed's attention is drawn
 MIL4WSI = mil4wsi_datasets(WSI)
+CAMELYON16 = camelyon16_datasets(WSI)
 
 if workflow.is_main_process:  # once per run, not again in every job (timm takes seconds)
     try:
@@ -20,6 +29,7 @@ if workflow.is_main_process:  # once per run, not again in every job (timm takes
 
 
 ruleorder: wsi_mil4wsi > wsi_graph
+ruleorder: wsi_camelyon16 > wsi_labels
 
 
 rule wsi_labels:
@@ -42,6 +52,26 @@ rule wsi_labels:
         "python scripts/wsi.py labels --slides {params.slides:q} {params.manifests:q} "
         "--positive {params.positive:q} --labels {output.labels:q} --skipped {output.skipped:q} "
         "--settings {params.settings:q} --on-bad-sample {params.policy:q} > {log:q} 2>&1"
+
+
+rule wsi_camelyon16:
+    """The labels CSV of a Camelyon16 root (official folders + testing/reference.csv)."""
+    output:
+        labels="results/wsi/{dataset}/labels/labels.csv",
+    wildcard_constraints:
+        dataset="|".join(map(re.escape, CAMELYON16)) or "(?!)",
+    params:
+        root=lambda wc: WSI["datasets"][wc.dataset]["camelyon16"],
+        settings=lambda wc: as_json(WSI["datasets"][wc.dataset].get("camelyon16_split") or {}),
+    log:
+        "logs/wsi_camelyon16/{dataset}.log",
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/wsi.py camelyon16 --root {params.root:q} --labels {output.labels:q} "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule wsi_mil4wsi:
@@ -95,7 +125,9 @@ rule wsi_segment:
         index="results/wsi/{dataset}/prep/segment/index.tsv",
         skipped="results/wsi/{dataset}/prep/segment/skipped.tsv",
     params:
-        slides=lambda wc: dataset_path("wsi", wc.dataset, "slides", "slides"),
+        slides=lambda wc: (
+            slides_folder(WSI, wc.dataset) or dataset_path("wsi", wc.dataset, "slides", "slides")
+        ),
         labels=lambda wc: (
             converted_labels(WSI, wc.dataset)
             or dataset_path("wsi", wc.dataset, "labels", "labels.csv")
@@ -142,6 +174,31 @@ rule wsi_tile:
         "--on-bad-sample {params.policy:q} > {log:q} 2>&1"
 
 
+rule wsi_lesions:
+    """Tile tumour labels and the FROC's evaluation mask per slide, from lesion annotations."""
+    input:
+        "results/wsi/{dataset}/prep/tiles/index.tsv",
+    output:
+        index="results/wsi/{dataset}/prep/lesions/index.tsv",
+        skipped="results/wsi/{dataset}/prep/lesions/skipped.tsv",
+    params:
+        folders=lambda wc: lesion_folders(WSI, wc.dataset),
+        settings=as_json(WSI["lesions"]),
+        policy=WSI["on_bad_sample"],
+    log:
+        "logs/wsi_lesions/{dataset}.log",
+    benchmark:
+        "benchmarks/wsi_lesions/{dataset}.tsv"
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_PREP"),
+    shell:
+        "python scripts/wsi.py lesions --tiles {input:q} --annotations {params.folders:q} "
+        "--index {output.index:q} --skipped {output.skipped:q} --settings {params.settings:q} "
+        "--on-bad-sample {params.policy:q} > {log:q} 2>&1"
+
+
 rule wsi_features:
     input:
         "results/wsi/{dataset}/prep/tiles/index.tsv",
@@ -149,7 +206,7 @@ rule wsi_features:
         index="results/wsi/{dataset}/prep/features/index.tsv",
         skipped="results/wsi/{dataset}/prep/features/skipped.tsv",
     params:
-        settings=lambda wc: as_json(WSI["features"]),
+        settings=lambda wc: as_json(features_settings(WSI, wc.dataset)),
         policy=WSI["on_bad_sample"],
         devices=class_devices("GPU_1"),
         workers=class_cpus("GPU_1"),
@@ -195,7 +252,7 @@ rule wsi_train:
     wildcard_constraints:
         experiment=experiments_matching("wsi", lambda s: s["resources"] == "GPU_1"),
     params:
-        settings=lambda wc: settings_of("wsi", wc.experiment),
+        settings=settings_on_dataset("wsi"),
         run_dir="results/wsi/{dataset}/{experiment}/seed{seed}/run",  # undeclared: resumable checkpoints survive a rerun
         launch=run_launch("wsi"),
         devices=run_devices("wsi"),
@@ -229,12 +286,14 @@ rule wsi_evaluate:
         checkpoint="results/wsi/{dataset}/{experiment}/seed{seed}/final.ckpt",
         graphs="results/wsi/{dataset}/prep/graphs/index.tsv",
         variant=variant_inputs("wsi"),
+        lesions=lambda wc: lesions_index(WSI, wc.dataset) or [],
     output:
         metrics="results/wsi/{dataset}/{experiment}/seed{seed}/metrics.json",
         predictions="results/wsi/{dataset}/{experiment}/seed{seed}/predictions.parquet",
         attention="results/wsi/{dataset}/{experiment}/seed{seed}/attention.h5",
     params:
-        settings=lambda wc: settings_of("wsi", wc.experiment),
+        settings=settings_on_dataset("wsi"),
+        lesions=lambda wc, input: ["--lesions", input.lesions] if input.lesions else [],
     log:
         "logs/wsi_evaluate/{dataset}_{experiment}_seed{seed}.log",
     benchmark:
@@ -247,6 +306,7 @@ rule wsi_evaluate:
         "python scripts/wsi.py evaluate --checkpoint {input.checkpoint:q} "
         "--graphs {input.graphs:q} --metrics {output.metrics:q} "
         "--predictions {output.predictions:q} --attention {output.attention:q} "
+        "{params.lesions:q} "
         "--dataset {wildcards.dataset:q} --experiment {wildcards.experiment:q} "
         "--seed {wildcards.seed:q} --settings {params.settings:q} > {log:q} 2>&1"
 
@@ -286,6 +346,36 @@ rule wsi_figures:
         "python scripts/wsi.py figures --predictions {input.predictions:q} "
         "--attention {input.attention:q} {params.segments:q} "
         "--roc {output.roc:q} --heatmaps {output.heatmaps:q} > {log:q} 2>&1"
+
+
+rule wsi_reproduce:
+    """One dataset's `published` experiment, every seed, against the published numbers."""
+    input:
+        lambda wc: published_runs("wsi", wc.dataset),
+    output:
+        "results/wsi/{dataset}/reproduction.md",
+    params:
+        published=lambda wc: as_json(WSI["datasets"][wc.dataset]["published"]),
+    log:
+        "logs/wsi_reproduce/{dataset}.log",
+    conda:
+        WSI_ENV
+    resources:
+        **resource_class("CPU_SMALL"),
+    shell:
+        "python scripts/wsi.py reproduce --metrics {input:q} --settings {params.published:q} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule wsi_reproduction:
+    """The published numbers of every dataset that has them, against our runs."""
+    input:
+        [
+            f"results/wsi/{dataset}/reproduction.md"
+            for dataset in enabled_datasets("wsi", WSI)
+            if WSI["datasets"][dataset].get("published")
+        ],
+    default_target: False
 
 
 rule wsi:

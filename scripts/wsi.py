@@ -35,6 +35,20 @@ def cmd_labels(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def cmd_camelyon16(args: argparse.Namespace) -> None:
+    from workflow.wsi.camelyon16 import camelyon16_dataset
+
+    camelyon16_dataset(args.root, args.labels, args.settings["val"], args.settings["seed"])
+
+
+def cmd_lesions(args: argparse.Namespace) -> None:
+    from workflow.wsi.lesions import lesions_dataset
+
+    lesions_dataset(
+        args.tiles, args.annotations, args.index, args.skipped, args.settings, args.on_bad_sample
+    )
+
+
 def cmd_mil4wsi(args: argparse.Namespace) -> None:
     from workflow.wsi.prepare import mil4wsi_dataset
 
@@ -89,13 +103,26 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from workflow.wsi.evaluate import evaluate_stage
 
     evaluation = RunEvaluation.from_args("wsi", args)
-    evaluate_stage(evaluation, args.checkpoint, args.graphs, args.attention)
+    evaluate_stage(evaluation, args.checkpoint, args.graphs, args.attention, args.lesions)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
     from workflow.wsi.plots import figures_stage
 
     figures_stage(args.predictions, args.roc, args.attention, args.heatmaps, args.segments)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from workflow.wsi.reproduce import reproduction_report
+
+    published = args.settings
+    rows = reproduction_report(args.metrics, published["metrics"], published["source"], args.out)
+    for row in rows:
+        log.info(
+            "%s: published %.3f, ours %.3f +- %.3f over %d seeds (tolerance +-%.3f): %s",
+            row.metric, row.published, row.mean, row.sd, row.seeds, row.tolerance,
+            "reproduced" if row.reproduced else "NOT reproduced",
+        )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, required=True, help="labels CSV to write")
     cli.add_bad_sample_args(p, "slides", sample="slide", required=True)
     cli.add_settings(p, "wsi_gdc", "the dataset's gdc section")
+
+    p = stage("camelyon16", cmd_camelyon16, "labels CSV of a Camelyon16 root as distributed")
+    p.add_argument(
+        "--root", type=Path, required=True,
+        help="Camelyon16 folder (training/normal, training/tumor, testing/images, "
+        "testing/reference.csv)",
+    )  # fmt: skip
+    p.add_argument("--labels", type=Path, required=True, help="labels CSV to write")
+    cli.add_settings(p, "wsi_camelyon16", "the dataset's camelyon16_split section")
+
+    p = stage("lesions", cmd_lesions, "tile tumour labels and FROC masks from lesion XMLs")
+    p.add_argument("--tiles", type=Path, required=True, help="index.tsv of the tile stage")
+    p.add_argument(
+        "--annotations", type=Path, nargs="+", required=True,
+        help="folders of <slide_id>.xml (ASAP), or folders whose .zip holds them",
+    )  # fmt: skip
+    index_args(p, "lesions")
 
     p = stage("mil4wsi", cmd_mil4wsi, "released mil4wsi graph files -> this track's graphs")
     p.add_argument("--graphs-dir", type=Path, required=True, help="folder of <slide_id>.pt")
@@ -169,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graphs", type=Path, required=True, help="index.tsv of the graph stage")
     cli.add_evaluate_args(p, "wsi_train")
     p.add_argument("--attention", type=Path, required=True, help="attention HDF5 to write")
+    p.add_argument(
+        "--lesions", type=Path,
+        help="index.tsv of the lesions stage: adds the FROC and the tile-level AUC",
+    )  # fmt: skip
 
     p = stage("figures", cmd_figures, "ROC curves of every run, attention heatmaps of one")
     p.add_argument("--predictions", type=Path, nargs="+", required=True)
@@ -176,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segments", type=Path, help=segments)
     p.add_argument("--roc", type=Path, required=True, help="ROC figure to write")
     p.add_argument("--heatmaps", type=Path, required=True, help="folder of heatmaps to write")
+
+    p = stage("reproduce", cmd_reproduce, "an experiment's runs against its published numbers")
+    p.add_argument("--metrics", type=Path, nargs="+", required=True, help="the runs' metrics.json")
+    p.add_argument("--out", type=Path, required=True, help="Markdown table to write")
+    cli.add_settings(p, "wsi_published", "the dataset's `published` section")
     return parser
 
 

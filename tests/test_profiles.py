@@ -193,6 +193,10 @@ def test_leonardo_wsi_jobs_go_to_their_partitions(leonardo):
     assert not rules_of(leonardo, "wsi_demo")  # real data only
     labels = rules_of(leonardo, "wsi_labels")  # tcga_nsclc's labels from its GDC manifests
     assert len(labels) == 1 and labels[0]["slurm_partition"] == "lrd_all_serial"
+    camelyon16 = rules_of(leonardo, "wsi_camelyon16")  # camelyon16's from its official folders
+    assert len(camelyon16) == 1 and camelyon16[0]["slurm_partition"] == "lrd_all_serial"
+    lesions = rules_of(leonardo, "wsi_lesions")  # camelyon16's lesion XMLs
+    assert len(lesions) == 1 and lesions[0]["slurm_partition"] == "dcgp_usr_prod"
 
 
 def test_leonardo_flip_pretrains_on_the_4_gpus_of_a_node(leonardo):

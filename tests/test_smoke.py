@@ -171,6 +171,11 @@ class Expected:
         self.demo_rules("wsi")
         own = lambda entry: not entry.get("mil4wsi")  # noqa: E731  tiled and encoded here
         self.per_dataset("wsi", "wsi_labels", keep=lambda e: bool(e.get("manifests")))
+        self.per_dataset(
+            "wsi", "wsi_camelyon16", keep=lambda e: own(e) and bool(e.get("camelyon16"))
+        )
+        annotated = lambda e: own(e) and any(e.get(k) for k in ("demo", "camelyon16", "lesions"))  # noqa: E731
+        self.per_dataset("wsi", "wsi_lesions", keep=annotated)
         self.per_dataset("wsi", "wsi_mil4wsi", keep=lambda e: not own(e))
         self.per_dataset("wsi", "wsi_segment", "wsi_tile", "wsi_features", "wsi_graph", keep=own)
         self.per_dataset("wsi", "wsi_figures")

@@ -66,6 +66,8 @@ def test_wsi_dag_end_to_end(tmp_path):
     for path, record in records.items():
         assert record["track"] == "wsi" and record["extra"]["test_slides"] == 30
         check_stored_threshold(path.parent, record)
+        # the demo's lesion XMLs give every run a FROC over the 30 test slides
+        assert record["extra"]["lesion_slides"] == 30 and 0 <= record["metrics"]["FROC"] <= 1
     auc = by_experiment(records.values(), "AUC")
     # the demo's ordering (workflow/wsi/demo.py): DAS-MIL sees a lesion's extent, the x20
     # models only how much texture a slide has, the x5 model no texture at all

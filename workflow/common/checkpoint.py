@@ -41,14 +41,17 @@ def safe_load(path: str | os.PathLike[str], extra_globals: list[Any] = ()) -> An
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_checkpoint(path: str | os.PathLike[str], kind: str = "checkpoint") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], kind: str = "checkpoint", extra_globals: list[Any] = ()
+) -> dict[str, Any]:
     """A checkpoint's dict; a missing, damaged, non-dict or code-carrying file is an
-    InputError naming it (``kind``: what the caller expected, for the message)."""
+    InputError naming it (``kind``: what the caller expected, for the message;
+    ``extra_globals``: plain types a released file of that kind holds beyond ours)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, f"{kind} not found")
     try:
-        checkpoint = safe_load(path)
+        checkpoint = safe_load(path, extra_globals)
     except pickle.UnpicklingError as err:
         raise InputError(path, refusal(err, kind)) from None
     except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:

@@ -28,7 +28,12 @@ class Run:
 #: What a real (not demo) dataset must name, per track: one of these key sets (`root` unless
 #: listed here).
 DATASET_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "wsi": (("slides", "labels"), ("slides", "manifests", "positive"), ("mil4wsi", "labels")),
+    "wsi": (
+        ("slides", "labels"),
+        ("slides", "manifests", "positive"),
+        ("mil4wsi", "labels"),
+        ("camelyon16",),
+    ),
     "sequence": (("genome", "tss", "expression"), ("promoters", "expression"), ("xpresso",)),
     "flip": (("shards", "val"),),
     "watermark": (("documents",),),

@@ -23,6 +23,18 @@ from workflow.wsi.mil import (
 )
 
 
+class GatedResidual(nn.Module):
+    """mil4wsi's gated linear unit ``x * sigmoid(MLP(x))`` (MLP: width -> width/2, ELU ->
+    width), the residual branch its lung setup adds after every GNN step."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, dim // 2), nn.ELU(), nn.Linear(dim // 2, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.mlp(x))
+
+
 class DASMIL(nn.Module):
     """DAS-MIL (Bontempo et al., MICCAI 2023) on two scales ``scales`` = (student, teacher),
     by default the two finest (x10, x20).
@@ -34,6 +46,14 @@ class DASMIL(nn.Module):
     term; the released code sets it to 1 - lambda = 0, the track spec to 1) + distillation
     (``mse_weight`` x instance MSE + ``kl_weight`` x bag KL at ``temperature``) from the
     detached teacher into the student; ``distill: false`` drops it.
+
+    The defaults differ from the reference code in four places, each a setting (the presets
+    of :mod:`workflow.wsi.presets` set them as mil4wsi does): ``scale_projection`` (ours: the
+    per-scale GNN maps to ``hidden`` and a ReLU follows; mil4wsi keeps the input width, no
+    activation), ``node_dropout`` (ours 0; mil4wsi 0.5 before every GNN step), ``child_pool``
+    (ours mean; mil4wsi max), ``student_nodes`` (ours every student-scale node; mil4wsi only
+    those with a child at the teacher's scale) and ``student_bag_weight`` (1 vs 0).
+    ``residual`` adds mil4wsi's gated residual (:class:`GatedResidual`) after every GNN step.
 
     Prediction (``predict``): ``teacher`` (default: the x20 head, which the released code
     reports and selects checkpoints on as ``auc_higher``), ``student`` (x10 head) or ``mean``
@@ -48,6 +68,9 @@ class DASMIL(nn.Module):
         "gnn": "gat",
         "dropout": 0.2,
         "node_dropout": 0.0,
+        "scale_projection": True,
+        "residual": False,
+        "student_nodes": "all",
         "q_dim": 128,
         "distill": True,
         "temperature": 1.5,
@@ -69,20 +92,39 @@ class DASMIL(nn.Module):
             raise ValueError(f"predict must be teacher, student or mean, got {s['predict']!r}")
         if s["child_pool"] not in ("mean", "max"):
             raise ValueError(f"child_pool must be mean or max, got {s['child_pool']!r}")
+        if s["student_nodes"] not in ("all", "parents"):
+            raise ValueError(f"student_nodes must be all or parents, got {s['student_nodes']!r}")
         self.settings = s
         hidden, heads, dropout = int(s["hidden"]), int(s["heads"]), float(s["dropout"])
+        self.scale_dim = hidden if s["scale_projection"] else int(in_dim)
+        if s["residual"] and (s["scale_projection"] or hidden != in_dim):
+            raise ValueError(
+                "residual adds each GNN step's input to its output: it needs "
+                f"scale_projection: false and hidden equal to the feature width {in_dim} "
+                f"(got scale_projection: {s['scale_projection']}, hidden: {hidden})"
+            )
         self.scale_gnns = nn.ModuleList(
-            [gnn_layer(s["gnn"], in_dim, hidden, heads, dropout) for _ in range(2)]
+            [gnn_layer(s["gnn"], in_dim, self.scale_dim, heads, dropout) for _ in range(2)]
         )
-        self.joint_gnn = gnn_layer(s["gnn"], hidden, hidden, heads, dropout)
+        self.joint_gnn = gnn_layer(s["gnn"], self.scale_dim, hidden, heads, dropout)
         self.student = DSMILHead(hidden, int(s["q_dim"]))
         self.teacher = DSMILHead(hidden, int(s["q_dim"]))
+        if s["residual"]:
+            self.scale_glus = nn.ModuleList([GatedResidual(in_dim) for _ in range(2)])
+            self.joint_glu = GatedResidual(hidden)
 
     def _edges(self, edges: torch.Tensor, num_nodes: int) -> torch.Tensor:
         p = float(self.settings["node_dropout"])
         if self.training and p > 0 and edges.numel():
             edges, _, _ = dropout_node(edges, p=p, num_nodes=num_nodes, training=True)
         return edges
+
+    def _step(
+        self, gnn: nn.Module, glu: nn.Module | None, x: torch.Tensor, edges: torch.Tensor
+    ) -> torch.Tensor:
+        """One GNN step on (node dropout of) ``edges``, with the gated residual if any."""
+        out = gnn(x, self._edges(edges, x.shape[0]))
+        return x + glu(out) if glu is not None else out
 
     def forward(self, graph: Data) -> Output:
         student_level, teacher_level = (resolve_scale(graph, s) for s in self.settings["scales"])
@@ -102,19 +144,26 @@ class DASMIL(nn.Module):
         linked = parent_global >= 0
         up = torch.stack([local[teacher_nodes[linked]], local[parent_global[linked]]])
         cross = torch.cat([up, up.flip(0)], dim=1)
-        h = x.new_zeros(nodes.numel(), int(self.settings["hidden"]))
+        h = x.new_zeros(nodes.numel(), self.scale_dim)
+        glus = getattr(self, "scale_glus", (None, None))
         members = []
-        for gnn, lv in zip(self.scale_gnns, (student_level, teacher_level), strict=True):
+        for gnn, glu, lv in zip(self.scale_gnns, glus, (student_level, teacher_level), strict=True):
             mask = level == lv
             if not mask.any():
                 raise ValueError(f"slide {getattr(graph, 'slide_id', '?')} has no node at {lv}")
             edges, _ = subgraph(mask, spatial, relabel_nodes=True, num_nodes=nodes.numel())
             idx = mask.nonzero().view(-1)
-            out = F.relu(gnn(x[idx], self._edges(edges, idx.numel())))
+            out = self._step(gnn, glu, x[idx], edges)
+            if self.settings["scale_projection"]:
+                out = F.relu(out)
             h = h.index_copy(0, idx, out.to(h.dtype))
             members.append(idx)
         joint = torch.cat([spatial, cross], dim=1)
-        h = self.joint_gnn(h, self._edges(joint, nodes.numel()))
+        h = self._step(self.joint_gnn, getattr(self, "joint_glu", None), h, joint)
+        if self.settings["student_nodes"] == "parents" and linked.any():
+            # mil4wsi's student reads feats[childof.unique()]: the ancestors of teacher nodes
+            # (a slide without any link keeps them all, where mil4wsi skips the slide)
+            members[0] = local[parent_global[linked]].unique()
         student = self.student(h[members[0]])
         teacher = self.teacher(h[members[1]])
         student_nodes = nodes[members[0]]

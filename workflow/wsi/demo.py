@@ -30,7 +30,10 @@ single-scale x20 models (ABMIL, DSMIL, max pooling), which see the texture but n
 extent, above the x5-only model (``dsmil_x5``), blind to the texture and at chance.
 
 A slide is drawn by workflow/wsi/demo_render.py; this module sets the sizes, assigns labels
-and splits, and writes the pyramidal TIFFs, the labels CSV and the manifest.
+and splits, and writes the pyramidal TIFFs, the labels CSV, the manifest and, per tumour
+slide, its metastasis outline as Camelyon16's lesion XML (``lesions/<slide_id>.xml``, ASAP
+format, a 64-gon; mimics are benign and not annotated), which give the FROC and the
+tile-level AUC of the attention maps.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from workflow.common.atomic import atomic_path, write_json, write_text
 from workflow.common.config import schema_dataclass
 from workflow.wsi.demo_render import LOW, render_slide
 from workflow.wsi.labels import LABELS, SPLITS
+from workflow.wsi.lesions import disc_polygon, write_asap
 from workflow.wsi.slide import magnification_mpp
 
 log = logging.getLogger("lsai.wsi.demo")
@@ -188,6 +192,9 @@ def write_demo(root: str | PathLike[str], settings: DemoSettings) -> dict[str, A
         slide = render_slide(np.random.default_rng([s.seed, i]), s, tumor=bool(label))
         path = root / "slides" / f"{ids[i]}.tif"
         write_slide(path, pyramid(slide.image, s.levels), s.mpp, s.tile, s.jpeg_quality)
+        if slide.regions:  # the metastases' outlines, as Camelyon16 annotates its lesions
+            polygons = [("_0", disc_polygon(x, y, r)) for x, y, r in slide.regions]
+            write_asap(root / "lesions" / f"{ids[i]}.xml", polygons)
         entries.append(
             {
                 "slide_id": ids[i],

@@ -27,19 +27,33 @@ log = logging.getLogger("lsai.wsi.evaluate")
 
 
 def evaluate_stage(
-    evaluation: RunEvaluation, checkpoint: Path, graphs: Path, attention: Path
+    evaluation: RunEvaluation,
+    checkpoint: Path,
+    graphs: Path,
+    attention: Path,
+    lesions: Path | None = None,
 ) -> dict:
     """The stage: every test slide's probability (and its attention scores, to
-    ``attention``), the metrics at the run's stored threshold, published."""
+    ``attention``), the metrics at the run's stored threshold, published; with the lesions
+    stage's index also the FROC and the tile-level AUC of the attention maps
+    (workflow/wsi/froc.py)."""
     run_info = checkpoint_run_info(checkpoint)
     threshold = stored_threshold(checkpoint, run_info)  # before the slides: fails fast
     predictions = predict_slides(checkpoint, split_files(graphs, "test"), attention)
     metrics = slide_metrics(
         predictions["label"].to_numpy(), predictions["prob"].to_numpy(), threshold
     )
+    extra: dict[str, Any] = {}
+    if lesions is not None:
+        from workflow.wsi.froc import lesion_files_of, lesion_metrics
+
+        probabilities = dict(zip(predictions["slide_id"], predictions["prob"], strict=True))
+        found, extra = lesion_metrics(attention, probabilities, lesion_files_of(lesions))
+        metrics.update(found)
+        log.info("FROC %.3f, tile-level AUC %.3f", found["FROC"], found["tile_AUC"])
     evaluation.publish(
-        metrics, HIGHER_IS_BETTER, run_info, predictions, test_slides=len(predictions),
-        threshold_rule=run_info.get("threshold_rule"),
+        metrics, {k: HIGHER_IS_BETTER[k] for k in metrics}, run_info, predictions,
+        test_slides=len(predictions), threshold_rule=run_info.get("threshold_rule"), **extra,
     )  # fmt: skip
     log.info(
         "%s seed %d: AUC %.3f, ACC %.3f at threshold %.4f on %d test slides",

@@ -1,6 +1,7 @@
 """The slide list of a dataset: ``slide_id,label,split`` rows, checked against the slides.
 
-Camelyon16's reference CSV and TCGA manifests are converted to this one layout (see
+Camelyon16's folders and reference CSV (workflow/wsi/camelyon16.py, rule wsi_camelyon16) and
+TCGA manifests (workflow/wsi/gdc.py, rule wsi_labels) are converted to this one layout (see
 config/schema/wsi.yaml); the demo writes it directly.
 """
 

@@ -29,6 +29,9 @@ HIGHER_IS_BETTER = {
     "balanced_ACC": True,
     "F1": True,
     "threshold": None,
+    # lesion-level, where the dataset has lesion annotations (workflow/wsi/froc.py)
+    "FROC": True,
+    "tile_AUC": True,
 }
 
 #: Where the validation split cannot give a threshold (one class only): the uncalibrated cut.

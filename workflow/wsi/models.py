@@ -23,6 +23,7 @@ from torch import nn
 from workflow.wsi.baselines import ABMIL, DSMILSingle, MaxPool, MeanPool
 from workflow.wsi.dasmil import DASMIL
 from workflow.wsi.mil import DSMILHead, Output, distillation_terms
+from workflow.wsi.presets import preset_settings
 
 MODELS: dict[str, type[nn.Module]] = {
     "dasmil": DASMIL,
@@ -41,10 +42,14 @@ def model_defaults(name: str) -> dict[str, Any]:
 
 
 def build_model(settings: Mapping[str, Any], in_dim: int) -> nn.Module:
-    """The model named by ``settings['model']``; keys it does not read are ignored."""
+    """The model named by ``settings['model']``; keys it does not read are ignored. A
+    ``preset`` (DAS-MIL's, :mod:`workflow.wsi.presets`) replaces the model's defaults; keys
+    set in ``settings`` still win. The baselines read no preset key."""
     name = settings["model"]
     defaults = model_defaults(name)
-    chosen = {k: settings[k] for k in defaults if k in settings}
+    preset = preset_settings(settings) if name == "dasmil" else {}
+    chosen = {k: v for k, v in preset.items() if k in defaults}
+    chosen |= {k: settings[k] for k in defaults if k in settings}
     if "scales" in chosen:
         chosen["scales"] = list(chosen["scales"])
     return MODELS[name](in_dim, **chosen)

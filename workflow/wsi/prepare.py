@@ -176,12 +176,13 @@ def features_dataset(
     device: str = "cpu",
     workers: int = 0,
 ) -> None:
-    """Frozen-encoder features of every tile (one HDF5 per slide; resumable per slide)."""
-    from workflow.wsi.features import build_encoder, encode_slide
+    """Frozen-encoder features of every tile, each scale through its encoder (one HDF5 per
+    slide; resumable per slide)."""
+    from workflow.wsi.features import build_encoders, encode_slide
 
     out = index.parent
     rows = read_index(tiles).to_dict("records")
-    encoder = build_encoder(settings)
+    encoder = build_encoders(settings)
 
     def work(row: dict[str, Any]) -> dict[str, Any]:
         path = out / f"{row['slide_id']}.h5"

@@ -21,7 +21,7 @@ from typing import Any
 from workflow.common.capacity import Job, training_job
 from workflow.common.experiments import enabled_datasets, runs
 from workflow.common.schedule import Schedule, Size, track_schedules
-from workflow.wsi.sources import converted_labels
+from workflow.wsi.sources import converted_labels, features_settings
 
 #: The tiling rule's index (rules/wsi.smk ``wsi_tile``): slide_id, split, n_<scale> columns.
 TILES = "results/wsi/{dataset}/prep/tiles/index.tsv"
@@ -145,7 +145,7 @@ def capacity_jobs(
             None,
             "GPU_1",
             "wsi_features",
-            dict(track_config["features"]),
+            features_settings(track_config, dataset),
             size.tiles,
             "samples",
             size.tiles_source,
