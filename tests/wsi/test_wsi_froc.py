@@ -114,3 +114,33 @@ def test_detections_are_grid_local_maxima_scaled_by_the_slide_probability():
     points, scores, relative = detections(coords, 256, attention, probability=0.5)
     assert points.tolist() == [[128, 128], [640, 384]]
     assert scores == pytest.approx([0.5, 0.25]) and relative.max() == 1.0
+
+
+def test_the_roc_figure_gains_a_froc_panel_where_runs_have_lesions(tmp_path):
+    """Runs whose metrics.json hold FROC sensitivities get a second panel (mean over seeds);
+    runs without lesions keep the single ROC panel."""
+    import pandas as pd
+    from PIL import Image
+
+    from workflow.common.metrics import RunMetrics, write_metrics
+    from workflow.wsi.plots import froc_points, roc_figure
+
+    paths = []
+    for experiment, seed, at in [("dasmil", 0, 0.9), ("dasmil", 1, 0.7), ("abmil", 0, None)]:
+        folder = tmp_path / experiment / f"seed{seed}"
+        folder.mkdir(parents=True)
+        frame = pd.DataFrame({"slide_id": ["a", "b"], "label": [0, 1], "prob": [0.2, 0.8]})
+        frame.to_parquet(folder / "predictions.parquet")
+        extra = {"froc_sensitivity": {"0.25": at / 2, "8": at}} if at else {}
+        run = RunMetrics("wsi", "d", experiment, seed, {"AUC": 1.0}, {"AUC": True}, "h",
+                         extra=extra)  # fmt: skip
+        write_metrics(folder / "metrics.json", run)
+        paths.append(folder / "predictions.parquet")
+    froc = froc_points(paths)
+    assert list(froc) == ["dasmil"]
+    assert froc["dasmil"][8.0].mean() == pytest.approx(0.8)
+    predictions = {"dasmil": frame, "abmil": frame}
+    roc_figure(predictions, tmp_path / "both.png", froc)
+    roc_figure(predictions, tmp_path / "roc.png", froc_points(paths[2:]))
+    wide, narrow = (Image.open(tmp_path / n).size for n in ("both.png", "roc.png"))
+    assert wide[0] > 1.8 * narrow[0] and abs(wide[1] - narrow[1]) < 20  # one row of panels

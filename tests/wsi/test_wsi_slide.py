@@ -54,6 +54,17 @@ def test_resolve_mpp_override_and_missing():
         resolve_mpp({}, "s.tif", override=0)
 
 
+def test_override_equal_to_the_slides_own_keeps_its_source():
+    """The tile stage passes the segment stage's resolution back for every slide: that is the
+    slide's own, not an override; only a value the slide does not give is one."""
+    own = {"openslide.mpp-x": "0.2527", "openslide.mpp-y": "0.2527"}
+    assert resolve_mpp(own, "s.tif", override=0.2527) == (0.2527, "mpp-x")
+    assert resolve_mpp(own, "s.tif", override=0.5) == (0.5, "override")
+    power = {"openslide.objective-power": "20"}
+    assert resolve_mpp(power, "s.tif", override=0.5) == (0.5, "objective-power")
+    assert resolve_mpp({}, "s.tif", override=0.5) == (0.5, "override")
+
+
 def test_levels_follow_the_resolution_not_the_index():
     # x40 scan with a 2x pyramid: x20 at level 1, x10 at 2, x5 at 3, each read at 256 px
     got = [scale_read(X40_LEVELS, 0.25, m) for m in (20, 10, 5)]
@@ -123,6 +134,20 @@ def test_open_demo_slide(demo_slide):
         assert slide.read_rgb((w - 8, h - 8), 0, (16, 16))[12, 12].tolist() == [255, 255, 255]
     with open_slide(demo_slide, mpp=0.5) as slide:  # an override changes every level choice
         assert [s.level for s in slide.scales((5, 10, 20))] == [2, 1, 0]
+
+
+def test_tiles_record_where_the_mpp_came_from(demo_slide, tmp_path):
+    from workflow.wsi.segment import segment_tissue
+    from workflow.wsi.tiling import read_tiling, tile_file
+
+    with open_slide(demo_slide) as slide:
+        mpp = slide.mpp  # what the segment stage records and the tile stage passes back
+    tile_file(demo_slide, tmp_path / "own.h5", mpp=mpp)
+    assert read_tiling(tmp_path / "own.h5").attrs["mpp_source"] == "mpp-x"
+    tile_file(demo_slide, tmp_path / "x20.h5", mpp=0.5)
+    assert read_tiling(tmp_path / "x20.h5").attrs["mpp_source"] == "override"
+    with open_slide(demo_slide, mpp=mpp) as slide:
+        assert slide.mpp_source == "mpp-x" and segment_tissue(slide).fraction > 0
 
 
 def test_missing_slide(tmp_path):

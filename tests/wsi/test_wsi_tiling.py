@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import h5py
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from tests.wsi.conftest import write_plain_slide
 from tests.wsi.reference_tiling import naive_tiling
 from workflow.common.errors import InputError
-from workflow.wsi.segment import mask_source, saturation, segment_tissue
+from workflow.wsi.segment import (
+    _small_components,
+    binary_closing,
+    mask_source,
+    median3,
+    otsu,
+    saturation,
+    segment_tissue,
+)
 from workflow.wsi.slide import open_slide
 from workflow.wsi.tiling import (
     integral_image,
@@ -40,7 +51,7 @@ def test_mask_matches_the_planted_tissue(wsi_demo, wsi_manifest, wsi_tiled):
     for entry in wsi_manifest["slides"]:
         with open_slide(wsi_demo / entry["file"]) as slide:
             tissue = segment_tissue(slide)
-            level, factor = mask_source(slide, 8.0)
+            level, factor = mask_source(slide, 16.0)
             assert tissue.downsample == slide.level_downsamples[level] * factor
             assert 4 <= slide.mpp * tissue.downsample <= 16
             assert tissue.mask.shape == (slide.dimensions[1] // tissue.downsample,) * 2
@@ -54,6 +65,81 @@ def test_mask_matches_the_planted_tissue(wsi_demo, wsi_manifest, wsi_tiled):
         png = np.asarray(Image.open(mask_png)) > 0
         assert np.array_equal(png, tissue.mask)
         assert Image.open(thumb_png).size == (png.shape[1], png.shape[0])
+
+
+def _pyramid(mpp, downsamples):
+    return SimpleNamespace(mpp=mpp, level_downsamples=tuple(float(d) for d in downsamples))
+
+
+@pytest.mark.parametrize(
+    ("mpp", "downsamples", "expected"),
+    [
+        # Camelyon16 (x2 pyramid) and a x4 pyramid: the 16 um level is read as it is, not a
+        # finer one averaged down
+        (0.25, [2**k for k in range(10)], (6, 1)),
+        (0.25, [1, 4, 16, 64, 256.41], (3, 1)),
+        (0.243, [2**k for k in range(10)], (6, 1)),  # 15.6 um
+        (0.2527, [1, 4.0002, 16.001, 64.01], (3, 1)),  # 16.2 um: within the tolerance
+        # no level near 16 um: the finest level under it, block-averaged to about 16 um
+        (0.25, [1, 2, 4], (2, 16)),
+        (0.25, [1, 4, 16], (2, 4)),
+        (0.5, [1, 4, 16, 128], (2, 2)),  # 32 um is too coarse; 8 um x 2
+        (0.25, [1, 4, 16, 100], (2, 4)),  # 25 um is too coarse
+        (32.0, [1, 2], (0, 1)),  # even level 0 is coarser than the target
+    ],
+)
+def test_mask_level_reads_the_fewest_pixels(mpp, downsamples, expected):
+    assert mask_source(_pyramid(mpp, downsamples), 16.0) == expected
+
+
+def test_mask_level_on_real_pyramids(tmp_path):
+    """Many levels: the 16 um one is read (a 64 px mask of a 4096 px slide); few levels: the
+    coarsest is block-averaged to the same mask."""
+    rng = np.random.default_rng(3)
+    image = (np.array([244, 243, 246]) + rng.normal(0, 2, (4096, 4096, 3))).clip(0, 255)
+    image[1024:3072, 512:2560] = [225, 158, 198]
+    masks = {}
+    for levels in (7, 3):
+        path = tmp_path / f"levels{levels}.tif"
+        write_plain_slide(path, image.astype(np.uint8), levels=levels)
+        with open_slide(path) as slide:
+            tissue = segment_tissue(slide)
+        assert (tissue.level, tissue.downsample) == ((6, 64.0) if levels == 7 else (2, 64.0))
+        assert tissue.mask.shape == (64, 64)
+        masks[levels] = tissue.mask
+    assert masks[7][17:47, 9:39].all() and masks[3][17:47, 9:39].all()
+    assert not masks[7][:, 44:].any() and not masks[3][:, 44:].any()
+    assert (masks[7] != masks[3]).mean() < 0.01
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_median3_is_scipys_median(dtype):
+    rng = np.random.default_rng(4)
+    for shape in ((1, 1), (2, 5), (37, 53)):
+        image = (rng.uniform(size=shape) * 255).astype(dtype)
+        assert np.array_equal(median3(image), ndimage.median_filter(image, size=3))
+
+
+def test_fast_mask_steps_are_the_librarys(tmp_path):
+    """The segmentation's own closing, small-component and Otsu steps give exactly what
+    skimage gives, on random blobby masks and saturation images."""
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import closing, disk, remove_small_holes, remove_small_objects
+
+    rng = np.random.default_rng(8)
+    for case in range(40):
+        shape = tuple(rng.integers(8, 70, size=2))
+        mask = ndimage.gaussian_filter(rng.uniform(size=shape), 2) > 0.5
+        radius, size = int(rng.integers(1, 5)), int(rng.integers(1, 40))
+        assert np.array_equal(binary_closing(mask, radius), closing(mask, disk(radius)))
+        kept = mask.copy()
+        kept[_small_components(mask, size)] = False
+        assert np.array_equal(kept, remove_small_objects(mask, max_size=size))
+        filled = mask.copy()
+        filled[_small_components(~mask, size)] = True
+        assert np.array_equal(filled, remove_small_holes(mask, max_size=size))
+        sat = rng.beta(1 + case % 3, 4, size=shape).astype(np.float32)
+        assert otsu(sat) == pytest.approx(threshold_otsu(sat), abs=1e-6)
 
 
 def test_blank_slide_has_no_tissue(tmp_path):
@@ -78,6 +164,32 @@ def test_tissue_everywhere_is_all_tissue(tmp_path):
     write_plain_slide(path, pink.astype(np.uint8))
     with open_slide(path) as slide:
         assert segment_tissue(slide).fraction > 0.99
+
+
+def test_pale_tissue_and_half_covered_border_pixels(tmp_path):
+    """Hysteresis keeps pale tissue (saturation 0.10, under Otsu's threshold) touching
+    saturated tissue; a border pixel is tissue when about half of it is. At 16 um/px a mask
+    pixel is 64 level-0 px: purple from x = 236 (column 3 is 31% tissue, column 21 88%) to
+    1400, then pale to 1792; rows 256 - 1792 are aligned to mask pixels (4 - 27). (Pale
+    border pixels within BORDER_UM of purple are judged against the purple and dropped: the
+    first and last rows of the pale part are not asserted.)"""
+    rng = np.random.default_rng(5)
+    image = np.empty((2048, 2048, 3), np.float64)
+    image[:] = [244, 243, 246]
+    image[256:1792, 236:1400] = [128, 78, 168]  # saturation 0.54
+    image[256:1792, 1400:1792] = [236, 212, 228]  # pale: saturation 0.10
+    image = (image + rng.normal(0, 3, image.shape)).clip(0, 255).astype(np.uint8)
+    path = tmp_path / "pale.tif"
+    write_plain_slide(path, image)
+    with open_slide(path) as slide:
+        tissue = segment_tissue(slide, target_mpp=16.0)
+    mask = tissue.mask
+    assert tissue.downsample == 64 and mask.shape == (32, 32)
+    assert tissue.threshold > 0.12  # Otsu alone would drop the pale tissue (0.10)
+    assert mask[5:27, 4:28].all()  # the pale part and the 88% column are tissue
+    assert mask[4:28, 5:21].all()
+    assert not mask[:, :4].any() and not mask[:, 28:].any()  # the 31% column is not
+    assert not mask[:4].any() and not mask[28:].any()
 
 
 def _footprint_fraction(mask, ds, x, y, footprint):

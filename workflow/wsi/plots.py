@@ -1,4 +1,5 @@
-"""Figures of the WSI track: ROC curves per experiment, attention heatmaps per test slide."""
+"""Figures of the WSI track: ROC curves per experiment (beside them the FROC curves where the
+test slides carry lesion annotations), attention heatmaps per test slide."""
 
 from __future__ import annotations
 
@@ -12,18 +13,38 @@ import pandas as pd
 
 from workflow.common.errors import InputError, first_line
 from workflow.common.images import decode_image
-from workflow.common.metrics import predictions_by_experiment
+from workflow.common.metrics import predictions_by_experiment, read_metrics
 from workflow.common.plotting import plt, save_figure
 from workflow.wsi.metrics import roc_curve
 
 log = logging.getLogger("lsai.wsi.plots")
 
 
-def roc_figure(predictions: Mapping[str, pd.DataFrame], path: Path) -> None:
-    """One ROC curve per experiment over its test slides (seeds pooled), AUC in the legend."""
+def froc_points(predictions: Sequence[Path]) -> dict[str, pd.DataFrame]:
+    """Per experiment, each seed's sensitivity at the FROC's false-positive rates (from the
+    ``metrics.json`` beside each predictions file); experiments without lesions are absent."""
+    rows: dict[str, list[dict[str, float]]] = {}
+    for path in predictions:
+        record = read_metrics(Path(path).with_name("metrics.json"))
+        at = record.get("extra", {}).get("froc_sensitivity")
+        if at:
+            rows.setdefault(record["experiment"], []).append({float(k): v for k, v in at.items()})
+    return {name: pd.DataFrame(seeds) for name, seeds in rows.items()}
+
+
+def roc_figure(
+    predictions: Mapping[str, pd.DataFrame],
+    path: Path,
+    froc: Mapping[str, pd.DataFrame] | None = None,
+) -> None:
+    """One ROC curve per experiment over its test slides (seeds pooled), AUC in the legend;
+    with ``froc``, a second panel: lesion sensitivity against false positives per slide (mean
+    over seeds, FROC score in the legend)."""
     from workflow.wsi.metrics import slide_auc
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    panels = 2 if froc else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 5), squeeze=False)
+    ax = axes[0, 0]
     for name, frame in sorted(predictions.items()):
         labels, probs = frame["label"].to_numpy(), frame["prob"].to_numpy()
         fpr, tpr = roc_curve(labels, probs)
@@ -36,6 +57,19 @@ def roc_figure(predictions: Mapping[str, pd.DataFrame], path: Path) -> None:
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    if froc:
+        ax = axes[0, 1]
+        for name, seeds in sorted(froc.items()):
+            rates = sorted(seeds.columns)
+            mean = seeds[rates].mean(axis=0).to_numpy()
+            ax.plot(rates, mean, marker="o", label=f"{name} (FROC {mean.mean():.3f})")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("average false positives per slide")
+        ax.set_ylabel("lesion sensitivity")
+        ax.set_title("Lesion-level FROC (Camelyon16), test split")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
     save_figure(fig, path)
 
 
@@ -124,7 +158,7 @@ def figures_stage(
     segment stage's thumbnails (on white without ``segments``)."""
     from workflow.wsi.prepare import read_index
 
-    roc_figure(predictions_by_experiment(predictions), roc)
+    roc_figure(predictions_by_experiment(predictions), roc, froc_points(predictions))
     thumbnails = read_index(segments).set_index("slide_id") if segments else None
     model = attention.parent.parent.name  # <model>/seed<k>/attention.h5
     drawn = attention_heatmaps(attention, thumbnails, heatmaps, model)

@@ -46,34 +46,53 @@ def _positive(value: object) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def resolve_mpp(
-    properties: Mapping[str, str],
-    path: str | PathLike[str] = "<slide>",
-    override: float | None = None,
-) -> tuple[float, str]:
-    """(microns per level-0 pixel, where it came from): override, ``mpp-x``, objective power."""
-    if override is not None:
-        mpp = _positive(override)
-        if mpp is None:
-            raise InputError(path, f"mpp override must be a positive number, got {override!r}")
-        return mpp, "override"
+def _own_mpp(
+    properties: Mapping[str, str], path: str | PathLike[str], warn: bool
+) -> tuple[float, str] | None:
+    """What the slide says of its resolution: (mpp, ``mpp-x`` or ``objective-power``)."""
     raw = properties.get(openslide.PROPERTY_NAME_MPP_X)
     if raw is not None:
         mpp = _positive(raw)
         if mpp is not None:
             mpp_y = _positive(properties.get(openslide.PROPERTY_NAME_MPP_Y))
-            if mpp_y is not None and abs(mpp_y - mpp) > 0.05 * mpp:
+            if warn and mpp_y is not None and abs(mpp_y - mpp) > 0.05 * mpp:
                 log.warning("%s: anisotropic pixels (mpp-x %g, mpp-y %g)", path, mpp, mpp_y)
             return mpp, "mpp-x"
-        log.warning("%s: ignoring invalid openslide.mpp-x %r", path, raw)
+        if warn:
+            log.warning("%s: ignoring invalid openslide.mpp-x %r", path, raw)
     power = _positive(properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
     if power is not None:
         return MPP_TIMES_MAGNIFICATION / power, "objective-power"
-    raise InputError(
-        path,
-        "slide has no resolution (neither openslide.mpp-x nor openslide.objective-power); "
-        "give its microns per pixel explicitly (mpp)",
-    )
+    return None
+
+
+def resolve_mpp(
+    properties: Mapping[str, str],
+    path: str | PathLike[str] = "<slide>",
+    override: float | None = None,
+) -> tuple[float, str]:
+    """(microns per level-0 pixel, where it came from): override, ``mpp-x``, objective power.
+
+    An override equal to what the slide says itself (the tile stage passes back the segment
+    stage's resolution for every slide) is the slide's own: its source stays ``mpp-x`` or
+    ``objective-power``, and only a value the slide does not give is an ``override``.
+    """
+    if override is not None:
+        mpp = _positive(override)
+        if mpp is None:
+            raise InputError(path, f"mpp override must be a positive number, got {override!r}")
+        own = _own_mpp(properties, path, warn=False)
+        if own is not None and math.isclose(own[0], mpp, rel_tol=1e-9):
+            return own
+        return mpp, "override"
+    own = _own_mpp(properties, path, warn=True)
+    if own is None:
+        raise InputError(
+            path,
+            "slide has no resolution (neither openslide.mpp-x nor openslide.objective-power); "
+            "give its microns per pixel explicitly (mpp)",
+        )
+    return own
 
 
 @dataclass(frozen=True)

@@ -77,9 +77,14 @@ class Tiling:
 
 # --------------------------------------------------------------------------- tissue fractions
 def integral_image(mask: np.ndarray) -> np.ndarray:
-    """(h + 1, w + 1) float64 cumulative sums with a zero first row and column."""
-    out = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.float64)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=np.float64), axis=1, out=out[1:, 1:])
+    """(h + 1, w + 1) cumulative sums with a zero first row and column: int32 for a boolean
+    mask (exact, and summing rows first in int32 is several times faster than in float64),
+    float64 for anything else."""
+    exact = mask.dtype == bool and mask.size < np.iinfo(np.int32).max
+    dtype = np.int32 if exact else np.float64
+    out = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype)
+    rows = np.cumsum(mask, axis=1, dtype=np.int32 if exact else np.float64)
+    np.cumsum(rows, axis=0, out=out[1:, 1:])
     return out
 
 
