@@ -16,7 +16,14 @@ from workflow.common.errors import InputError
 from workflow.wsi.camelyon16 import camelyon16_labels, read_reference
 from workflow.wsi.froc import lesion_files_of, lesion_metrics
 from workflow.wsi.labels import read_labels
-from workflow.wsi.lesions import lesions_dataset, parse_asap, read_asap, tumor_mask
+from workflow.wsi.lesions import (
+    MAX_XML_BYTES,
+    find_annotation,
+    lesions_dataset,
+    parse_asap,
+    read_asap,
+    tumor_mask,
+)
 from workflow.wsi.tiling import TileScale, Tiling, write_tiling
 
 # test_001 tumour (macro), test_002 normal, ... as the challenge's reference.csv writes them
@@ -152,6 +159,25 @@ def test_asap_polygons_make_a_tumour_mask_minus_exclusions(tmp_path):
     ]:
         with pytest.raises(InputError, match=problem):
             parse_asap(bad, "x.xml")
+
+
+def test_hostile_annotation_files_are_refused_by_name(tmp_path):
+    """An entity bomb, a coordinate that is no finite number, and a zip member that would
+    unpack past any real annotation file (read no further than its header)."""
+    entities = "".join(f'<!ENTITY e{i + 1} "{f"&e{i};" * 10}">' for i in range(8))
+    doctype = f'<!DOCTYPE x [<!ENTITY e0 "aaaaaaaaaa">{entities}]>'
+    bomb = f"{doctype}<ASAP_Annotations>&e8;</ASAP_Annotations>"  # 10^9 characters
+    with pytest.raises(InputError, match="not an XML file: limit on input amplification"):
+        parse_asap(bomb, "bomb.xml")
+    for value in ("nan", "inf", "-inf"):
+        with pytest.raises(InputError, match=f"'{value}' is not a finite number"):
+            parse_asap(asap(("_0", [(0, 0), (5, 5), (9, value)])), "x.xml")
+    folder = tmp_path / "lesion_annotations"
+    with zipfile.ZipFile(folder.with_name(folder.name + ".zip"), "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("lesion_annotations/tumor_001.xml", b" " * (MAX_XML_BYTES + 1))
+    with pytest.raises(InputError, match=rf"{MAX_XML_BYTES + 1} bytes, more than") as err:
+        find_annotation([folder], "tumor_001")
+    assert err.value.path.endswith("lesion_annotations.zip:lesion_annotations/tumor_001.xml")
 
 
 def tiling_of(path: Path, slide_id: str, size: int = 4096, mpp: float = 0.25) -> None:

@@ -23,6 +23,7 @@ footprint is tumour in the (undilated) tumour mask; the fraction itself is store
 from __future__ import annotations
 
 import logging
+import math
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -47,6 +48,8 @@ POLYGON_TYPES = ("polygon", "spline", "rectangle")
 EVAL_DOWNSAMPLE = 32  # level 5 of a x40 pyramid
 DILATION_UM = 75.0  # added to a lesion's diameter (half of it around its border)
 ITC_AXIS_UM = 275.0  # 200 um + the dilation
+# Camelyon16's largest annotation files are a few MB: more is a damaged file or a zip bomb
+MAX_XML_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,12 @@ class Annotations:
 
 def _number(text: str | None, where: Path, what: str) -> float:
     try:
-        return float(str(text).replace(",", "."))
+        value = float(str(text).replace(",", "."))
     except ValueError:
-        raise InputError(where, f"{what}: {text!r} is not a number") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise InputError(where, f"{what}: {text!r} is not a finite number")
+    return value
 
 
 def parse_asap(text: bytes | str, where: str | PathLike[str]) -> Annotations:
@@ -172,6 +178,7 @@ def find_annotation(
     for folder in map(Path, folders):
         path = folder / f"{slide_id}.xml"
         if path.is_file():
+            _check_size(path, path.stat().st_size)
             return str(path), path.read_bytes()
         archive = folder.with_name(folder.name + ".zip")
         if not folder.is_dir() and archive.is_file():
@@ -179,10 +186,20 @@ def find_annotation(
                 with zipfile.ZipFile(archive) as zf:
                     for name in zf.namelist():
                         if Path(name).name == f"{slide_id}.xml":
+                            _check_size(f"{archive}:{name}", zf.getinfo(name).file_size)
                             return f"{archive}:{name}", zf.read(name)
             except zipfile.BadZipFile as err:
                 raise InputError(archive, f"not a readable zip: {err}") from None
     return None
+
+
+def _check_size(where: str | PathLike[str], size: int) -> None:
+    """An annotation file (or a zip member, by its declared size: reading never goes past
+    it) too large to be one."""
+    if size > MAX_XML_BYTES:
+        raise InputError(
+            where, f"{size} bytes, more than an annotation file holds ({MAX_XML_BYTES})"
+        )
 
 
 def lesions_dataset(
