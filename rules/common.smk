@@ -120,25 +120,16 @@ def settings_of(track, experiment):
     return as_json(experiment_settings_of(track, experiment))
 
 
-def settings_on_dataset(track):
-    """A params function: the experiment's settings with its dataset's own `train` overrides
-    on top (a dataset whose reference runs another setup, e.g. a WSI preset)."""
-
-    def settings(wc):
-        own = config[track]["datasets"][wc.dataset].get("train") or {}
-        return as_json(deep_merge(experiment_settings_of(track, wc.experiment), own))
-
-    return settings
-
-
 def settings_with_dataset(track, *keys):
     """A params function: the experiment's settings, with the dataset's own values of `keys`
-    where the dataset sets them (e.g. a scene's box)."""
+    where the dataset sets them (e.g. a scene's box), and the dataset's own `train` overrides
+    on top (a dataset whose reference runs another setup, e.g. a WSI preset)."""
 
     def settings(wc):
         dataset = config[track]["datasets"][wc.dataset]
         own = {key: dataset[key] for key in keys if dataset.get(key) is not None}
-        return as_json({**experiment_settings_of(track, wc.experiment), **own})
+        chosen = {**experiment_settings_of(track, wc.experiment), **own}
+        return as_json(deep_merge(chosen, dataset.get("train") or {}))
 
     return settings
 

@@ -6,14 +6,16 @@
 import re
 
 from workflow.wsi.sources import (
+    camelyon16_datasets,
     check_encoder,
     converted_labels,
     features_settings,
+    lesion_folders,
+    lesions_index,
     manifest_args,
     mil4wsi_datasets,
+    slides_folder,
 )
-
-from workflow.wsi.sources import camelyon16_datasets, lesion_folders, lesions_index, slides_folder
 
 WSI_ENV = "../envs/wsi.yaml"
 WSI = config["wsi"]
@@ -252,7 +254,7 @@ rule wsi_train:
     wildcard_constraints:
         experiment=experiments_matching("wsi", lambda s: s["resources"] == "GPU_1"),
     params:
-        settings=settings_on_dataset("wsi"),
+        settings=settings_with_dataset("wsi"),
         run_dir="results/wsi/{dataset}/{experiment}/seed{seed}/run",  # undeclared: resumable checkpoints survive a rerun
         launch=run_launch("wsi"),
         devices=run_devices("wsi"),
@@ -292,7 +294,7 @@ rule wsi_evaluate:
         predictions="results/wsi/{dataset}/{experiment}/seed{seed}/predictions.parquet",
         attention="results/wsi/{dataset}/{experiment}/seed{seed}/attention.h5",
     params:
-        settings=settings_on_dataset("wsi"),
+        settings=settings_with_dataset("wsi"),
         lesions=lambda wc, input: ["--lesions", input.lesions] if input.lesions else [],
     log:
         "logs/wsi_evaluate/{dataset}_{experiment}_seed{seed}.log",
