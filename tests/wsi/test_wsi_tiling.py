@@ -20,6 +20,7 @@ from workflow.wsi.segment import (
     median3,
     otsu,
     saturation,
+    saturation16,
     segment_tissue,
 )
 from workflow.wsi.slide import open_slide
@@ -112,7 +113,7 @@ def test_mask_level_on_real_pyramids(tmp_path):
     assert (masks[7] != masks[3]).mean() < 0.01
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.uint16])
 def test_median3_is_scipys_median(dtype):
     rng = np.random.default_rng(4)
     for shape in ((1, 1), (2, 5), (37, 53)):
@@ -140,6 +141,28 @@ def test_fast_mask_steps_are_the_librarys(tmp_path):
         assert np.array_equal(filled, remove_small_holes(mask, max_size=size))
         sat = rng.beta(1 + case % 3, 4, size=shape).astype(np.float32)
         assert otsu(sat) == pytest.approx(threshold_otsu(sat), abs=1e-6)
+        # a histogram (distinct values with their counts) gives the threshold of its pixels
+        steps = (sat * 1000).astype(np.uint16)
+        values, counts = np.unique(steps, return_counts=True)
+        as_pixels = steps.astype(np.float32) / 1000
+        assert otsu(values.astype(np.float32) / 1000, counts) == pytest.approx(
+            threshold_otsu(as_pixels), abs=1e-6
+        )
+
+
+def test_saturation16_is_hsv_saturation_in_steps():
+    """The uint16 saturation is skimage's HSV saturation to within half a step, black
+    pixels included."""
+    from skimage.color import rgb2hsv
+
+    rng = np.random.default_rng(9)
+    rgb = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    rgb[0, :4] = [[0, 0, 0], [255, 255, 255], [255, 0, 0], [1, 0, 0]]
+    steps = saturation16(rgb)
+    assert steps.dtype == np.uint16
+    expected = rgb2hsv(rgb)[..., 1]
+    assert np.abs(steps / 65535 - expected).max() <= 0.5 / 65535 + 1e-7
+    assert list(steps[0, :4]) == [0, 0, 65535, 65535]
 
 
 def test_blank_slide_has_no_tissue(tmp_path):

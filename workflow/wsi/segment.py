@@ -99,6 +99,22 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
     return ((high - low) / np.maximum(high, 1e-6)).astype(np.float32, copy=False)
 
 
+SATURATION_STEPS = 65535  # saturation16's unit: 1 / 65535
+
+
+def saturation16(rgb: np.ndarray) -> np.ndarray:
+    """``saturation(rgb)`` rounded to uint16 steps of 1/65535 (an error under 1e-5): the 3 x 3
+    median of uint16 runs ten times faster than of float32, and it was a quarter of the mask's
+    time."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    high = np.maximum(np.maximum(r, g), b)
+    spread = (high - np.minimum(np.minimum(r, g), b)).astype(np.float32)
+    spread *= np.float32(SATURATION_STEPS)
+    spread /= np.maximum(high, 1)  # a black pixel has no spread: 0 / 1
+    spread += np.float32(0.5)
+    return spread.astype(np.uint16)
+
+
 def _sort2(a: np.ndarray, b: np.ndarray) -> None:
     """Compare-exchange in place: ``a`` gets the smaller, ``b`` the larger of each pair."""
     low = np.minimum(a, b)
@@ -128,17 +144,22 @@ def median3(image: np.ndarray) -> np.ndarray:
     return _median3(lows, mids, highs)
 
 
-def otsu(values: np.ndarray, bins: int = 256) -> float:
+def otsu(values: np.ndarray, counts: np.ndarray | None = None, bins: int = 256) -> float:
     """``skimage.filters.threshold_otsu(values)`` on float data: the same 256 bins over
-    [min, max], counted by one bincount instead of np.histogram (a few times faster)."""
+    [min, max], counted by one bincount instead of np.histogram (a few times faster).
+    ``counts`` makes ``values`` a histogram: each value occurs that many times."""
     low, high = float(values.min()), float(values.max())
     if low == high:
         return low
     scale = bins / (high - low)
     index = ((values.ravel() - np.float32(low)) * np.float32(scale)).astype(np.intp)
-    counts = np.bincount(np.minimum(index, bins - 1, out=index), minlength=bins)
+    hist = np.bincount(
+        np.minimum(index, bins - 1, out=index),
+        None if counts is None else counts.ravel(),
+        minlength=bins,
+    )
     edges = np.linspace(low, high, bins + 1, dtype=np.result_type(values.dtype, np.float32))
-    return float(threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2)))
+    return float(threshold_otsu(hist=(hist, (edges[:-1] + edges[1:]) / 2)))
 
 
 def _shifted(image: np.ndarray, offsets: list[tuple[int, int]], pad: int, op, mode: str):
@@ -215,14 +236,18 @@ def segment_tissue(
     rgb = read_level(slide, level, factor)
     downsample = slide.level_downsamples[level] * factor
     mpp = slide.mpp * downsample
-    sat = median3(saturation(rgb))
+    steps = median3(saturation16(rgb))
+    sat = steps.astype(np.float32)
+    sat /= np.float32(SATURATION_STEPS)
     # the 99.5th percentile reaches min_saturation
     if sat.size < 4 or np.count_nonzero(sat >= min_saturation) < 0.005 * sat.size:
         raise InputError(
             slide.path,
             f"no tissue found (saturation never reaches {min_saturation:g}; blank slide?)",
         )
-    threshold = otsu(sat)
+    counts = np.bincount(steps.ravel())  # Otsu on the histogram: a fifth of the pixels' time
+    present = np.flatnonzero(counts)
+    threshold = otsu(present.astype(np.float32) / np.float32(SATURATION_STEPS), counts[present])
     below = sat[sat <= threshold]
     glass = float(below.mean()) if below.size else 0.0
     if below.size == 0 or glass >= min_saturation:
@@ -236,8 +261,9 @@ def segment_tissue(
     seeded[0] = False
     mask = seeded[labels]
     border = mask & ~_box(weak, 3, np.logical_and)
-    nearby = _box(sat, 2 * round(BORDER_UM / mpp) + 1, np.maximum)
-    mask[border] = (sat - glass)[border] >= 0.5 * (nearby - glass)[border]
+    nearby = _box(steps, 2 * round(BORDER_UM / mpp) + 1, np.maximum)[border]
+    nearby = nearby.astype(np.float32) / np.float32(SATURATION_STEPS)
+    mask[border] = sat[border] - glass >= 0.5 * (nearby - glass)
     radius = max(1, round(close_um / mpp))
     mask = binary_closing(mask, radius)
     mask[_small_components(~mask, max(1, int(max_hole_um2 / mpp**2)))] = True
