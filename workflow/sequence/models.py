@@ -14,7 +14,8 @@ are made here, per batch.
 - perceiver_lsai, this project's own Perceiver design (not the paper's): a conv stem turns
   the sequence into tokens (with learned positions); ``latents`` learned queries
   cross-attend to them; the half-life features are projected to one more latent;
-  ``self_layers`` transformer layers mix the latents; the mean latent gives the prediction. ``self_layers: 0`` is the cross-attention-only variant.
+  ``self_layers`` transformer layers mix the latents; the mean latent gives the prediction.
+  ``self_layers: 0`` is the cross-attention-only variant.
   ``attention: sigmoid`` (the default) weighs each token with its own sigmoid, so a latent's
   read counts the tokens it matches; ``softmax`` is the paper's, whose weights share one
   unit: on the demo, half the seeds then learnt motif presence but not the count. Both are
