@@ -55,7 +55,9 @@ def main() -> None:
     )
     parser.add_argument("--genes", type=int, default=20000, help="training genes")
     parser.add_argument("--steps", type=int, default=50, help="training steps to run")
-    parser.add_argument("--model", choices=["perceiver", "xpresso"], default="perceiver")
+    parser.add_argument(
+        "--model", choices=["perceiver_lsai", "dnaperceiver", "xpresso"], default="perceiver_lsai"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     args = parser.parse_args()

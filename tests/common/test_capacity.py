@@ -249,7 +249,7 @@ def test_a_job_over_its_runtime_is_flagged_and_a_small_budget_does_not_fit(
             "datasets": {"demo": {"enabled": False},
                          "big": {"xpresso": "/nonexistent", "train_samples": 100_000}},
             "train": {"max_epochs": 100, "batch_size": 100, "warmup_fraction": 0.05},
-            "experiments": {"perceiver_mrna": {"model": "perceiver", "seeds": [0, 1]},
+            "experiments": {"perceiver_mrna": {"model": "perceiver_lsai", "seeds": [0, 1]},
                             "xpresso_mrna": {"model": "xpresso", "seeds": [0], "max_epochs": 100,
                                              "resources": "GPU_NODE_DDP"}},
         },

@@ -75,7 +75,7 @@ LEONARDO_SEQUENCE_AS_IT_WAS = {
         },
         "train": {"max_epochs": 60, "batch_size": 128, "lr": 0.0005, "warmup_steps": 8000},
         "experiments": {
-            "perceiver_mrna": {"model": "perceiver", "task": "mrna", "seeds": [0, 1, 2]},
+            "perceiver_mrna": {"model": "perceiver_lsai", "task": "mrna", "seeds": [0, 1, 2]},
             "xpresso_mrna": {"model": "xpresso", "task": "mrna", "max_epochs": 60},
         },
     }
@@ -104,16 +104,19 @@ def test_leonardo_sequence_warmup_fixed_is_accepted(tmp_path: Path) -> None:
     config = config_with(fixed)
     schedules = seq_sizes.schedules(config, load_site([LEONARDO_SITE], environ={}), tmp_path)
     assert check_schedules(schedules) == []
-    assert {(s.total, s.warmup) for s in schedules} == {(7680, 768)}
+    # (the demo's dnaperceiver_mrna merges in, at its batch of 50)
+    assert {(s.total, s.warmup) for s in schedules} == {(7680, 768), (19680, 1968)}
     # and an experiment may go back to steps that fit
     steps = deep_merge(
         fixed, {"sequence": {"experiments": {"xpresso_mrna": {"warmup_fraction": None,
                                                                "warmup_steps": 500}}}}
     )  # fmt: skip
     by_experiment = {s.experiment: s.warmup for s in seq_sizes.schedules(config_with(steps))}
-    # (the demo's perceiver_mrna_softmax merges in, as with snakemake --configfile)
+    # (the demo's perceiver_mrna_softmax and dnaperceiver_mrna merge in, as with snakemake
+    # --configfile)
     assert by_experiment == {
-        "perceiver_mrna": 768, "perceiver_mrna_softmax": 768, "xpresso_mrna": 500
+        "perceiver_mrna": 768, "perceiver_mrna_softmax": 768, "xpresso_mrna": 500,
+        "dnaperceiver_mrna": 1968,
     }  # fmt: skip
 
 

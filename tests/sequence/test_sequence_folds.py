@@ -19,7 +19,7 @@ from workflow.sequence.data import GeneSplit, fold_indices, gene_sets, split_fil
 from workflow.sequence.layout import SPLITS
 
 SETTINGS = {
-    "model": "perceiver", "task": "protein", "max_epochs": 2, "batch_size": 32, "lr": 0.003,
+    "model": "perceiver_lsai", "task": "protein", "max_epochs": 2, "batch_size": 32, "lr": 0.003,
     "warmup_steps": 5, "window": [], "dim": 16, "latents": 4, "self_layers": 0, "folds": 3,
 }  # fmt: skip
 

@@ -44,11 +44,11 @@ def test_gene_split_errors(encoded, tmp_path):
         GeneSplit(tmp_path / "valid.h5", "mrna", [])
 
 
-@pytest.mark.parametrize("model", ["xpresso", "perceiver", "perceiver_sigmoid"])
+@pytest.mark.parametrize("model", ["xpresso", "perceiver_lsai", "perceiver_lsai:sigmoid"])
 @pytest.mark.parametrize("task", ["mrna", "protein", "joint"])
 def test_every_model_and_task_predicts_one_value_per_gene(encoded, model, task):
     split = GeneSplit(encoded / "valid.h5", task, [])
-    model, _, attention = model.partition("_")
+    model, _, attention = model.partition(":")
     settings = {"model": model, "task": task, "xpresso_pools": [10, 4], "stem_pool": 4}
     settings |= {"attention": attention} if attention else {}
     net = build_model(settings, LENGTH, PROTEIN)
@@ -61,7 +61,12 @@ def test_every_model_and_task_predicts_one_value_per_gene(encoded, model, task):
 @pytest.mark.parametrize("attention", ["softmax", "sigmoid"])
 def test_protein_padding_does_not_change_the_prediction(encoded, attention):
     split = GeneSplit(encoded / "valid.h5", "protein", [])
-    settings = {"model": "perceiver", "task": "protein", "dropout": 0.0, "attention": attention}
+    settings = {
+        "model": "perceiver_lsai",
+        "task": "protein",
+        "dropout": 0.0,
+        "attention": attention,
+    }
     net = build_model(settings, LENGTH, PROTEIN)
     net.eval()
     batch = batch_of(split, 2)
@@ -107,7 +112,7 @@ def test_sigmoid_reads_count_matching_tokens_where_softmax_saturates():
         assert (steps[-1] / steps[0] > 0.9) == linear and (steps[-1] / steps[0] < 0.25) != linear
 
 
-@pytest.mark.parametrize("model", ["xpresso", "perceiver"])
+@pytest.mark.parametrize("model", ["xpresso", "perceiver_lsai"])
 def test_training_learns_the_planted_motif_count(encoded, tmp_path, model):
     from workflow.sequence.evaluate import predict_genes
     from workflow.sequence.train import train_experiment
@@ -124,4 +129,4 @@ def test_training_learns_the_planted_motif_count(encoded, tmp_path, model):
     r2 = expression_metrics(predictions["label"], predictions["prediction"])["r2"]
     # Attention pools motif hits wherever they are; Xpresso's dense layer weighs each position
     # on its own, so on 600 genes it learns the position-free count only in part.
-    assert r2 > {"perceiver": 0.6, "xpresso": 0.05}[model], r2
+    assert r2 > {"perceiver_lsai": 0.6, "xpresso": 0.05}[model], r2

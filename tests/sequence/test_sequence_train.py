@@ -12,7 +12,7 @@ from tests.conftest import ROOT, history, kill_after_epochs
 from tests.sequence.synthetic import encoded_fixture
 
 SETTINGS = {
-    "model": "perceiver", "task": "mrna", "max_epochs": 200, "batch_size": 32, "lr": 0.003,
+    "model": "perceiver_lsai", "task": "mrna", "max_epochs": 200, "batch_size": 32, "lr": 0.003,
     "warmup_steps": 20, "window": [], "dim": 16, "latents": 4, "self_layers": 0, "stem_pool": 4,
 }  # fmt: skip
 

@@ -93,7 +93,9 @@ def test_relu_reads_count_matching_tokens_as_sigmoid_does_and_softmax_does_not(i
 @pytest.mark.parametrize("attention", [*ATTENTIONS, RELU])
 @pytest.mark.parametrize("task", ["mrna", "protein", "joint"])
 def test_every_attention_trains_in_the_perceiver(in_root, attention, task):
-    net = build_model({"model": "perceiver", "task": task, "attention": attention, **TINY}, 64, 12)
+    net = build_model(
+        {"model": "perceiver_lsai", "task": task, "attention": attention, **TINY}, 64, 12
+    )
     assert all(isinstance(r.cross, CrossAttention) for r in (net.read_dna, net.read_protein) if r)
     out = net(tiny_batch())
     assert out.shape == (3,) and torch.isfinite(out).all()
@@ -109,7 +111,7 @@ def test_built_ins_are_cross_attentions_by_name():
 
 
 def test_a_softmax_checkpoint_from_before_the_extension_point_still_loads():
-    settings = {"model": "perceiver", "task": "joint", "attention": "softmax", **TINY}
+    settings = {"model": "perceiver_lsai", "task": "joint", "attention": "softmax", **TINY}
     net = build_model(settings, 64, 12)
     old = {k.replace(".cross.attention.", ".cross."): v for k, v in net.state_dict().items()}
     assert old.keys() != net.state_dict().keys()
@@ -133,8 +135,10 @@ def test_a_plugin_without_forward_is_one_error_naming_its_file(tmp_path, monkeyp
         load_variant("sequence", "attention", "no_forward.py:NoForward")
     assert str(err.value) == message
     with pytest.raises(InputError) as err:  # the model builder goes through the same check
-        build_model({"model": "perceiver", "task": "mrna", "attention": "no_forward.py:NoForward"},
-                    64, 12)  # fmt: skip
+        build_model(
+            {"model": "perceiver_lsai", "task": "mrna", "attention": "no_forward.py:NoForward"},
+            64, 12,
+        )  # fmt: skip
     assert str(err.value) == message
 
 

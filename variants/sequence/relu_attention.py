@@ -18,7 +18,7 @@ Use it from the config, with nothing else changed:
     sequence:
       experiments:
         perceiver_mrna_relu:
-          model: perceiver
+          model: perceiver_lsai
           task: mrna
           attention: variants/sequence/relu_attention.py:ReluCrossAttention
 """

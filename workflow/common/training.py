@@ -160,6 +160,7 @@ class FitResult:
     is_global_zero: bool
     wall_time_s: float
     resumed_from_step: int | None = None
+    best_score: float | None = None  # the monitored metric at best_checkpoint
 
 
 def hardware(settings: TrainSettings) -> dict[str, Any]:
@@ -273,11 +274,12 @@ def fit(
     best = (
         Path(monitored[0].best_model_path) if monitored and monitored[0].best_model_path else None
     )
+    score = monitored[0].best_model_score if monitored else None
     if best is None or not best.exists():
-        best = settings.last_checkpoint
+        best, score = settings.last_checkpoint, None
     return FitResult(
         best, resumed_from, trainer.world_size, trainer.is_global_zero,
-        time.monotonic() - started, resumed_step,
+        time.monotonic() - started, resumed_step, None if score is None else float(score),
     )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""Expression models: the Xpresso CNN and the Perceiver, for the mrna, protein and joint tasks.
+"""Expression models: Xpresso's CNN, the published DNAPerceiver and this project's own Perceiver,
+for the mrna, protein and joint tasks.
 
 Inputs are batches from workflow.sequence.data: ``dna`` uint8 one-hot (B, W, 4), ``data``
 (B, 8) half-life features, ``protein`` uint8 codes (B, P) with 0 as padding. One-hot floats
@@ -9,10 +10,12 @@ are made here, per batch.
   dense 2 -> output. The published model has a ReLU after the 2-unit layer too; here that
   layer is linear, since with the ReLU both units died in our runs (constant predictions).
   The protein branch is the same CNN over one-hot amino acids with smaller pools.
-- Perceiver (Stefanini et al. 2023): a conv stem turns the sequence into tokens (with learned
-  positions); ``latents`` learned queries cross-attend to them; the half-life features are
-  projected to one more latent; ``self_layers`` transformer layers mix the latents; the mean
-  latent gives the prediction. ``self_layers: 0`` is the cross-attention-only variant.
+- DNAPerceiver (Stefanini et al. 2023) as published: workflow/sequence/dnaperceiver.py.
+- perceiver_lsai, this project's own Perceiver design (not the paper's): a conv stem turns
+  the sequence into tokens (with learned positions); ``latents`` learned queries
+  cross-attend to them; the half-life features are projected to one more latent;
+  ``self_layers`` transformer layers mix the latents; the mean latent gives the prediction.
+  ``self_layers: 0`` is the cross-attention-only variant.
   ``attention: sigmoid`` (the default) weighs each token with its own sigmoid, so a latent's
   read counts the tokens it matches; ``softmax`` is the paper's, whose weights share one
   unit: on the demo, half the seeds then learnt motif presence but not the count. Both are
@@ -35,6 +38,7 @@ from torch import nn
 
 from workflow.common.config import schema_defaults
 from workflow.common.variants import is_variant, load_variant
+from workflow.sequence.dnaperceiver import DNAPerceiver
 from workflow.sequence.layout import AMINO_ACIDS, DNA, HALF_LIFE_FEATURES
 
 N_DATA = len(HALF_LIFE_FEATURES)
@@ -297,7 +301,10 @@ class Perceiver(nn.Module):
 
 def build_model(settings: Mapping[str, Any], window: int, protein_length: int) -> nn.Module:
     s = {**DEFAULTS, **settings}
-    models = {"xpresso": Xpresso, "perceiver": Perceiver}
+    for key, default in DEFAULTS.items():  # a partial nested block keeps the other defaults
+        if isinstance(default, dict):
+            s[key] = {**default, **(settings.get(key) or {})}
+    models = {"xpresso": Xpresso, "perceiver_lsai": Perceiver, "dnaperceiver": DNAPerceiver}
     if s["model"] not in models:
         raise ValueError(f"model must be one of {sorted(models)}, got {s['model']!r}")
     return models[s["model"]](s["task"], window, protein_length, s)

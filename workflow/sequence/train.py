@@ -1,14 +1,17 @@
 """``sequence_train``: an expression model as a LightningModule on the shared scaffold.
 
-Adam(W) with a Noam-style schedule (linear warm-up, then 1/sqrt decay, as the Perceiver paper;
-the peak is ``lr``). The warm-up is ``warmup_steps``, or ``warmup_fraction`` of the run's
-optimiser steps (workflow/common/schedule.py), so that it ends well before the run does.
+Adam or AdamW with a Noam-style schedule (linear warm-up, then 1/sqrt decay, as the Perceiver
+paper; the peak is ``lr``) or a constant rate (Xpresso), and optional early stopping on
+``val_r2`` (``patience`` epochs). The warm-up is ``warmup_steps``, or ``warmup_fraction`` of
+the run's optimiser steps (workflow/common/schedule.py), so that it ends well before the run
+does.
 Validation logs ``val_loss`` and ``val_r2`` (squared Pearson, the track's metric); the
 checkpoint is selected on ``val_r2``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from os import PathLike
@@ -19,13 +22,15 @@ import h5py
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import EarlyStopping
 from torchmetrics import PearsonCorrCoef
 
 from workflow.common.errors import InputError
 from workflow.common.schedule import warmup_steps
 from workflow.common.target import RunTarget
 from workflow.common.training import (
-    fit_and_publish,
+    fit,
+    publish_run,
     read_checkpoint,
     train_settings,
 )
@@ -87,15 +92,28 @@ class SequenceModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         s = self.settings
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"])
-        )
+        kind = torch.optim.AdamW if s["optimizer"] == "adamw" else torch.optim.Adam
+        optimizer = kind(
+            self.parameters(), lr=float(s["lr"]), betas=tuple(s["betas"]),
+            weight_decay=float(s["weight_decay"]),
+        )  # fmt: skip
+        if s["schedule"] == "constant":
+            log.info("learning rate: %g throughout", float(s["lr"]))
+            return {"optimizer": optimizer}
         total = int(self.trainer.estimated_stepping_batches)
         warmup = warmup_steps(s, total)
         log.info("learning rate: warm-up %d of %d optimiser steps, then 1/sqrt decay",
                  warmup, total)  # fmt: skip
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, noam(warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Early stopping on val_r2 when ``patience`` is set (its count is in the checkpoints,
+        so a resumed run keeps it)."""
+        patience = self.settings["patience"]
+        if patience is None:
+            return []
+        return [EarlyStopping(monitor="val_r2", mode="max", patience=int(patience))]
 
 
 def noam(warmup: int) -> Callable[[int], float]:
@@ -142,7 +160,10 @@ def train_experiment(
 ) -> Any:
     """Fit one experiment x seed on the encoded ``folder``; publish the best-``val_r2``
     checkpoint to the target's ``final``. With ``folds`` K the seed names the held-out fold
-    (0..K-1), recorded as ``fold`` in the checkpoint's settings for the evaluation."""
+    (0..K-1), recorded as ``fold`` in the checkpoint's settings for the evaluation. With
+    ``trials`` N, N initialisations train one after the other (``run/trial<k>/``, each
+    resumable) and the one with the best val_r2 is published, as Xpresso's authors kept the
+    best of 10 trials of their model."""
     seed, num_workers = target.seed, int(settings.get("num_workers", 0))
     window = list(settings.get("window") or [])
     settings = {**settings, "fold": run_fold(settings, seed)}
@@ -152,17 +173,41 @@ def train_experiment(
     )  # fmt: skip
     data.setup()
     length, protein_length = shapes(folder, window)
-    L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on it
-    module = SequenceModule(settings, length, protein_length)
-    log.info(
-        "%s on task %s%s: %d train / %d val genes, window %s, %d parameters",
-        settings["model"], settings["task"],
-        "" if settings["fold"] is None else f" (fold {seed} of {settings['folds']})",
-        len(data.datasets["train"]),
-        len(data.datasets["val"]), window or "all", sum(p.numel() for p in module.parameters()),
-    )  # fmt: skip
-    run = train_settings(
-        settings, target, inputs=[folder], trainer_overrides=trainer_overrides,
-        monitor="val_r2", mode="max",
-    )  # fmt: skip
-    return fit_and_publish(module, data, run, target.final, {"monitor": "val_r2"})
+    trials = int(settings.get("trials") or 1)
+    results = []
+    for trial in range(trials):
+        # the initial weights depend on the seed; trial k > 0 draws its own
+        L.seed_everything(seed + TRIAL_SEED_STEP * trial, workers=True, verbose=False)
+        module = SequenceModule(settings, length, protein_length)
+        log.info(
+            "%s on task %s%s%s: %d train / %d val genes, window %s, %d parameters",
+            settings["model"], settings["task"],
+            "" if settings["fold"] is None else f" (fold {seed} of {settings['folds']})",
+            "" if trials == 1 else f", trial {trial + 1} of {trials}",
+            len(data.datasets["train"]), len(data.datasets["val"]), window or "all",
+            sum(p.numel() for p in module.parameters()),
+        )  # fmt: skip
+        run_target = target if trials == 1 else trial_target(target, trial)
+        run = train_settings(
+            settings, run_target, inputs=[folder], trainer_overrides=trainer_overrides,
+            monitor="val_r2", mode="max",
+        )  # fmt: skip
+        results.append(fit(module, data, run))
+    scores = [r.best_score if r.best_score is not None else float("-inf") for r in results]
+    best = max(range(trials), key=scores.__getitem__)
+    result = results[best]
+    if target.final is not None and result.is_global_zero:
+        extra = {} if trials == 1 else {"trial": best, "trial_val_r2": scores}
+        publish_run(result, Path(target.final), seed, monitor="val_r2", **extra)
+        log.info("selected %s (best val_r2%s) -> %s", result.best_checkpoint, "" if trials == 1
+                 else f" of trial {best + 1}; the trials' {scores}", target.final)  # fmt: skip
+    return result
+
+
+#: Trial k of a seed s initialises from seed s + k x this (trial 0 is the seed's own run).
+TRIAL_SEED_STEP = 1_000_003
+
+
+def trial_target(target: RunTarget, trial: int) -> RunTarget:
+    """Trial ``trial``'s own run folder (checkpoints, history), publishing nothing itself."""
+    return dataclasses.replace(target, run_dir=Path(target.run_dir) / f"trial{trial}", final=None)
