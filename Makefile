@@ -10,7 +10,7 @@ CORES ?= all
 CONDOR_QUIET := ignore:The environment variable CONDOR_CONFIG is unset
 export PYTHONWARNINGS ?= $(CONDOR_QUIET)
 
-.PHONY: setup demo test lint dryrun pytest slurm-packages nerfstudio clean
+.PHONY: setup demo test lint dryrun pytest test-packages nerfstudio clean
 
 setup: $(VENV)/.installed
 
@@ -66,18 +66,19 @@ pytest: setup
 	pytest -ra --durations 15 --numprocesses auto --maxprocesses 4 --dist loadfile
 
 # tests/slurm starts a one-node SLURM cluster: it needs Debian's slurm-wlm and munge (root);
-# tests/sites moves the Kubernetes jobs' files with rsync. Without them (or without root and
-# apt-get) those tests skip and say what to install.
-slurm-packages:
+# tests/sites moves the Kubernetes jobs' files with rsync; tests/sequence cuts promoters with
+# bedtools as Xpresso's scripts do. Without them (or without root and apt-get) those tests
+# skip and say what to install.
+test-packages:
 	@if command -v slurmctld >/dev/null && command -v munged >/dev/null \
-		&& command -v rsync >/dev/null; then :; \
+		&& command -v rsync >/dev/null && command -v bedtools >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			slurm-wlm munge rsync >/dev/null; \
-	else echo "note: slurm-wlm/munge/rsync missing and not installable here: tests/slurm \
-		and tests/sites skip in part"; fi
+			slurm-wlm munge rsync bedtools >/dev/null; \
+	else echo "note: slurm-wlm/munge/rsync/bedtools missing and not installable here: \
+		tests/slurm, tests/sites and the bedtools check skip in part"; fi
 
-test: slurm-packages lint dryrun pytest
+test: test-packages lint dryrun pytest
 
 clean:
 	rm -rf results logs benchmarks data/demo .snakemake report.html

@@ -479,7 +479,8 @@ def test_import_xpresso_rewrites_the_layout(tmp_path, dtype):
             assert list(h5["geneName"][()]) == list(arrays[split]["geneName"])
             assert h5["data"].dtype == h5["label"].dtype == np.float32
             assert dict(h5.attrs) == {
-                "flank": 10000, "label_mean": 0.0, "label_std": 1.0, "source": "xpresso"
+                "flank": 10000, "label_mean": 0.0, "label_std": 1.0, "source": "xpresso",
+                "xpresso_layout": True,
             }  # fmt: skip
 
 

@@ -62,14 +62,24 @@ class Usable:
     abundance: float | None
 
 
-def split_genes(n: int, val: int, test: int, seed: int, where: Path) -> dict[str, np.ndarray]:
-    """Seeded random test and validation genes, the rest for training (indices in order)."""
+def split_genes(
+    n: int, val: int, test: int, seed: int, where: Path, *, xpresso: bool = False
+) -> dict[str, np.ndarray]:
+    """Seeded random test and validation genes, the rest for training (indices in order).
+
+    ``xpresso``: its ``setup_training_files.py`` way instead - the genes shuffled as pandas'
+    ``sample(random_state=seed)`` does (NumPy's legacy ``RandomState(seed).permutation``; Xpresso
+    seeds 1), then training, validation and test genes in that order, as consecutive blocks."""
     if n < val + test + 1:
         raise InputError(
             where,
             f"{n} usable genes: too few for {val} validation + {test} test genes and a "
             "training split (lower val_genes / test_genes)",
         )
+    if xpresso:
+        order = np.random.RandomState(seed).permutation(n)
+        cut = n - val - test
+        return {"train": order[:cut], "val": order[cut : cut + val], "test": order[cut + val :]}
     order = np.random.default_rng(seed).permutation(n)
     return {
         "train": np.sort(order[val + test :]),
@@ -86,10 +96,12 @@ def zscore(values: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return (values - mean) / std, mean, std
 
 
-def transform_halflife(values: np.ndarray) -> np.ndarray:
-    """log10(x + 0.1) for the lengths (Xpresso's transform), the rest as they are."""
+def transform_halflife(values: np.ndarray, *, xpresso: bool = False) -> np.ndarray:
+    """log10(x + 0.1) for the lengths (as the Xpresso paper describes), the rest as they are;
+    ``xpresso``: ORFEXONDENSITY too, as its ``setup_training_files.py`` does."""
     out = values.astype(np.float64).copy()
-    columns = [HALF_LIFE_FEATURES.index(f) for f in LENGTH_FEATURES]
+    logged = LENGTH_FEATURES + (("ORFEXONDENSITY",) if xpresso else ())
+    columns = [HALF_LIFE_FEATURES.index(f) for f in logged]
     out[:, columns] = np.log10(out[:, columns] + 0.1)
     return out
 
@@ -226,12 +238,18 @@ def encode_dataset(
     for the lengths; all z-scored with the training split's statistics. Without a half-life
     table ``data`` is all zero; without proteins the protein arrays are left out. A gene
     without a protein, or whose abundance is 0 or NA, has a NaN ``protein_label``.
+
+    ``xpresso_layout`` writes Xpresso's files instead: its promoter windows (TSS at F - 1 on
+    the + strand, genes whose window leaves the chromosome skipped), ORFEXONDENSITY logged
+    too, z-scores over all genes (its ``preprocessing.scale`` of the whole table, before the
+    split) and its shuffled block split (``split_genes``).
     """
     if (proteins is None) != (abundance is None):
         given = proteins if proteins is not None else abundance
         raise InputError(given, "proteins and an abundance table go together: give both")
     check_sources(genome, tss, promoters)
     flank = int(settings["flank"])
+    xpresso = bool(settings.get("xpresso_layout", False))
     max_protein = int(settings["max_protein_length"]) if proteins is not None else None
     paths = {
         "genes": Path(promoters if promoters is not None else tss),  # lists the genes
@@ -258,7 +276,9 @@ def encode_dataset(
         reader: Promoters = (
             fasta
             if fasta is not None
-            else PromoterReader(open_genome(Path(genome), stack), Path(genome), flank)
+            else PromoterReader(
+                open_genome(Path(genome), stack), Path(genome), flank, xpresso=xpresso
+            )
         )
         usable, padded = collect_genes(genes, reader, paths, tables, policy, skips)
         if not usable:
@@ -273,13 +293,16 @@ def encode_dataset(
             int(settings["test_genes"]),
             int(settings["split_seed"]),
             paths["genes"],
+            xpresso=xpresso,
         )
         train = split["train"]
+        fit = np.arange(len(usable)) if xpresso else train  # the rows z-scores are fitted on
         label, label_mean, label_std = zscore(
-            np.log10(np.array([u.expression for u in usable]) + 0.1), train
+            np.log10(np.array([u.expression for u in usable]) + 0.1), fit
         )
         if halflife:
-            data, _, _ = zscore(transform_halflife(np.array([u.halflife for u in usable])), train)
+            values = np.array([u.halflife for u in usable])
+            data, _, _ = zscore(transform_halflife(values, xpresso=xpresso), fit)
         else:
             data = np.zeros((len(usable), len(HALF_LIFE_FEATURES)))
             log.info("no half-life table: data is all zero")
@@ -288,6 +311,7 @@ def encode_dataset(
             "label_mean": float(label_mean),
             "label_std": float(label_std),
             "source": "encode",
+            "xpresso_layout": xpresso,
         }
         arrays = {"label": label, "data": data}
         if max_protein is not None:
@@ -296,7 +320,7 @@ def encode_dataset(
                 raise InputError(
                     abundance, "no training gene has both a protein and a positive abundance"
                 )
-            arrays["protein_label"], p_mean, p_std = zscore(np.log10(levels), train)
+            arrays["protein_label"], p_mean, p_std = zscore(np.log10(levels), fit)
             attrs["protein_label_mean"], attrs["protein_label_std"] = float(p_mean), float(p_std)
             truncated = sum(len(u.protein or "") > max_protein for u in usable)
             log.info(

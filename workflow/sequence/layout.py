@@ -4,7 +4,9 @@
 ``<dir>/train.h5``, ``valid.h5``, ``test.h5`` (Xpresso's names) each hold, for N genes:
 
 - ``promoter`` bool (N, 2 * flank, 4): one-hot A, C, G, T on the gene's strand, the TSS at
-  index ``flank`` (Xpresso: flank 10,000 -> (N, 20000, 4)); N and padding are all-zero rows.
+  index ``flank`` (Xpresso: flank 10,000 -> (N, 20000, 4), its TSS at 9,999 on the + strand:
+  the encode setting ``xpresso_layout``, workflow/sequence/promoters.py); N and padding are
+  all-zero rows.
   Chunked one gene x ``PROMOTER_CHUNK`` bp per chunk, so a training batch decompresses only
   its genes' model windows.
 - ``data`` float32 (N, 8): the mRNA half-life features in ``HALF_LIFE_FEATURES`` order,
@@ -17,8 +19,9 @@
   without a measured protein. The published Xpresso files lack these three: such a dataset
   serves the ``mrna`` task only.
 
-File attributes: ``flank``, ``label_mean`` / ``label_std`` (to undo the z-scoring),
-``protein_label_mean`` / ``protein_label_std``, ``source`` ("encode" or "xpresso").
+File attributes: ``flank``, ``xpresso_layout`` (Xpresso's layout: its files, or encoded so),
+``label_mean`` / ``label_std`` (to undo the z-scoring), ``protein_label_mean`` /
+``protein_label_std``, ``source`` ("encode" or "xpresso").
 """
 
 from __future__ import annotations

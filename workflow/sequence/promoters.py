@@ -8,9 +8,15 @@ Promoter convention. For a TSS at 1-based ``position`` (0-based ``p = position -
 - ``-`` strand: the complement of genome base ``p + F - i`` (the window [p - F + 1, p + F + 1)
   reverse complemented),
 
-so row F is the TSS base on both strands, upstream to its left and downstream to its right
-(Xpresso: F = 10,000, TSS at index 10,000 of 20,000). Rows beyond a chromosome end are N
-(all zero): such genes are counted and logged as N-padded.
+so row F is the TSS base on both strands, upstream to its left and downstream to its right.
+Rows beyond a chromosome end are N (all zero): such genes are counted and logged as N-padded.
+
+Xpresso's layout (``xpresso=True``) is what its scripts extract: a BED interval [P - F, P + F)
+around the 1-based TSS P (``extract_promoters.pl``, the CAGE one-liner of ``runme.sh``) cut by
+``bedtools getfasta -s``, so both strands read genome bases [p - F + 1, p + F + 1) and the TSS
+sits at row F - 1 on the ``+`` strand, F on the ``-`` strand. A window that does not fit its
+chromosome is a ``BadSample`` there (the Perl drops a start <= 0, bedtools an end past the
+chromosome), never N-padded.
 
 A promoter FASTA holds these rows already: one record per gene id, exactly 2F bp on the gene's
 strand with the TSS at 0-based index F, in the order of the genes (its file order). It is read
@@ -114,10 +120,13 @@ def base_codes(raw: bytes, path: Path, where: Callable[[int], str]) -> np.ndarra
 
 
 class PromoterReader:
-    """Strand-aware TSS +- flank windows of one genome as base codes (0-3 ACGT, 4 N)."""
+    """Strand-aware TSS +- flank windows of one genome as base codes (0-3 ACGT, 4 N), in
+    this project's layout or (``xpresso``) in Xpresso's."""
 
-    def __init__(self, fasta: pyfaidx.Fasta, path: Path, flank: int) -> None:
-        self.fasta, self.path, self.flank = fasta, Path(path), flank
+    def __init__(
+        self, fasta: pyfaidx.Fasta, path: Path, flank: int, *, xpresso: bool = False
+    ) -> None:
+        self.fasta, self.path, self.flank, self.xpresso = fasta, Path(path), flank, xpresso
         self.lengths = {name: len(record) for name, record in fasta.items()}
 
     def locate(self, gene: Gene, tss_path: Path) -> None:
@@ -134,12 +143,19 @@ class PromoterReader:
                 f"line {gene.line}: gene {gene.gene_id}: TSS {gene.chrom}:{gene.position} "
                 f"outside the chromosome (1-{length})",
             )
+        f, p = self.flank, gene.position
+        if self.xpresso and not (p - f > 0 and p + f <= length):
+            raise BadSample(
+                tss_path,
+                f"line {gene.line}: gene {gene.gene_id}: TSS {gene.chrom}:{p} +- {f} bp runs "
+                f"past the chromosome (1-{length}); Xpresso's extraction drops such genes",
+            )
 
     def window(self, gene: Gene) -> tuple[np.ndarray, bool]:
         """The gene's 2 x flank base codes in its orientation and whether they run past a
         chromosome end (N-padded); a non-ACGTN character is a BadSample naming it."""
         f, p, length = self.flank, gene.position - 1, self.lengths[gene.chrom]
-        lo = p - f if gene.strand == "+" else p - f + 1
+        lo = p - f if gene.strand == "+" and not self.xpresso else p - f + 1
         a, b = max(lo, 0), min(lo + 2 * f, length)
         try:
             raw = self.fasta[gene.chrom][a:b].encode("ascii")

@@ -98,7 +98,13 @@ def copy_xpresso(source: Path, target: Path) -> int:
             names = [v.decode() if isinstance(v, bytes) else str(v) for v in src["geneName"][()]]
             dst["geneName"] = np.array([v.encode() for v in names])
             dst.attrs.update(
-                {"flank": length // 2, "label_mean": 0.0, "label_std": 1.0, "source": "xpresso"}
+                {
+                    "flank": length // 2,
+                    "label_mean": 0.0,
+                    "label_std": 1.0,
+                    "source": "xpresso",
+                    "xpresso_layout": True,
+                }
             )
     except OSError as err:
         raise InputError(source, f"unreadable HDF5 data (truncated?): {err}") from None
