@@ -120,7 +120,7 @@ def test_training_learns_the_planted_motif_count(encoded, tmp_path, model):
     settings = {
         "model": model, "task": "mrna", "max_epochs": 8, "batch_size": 32, "lr": 3e-3,
         "warmup_steps": 20, "window": [], "xpresso_pools": [10, 4], "stem_pool": 4, "dim": 32,
-        "latents": 8, "self_layers": 1,
+        "latents": 8, "self_layers": 1, "xpresso_last_relu": False,  # the demo's Xpresso
     }  # fmt: skip
     final = tmp_path / "final.ckpt"
     train_experiment(settings, encoded, RunTarget(tmp_path / "run", final))

@@ -34,6 +34,49 @@ def test_layers_and_parameter_count_are_the_references():
     assert sum(p.numel() for p in net.parameters()) == 785_453
 
 
+def keras_params(window: int, filters=(128, 32), kernels=(6, 9), pools=(30, 10),
+                 dense=(64, 2), half_life=8) -> int:  # fmt: skip
+    """Parameters of Xpresso's Keras model (Conv1D 'same' + MaxPooling1D, Flatten, Concatenate
+    with the half-life features, Dense layers, Dense(1)), counted from Keras' layer formulas."""
+    total, channels, length = 0, 4, window
+    for f, k, pool in zip(filters, kernels, pools, strict=True):
+        total += channels * k * f + f  # Conv1D: kernel + bias; 'same' keeps the length
+        channels, length = f, length // pool  # MaxPooling1D, 'valid': floor
+    width = channels * length + half_life
+    for units in (*dense, 1):
+        total += width * units + units
+        width = units
+    return total
+
+
+def test_xpresso_is_the_keras_model_layer_for_layer():
+    net = build_model({"model": "xpresso"}, 10_500, 0)  # the schema's defaults: the paper's
+    assert sum(p.numel() for p in net.parameters()) == keras_params(10_500) == 112_485
+    head = [type(m).__name__ for m in net.head]
+    assert head == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert [m.p for m in net.head if isinstance(m, torch.nn.Dropout)] == pytest.approx(
+        [0.000992864149624538, 0.015461061523035332]
+    )  # tpe_1K_10epochs_optimized_0to20K.hyperopt's best trial
+    # Keras' 'same' for the even kernel 6 pads 2 left and 3 right (TF's padding rule)
+    conv = net.dna.net[0]
+    x = torch.randn(2, 4, 300)
+    padded = torch.nn.functional.conv1d(
+        torch.nn.functional.pad(x, (2, 3)), conv.weight, conv.bias
+    )  # fmt: skip
+    assert torch.allclose(conv(x), padded, atol=1e-6)
+    # glorot: conv weights N(0, 2 / (fan_in + fan_out)), dense U(+-sqrt(6 / (fan_in + fan_out)))
+    big = build_model({"model": "xpresso", "xpresso_filters": [512, 32]}, 10_500, 0)
+    w = big.dna.net[0].weight  # 512 x 4 x 6: fan_in 24, fan_out 3072
+    assert float(w.std()) == pytest.approx((2 / (24 + 512 * 6)) ** 0.5, rel=0.02)
+    dense = big.head[0].weight  # 64 x (35 * 32 + 8)
+    assert float(dense.abs().max()) <= (6 / (1128 + 64)) ** 0.5
+    assert float(dense.abs().max()) > 0.95 * (6 / (1128 + 64)) ** 0.5
+    assert all(float(m.bias.abs().max()) == 0 for m in big.modules() if hasattr(m, "bias")
+               and isinstance(m, (torch.nn.Conv1d, torch.nn.Linear)))  # fmt: skip
+    linear = build_model({"model": "xpresso", "xpresso_last_relu": False}, 10_500, 0)
+    assert [type(m).__name__ for m in linear.head][3:5] == ["Linear", "Dropout"]
+
+
 def small_batch(encoded: Path) -> dict[str, torch.Tensor]:
     split = GeneSplit(encoded / "valid.h5", "mrna", [])
     return torch.utils.data.default_collate([split[i] for i in range(4)])

@@ -5,11 +5,12 @@ Inputs are batches from workflow.sequence.data: ``dna`` uint8 one-hot (B, W, 4),
 (B, 8) half-life features, ``protein`` uint8 codes (B, P) with 0 as padding. One-hot floats
 are made here, per batch.
 
-- Xpresso (Agarwal & Shendure 2020): conv(128, k=6) -> maxpool 30 -> conv(32, k=9) ->
-  maxpool 10 -> flatten, concatenated with the half-life features -> dense 64 (ReLU) ->
-  dense 2 -> output. The published model has a ReLU after the 2-unit layer too; here that
-  layer is linear, since with the ReLU both units died in our runs (constant predictions).
-  The protein branch is the same CNN over one-hot amino acids with smaller pools.
+- Xpresso (Agarwal & Shendure 2020) as its Keras code builds its best model: conv(128, k=6,
+  'same') -> maxpool 30 -> conv(32, k=9, 'same') -> maxpool 10 -> flatten, concatenated with
+  the half-life features -> dense 64 (ReLU, dropout) -> dense 2 (ReLU, dropout) -> output,
+  Keras' glorot initialisers. Each of these is a setting (``xpresso_*``), so the demo can
+  state what it changes. The protein branch is the same CNN over one-hot amino acids with
+  smaller pools.
 - DNAPerceiver (Stefanini et al. 2023) as published: workflow/sequence/dnaperceiver.py.
 - perceiver_lsai, this project's own Perceiver design (not the paper's): a conv stem turns
   the sequence into tokens (with learned positions); ``latents`` learned queries
@@ -61,16 +62,25 @@ def one_hot_protein(codes: torch.Tensor) -> torch.Tensor:
 
 
 class ConvBranch(nn.Module):
-    """Xpresso's convolution + max-pool stack; output flattened."""
+    """Xpresso's convolution + max-pool stack; output flattened. ``padding`` 'same' (Keras'
+    split for even kernels: the extra column on the right, as PyTorch's) or 'valid'."""
 
     def __init__(
-        self, channels: int, length: int, filters: list[int], kernels: list[int], pools: list[int]
+        self,
+        channels: int,
+        length: int,
+        filters: list[int],
+        kernels: list[int],
+        pools: list[int],
+        padding: str = "valid",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for out, kernel, pool in zip(filters, kernels, pools, strict=True):
-            layers += [nn.Conv1d(channels, out, kernel), nn.ReLU(), nn.MaxPool1d(pool)]
-            channels, length = out, (length - kernel + 1) // pool
+            layers += [nn.Conv1d(channels, out, kernel, padding=padding), nn.ReLU(),
+                       nn.MaxPool1d(pool)]  # fmt: skip
+            kept = length if padding == "same" else length - kernel + 1
+            channels, length = out, kept // pool
         if length < 1:
             raise ValueError("sequence too short for the Xpresso convolutions and pools")
         self.net = nn.Sequential(*layers, nn.Flatten())
@@ -80,26 +90,50 @@ class ConvBranch(nn.Module):
         return self.net(x)
 
 
+def keras_init(module: nn.Module) -> None:
+    """Keras' initialisers as Xpresso's model has them: glorot_normal convolutions (its
+    ``kernel_initializer``), glorot_uniform dense layers (Keras' default), zero biases."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv1d):
+            nn.init.xavier_normal_(layer.weight)
+        elif isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+        else:
+            continue
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+
 class Xpresso(nn.Module):
     def __init__(self, task: str, window: int, protein_length: int, s: Mapping[str, Any]) -> None:
         super().__init__()
         self.task = task
         width = 0
+        padding = s["xpresso_padding"]
         if task in ("mrna", "joint"):
             self.dna = ConvBranch(
-                len(DNA), window, s["xpresso_filters"], s["xpresso_kernels"], s["xpresso_pools"]
-            )
+                len(DNA), window, s["xpresso_filters"], s["xpresso_kernels"], s["xpresso_pools"],
+                padding,
+            )  # fmt: skip
             width += self.dna.out_dim + N_DATA
         if task in ("protein", "joint"):
             self.protein = ConvBranch(
                 N_AMINO, protein_length, s["xpresso_filters"], s["xpresso_kernels"],
-                s["xpresso_protein_pools"],
+                s["xpresso_protein_pools"], padding,
             )  # fmt: skip
             width += self.protein.out_dim
-        self.head = nn.Sequential(
-            nn.Linear(width, 64), nn.ReLU(), nn.Dropout(s["dropout"]),
-            nn.Linear(64, 2), nn.Linear(2, 1),
-        )  # fmt: skip
+        dense, dropouts = s["xpresso_dense"], s["xpresso_dropout"]
+        if len(dense) != len(dropouts):
+            raise ValueError("xpresso_dense and xpresso_dropout need one entry per dense layer")
+        layers: list[nn.Module] = []
+        for i, (units, rate) in enumerate(zip(dense, dropouts, strict=True)):
+            last = i == len(dense) - 1
+            act = [] if last and not s["xpresso_last_relu"] else [nn.ReLU()]
+            layers += [nn.Linear(width, units), *act, nn.Dropout(rate)]
+            width = units
+        self.head = nn.Sequential(*layers, nn.Linear(width, 1))
+        if s["xpresso_init"] == "glorot":
+            keras_init(self)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         parts = []

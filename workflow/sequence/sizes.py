@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +133,14 @@ def schedules(
 def capacity_jobs(
     config: Mapping[str, Any], site: Mapping[str, Any] | None = None, root: str | Path = "."
 ) -> list[Job]:
-    """The training job of every run: the samples its optimiser steps over."""
+    """The training job of every run: the samples its optimiser steps over (``trials``
+    initialisations one after the other: that many times one run's)."""
     plans = {(s.dataset, s.experiment): s for s in schedules(config, site, root)}
-    return [
-        training_job(plans[(run.dataset, run.experiment)], "sequence_train", run.seed)
-        for run in runs(config, "sequence")
-    ]
+    jobs = []
+    for run in runs(config, "sequence"):
+        job = training_job(plans[(run.dataset, run.experiment)], "sequence_train", run.seed)
+        trials = int(job.settings.get("trials") or 1)
+        if trials > 1 and job.work is not None:
+            job = replace(job, work=job.work * trials)
+        jobs.append(job)
+    return jobs
