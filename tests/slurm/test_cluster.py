@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, copy_repo, history
-from tests.slurm.cluster import DEFAULT_CONF, Cluster, missing_programs
+from tests.slurm.cluster import DEFAULT_CONF, Cluster, clear_stale_link, missing_programs
 from workflow.common.resources import class_resources, load_site
 
 pytestmark = pytest.mark.slow
@@ -53,6 +53,7 @@ def _skip_reason() -> str | None:
         return f"needs {', '.join(missing)}: apt-get install slurm-wlm munge"
     if os.geteuid() != 0:
         return "starting slurmctld/slurmd/munged needs root"
+    clear_stale_link()
     if DEFAULT_CONF.exists() or DEFAULT_CONF.is_symlink():
         return f"{DEFAULT_CONF} exists: will not start a test cluster on a configured machine"
     return None
