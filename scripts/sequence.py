@@ -32,7 +32,10 @@ def cmd_encode(args: argparse.Namespace) -> None:
     from workflow.sequence.encode import SOURCES, encode_stage
 
     inputs = {name: getattr(args, name) for name in SOURCES}
-    encode_stage(inputs, args.xpresso, args.out, args.skipped, args.settings, args.on_bad_sample)
+    encode_stage(
+        inputs, args.xpresso, args.out, args.skipped, args.settings, args.on_bad_sample,
+        args.abundance_scale,
+    )  # fmt: skip
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -81,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--halflife", type=Path, help="TSV gene_id + 8 half-life features")
     p.add_argument("--proteins", type=Path, help="protein FASTA (one record per gene_id)")
     p.add_argument("--abundance", type=Path, help="TSV gene_id, abundance")
+    p.add_argument(
+        "--abundance-scale", choices=("linear", "log_ratio"), default="linear",
+        help="linear: levels (label log10, 0 has none); log_ratio: log ratios as they are, "
+        "negative and 0 valid (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--xpresso", type=Path, help="folder of the published Xpresso HDF5 files")
     p.add_argument("--out", type=Path, required=True, help="folder of train/valid/test.h5")
     cli.add_bad_sample_args(p, "genes", sample="gene or protein", required=True)

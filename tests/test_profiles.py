@@ -218,9 +218,9 @@ def test_leonardo_flip_pretrains_on_the_4_gpus_of_a_node(leonardo):
 
 def test_leonardo_sequence_jobs_go_to_their_partitions(leonardo):
     train = rules_of(leonardo, "sequence_train")
-    # xpresso_human serves the 8 mrna experiments only; human all 10 with 3 seeds each, and the
-    # 5-fold protein experiment with its 5 folds
-    assert len(train) == (8 + 10) * 3 + 5
+    # xpresso_human serves the 8 mrna experiments only; human all 10 with 3 seeds each, the
+    # 5-fold protein experiment with its 5 folds and the two 10-fold protein baselines
+    assert len(train) == (8 + 10) * 3 + 5 + 2 * 10
     assert all(r["slurm_partition"] == "boost_usr_prod" and r["gpu"] == "1" for r in train)
     encode = rules_of(leonardo, "sequence_encode")
     assert len(encode) == 2 and all(r["slurm_partition"] == "dcgp_usr_prod" for r in encode)

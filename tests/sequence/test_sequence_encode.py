@@ -181,10 +181,12 @@ def write_tiny(root: Path, data: dict) -> dict[str, Path]:
 TINY = {"flank": 30, "max_protein_length": 30, "val_genes": 2, "test_genes": 2, "split_seed": 0}
 
 
-def encode(paths: dict, out: Path, policy: str = "fail", **settings) -> dict[str, int]:
+def encode(
+    paths: dict, out: Path, policy: str = "fail", abundance_scale: str = "linear", **settings
+) -> dict[str, int]:
     return encode_dataset(
         **paths, out_dir=out, skipped=out / "skipped.tsv", settings={**TINY, **settings},
-        policy=policy,
+        policy=policy, abundance_scale=abundance_scale,
     )  # fmt: skip
 
 
@@ -529,3 +531,44 @@ def test_broken_xpresso_files_are_named(tmp_path, kind):
         import_xpresso(tmp_path / "xpresso", tmp_path / "out")
     assert err.value.path == str(path) and problem in err.value.problem, err.value
     assert h5_files(tmp_path / "out") == []
+
+
+def test_log_ratio_abundances_keep_negative_and_zero_values(tmp_path):
+    """A CPTAC-style proteome: log2 ratios to a reference, negative and 0 as common as
+    positive. They are labels as they are (z-scored), only NA loses its label; on the linear
+    scale the same table stops the stage at its first negative value."""
+    data = tiny()
+    ratios = [-2.5, -0.75, 0.0, 0.0, 1.25, 3.0, -1.0, 0.5, "NA", 2.0]
+    data["abundance"] = [[g, r] for (g, _), r in zip(data["abundance"], ratios, strict=True)]
+    paths = write_tiny(tmp_path / "in", data)
+    out = tmp_path / "out"
+    encode(paths, out, abundance_scale="log_ratio")
+    genes = read_encoded(out)
+    with h5py.File(out / "train.h5") as h5:
+        attrs = dict(h5.attrs)
+    assert attrs["abundance_scale"] == "log_ratio"
+    by_gene = dict(zip([row[0] for row in data["abundance"]], ratios, strict=True))
+    for gene, values in genes.items():
+        ratio = by_gene[gene]
+        if ratio == "NA":
+            assert np.isnan(values["protein_label"]), gene
+            continue
+        undone = values["protein_label"] * attrs["protein_label_std"] + attrs["protein_label_mean"]
+        assert undone == pytest.approx(ratio, abs=1e-5), gene  # no log taken
+    kept = [by_gene[g] for g, v in genes.items() if v["split"] == "train" and by_gene[g] != "NA"]
+    assert attrs["protein_label_mean"] == pytest.approx(np.mean(kept), abs=1e-6)
+    with pytest.raises(InputError) as err:
+        encode(paths, tmp_path / "linear")
+    assert err.value.path == str(paths["abundance"]) and "is negative" in err.value.problem
+
+
+def test_the_dataset_s_abundance_scale_reaches_the_encode_stage():
+    from workflow.sequence.sources import encode_args
+
+    config = {"datasets": {
+        "cptac": {"genome": "g.fa", "tss": "t.tsv", "expression": "e.tsv", "proteins": "p.fa",
+                  "abundance": "a.tsv", "abundance_scale": "log_ratio"},
+        "levels": {"genome": "g.fa", "tss": "t.tsv", "expression": "e.tsv"},
+    }}  # fmt: skip
+    assert encode_args(config, "cptac")[-2:] == ["--abundance-scale", "log_ratio"]
+    assert "--abundance-scale" not in encode_args(config, "levels")

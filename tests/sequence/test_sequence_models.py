@@ -11,6 +11,7 @@ from tests.sequence.synthetic import LENGTH, PROTEIN, encoded_fixture, write_spl
 from workflow.common.errors import InputError
 from workflow.common.target import RunTarget
 from workflow.sequence.data import GeneSplit
+from workflow.sequence.layout import AMINO_ACIDS
 from workflow.sequence.metrics import expression_metrics
 from workflow.sequence.models import SigmoidCrossAttention, build_model
 
@@ -130,3 +131,23 @@ def test_training_learns_the_planted_motif_count(encoded, tmp_path, model):
     # Attention pools motif hits wherever they are; Xpresso's dense layer weighs each position
     # on its own, so on 600 genes it learns the position-free count only in part.
     assert r2 > {"perceiver_lsai": 0.6, "xpresso": 0.05}[model], r2
+
+
+def test_composition_baseline_reads_residue_frequencies(encoded, tmp_path):
+    """The fixture's protein label is the fraction of K: composition alone explains it, so
+    the linear composition model fits it and weighs K's frequency most."""
+    from workflow.common.checkpoint import load_checkpoint
+    from workflow.sequence.evaluate import predict_genes
+    from workflow.sequence.train import train_experiment
+
+    settings = {"model": "composition", "task": "protein", "max_epochs": 15, "batch_size": 32,
+                "lr": 0.05, "warmup_steps": 5, "weight_decay": 0.0}  # fmt: skip
+    final = tmp_path / "final.ckpt"
+    train_experiment(settings, encoded, RunTarget(tmp_path / "run", final))
+    predictions = predict_genes(final, encoded)
+    r2 = expression_metrics(predictions["label"], predictions["prediction"])["r2"]
+    assert r2 > 0.9, r2
+    weights = load_checkpoint(final)["state_dict"]["model.linear.weight"][0]
+    assert int(weights[:-1].argmax()) == AMINO_ACIDS.index("K"), weights
+    with pytest.raises(ValueError, match="protein task only"):
+        build_model({"model": "composition", "task": "mrna"}, LENGTH, PROTEIN)

@@ -166,7 +166,8 @@ def collect_genes(
                 _bad(err, f"{gene.gene_id} protein", policy, skips)
             if body is not None:
                 _, (level,) = abundance.get(gene.gene_id, (None, [None]))
-                level = level if level and level > 0 else None
+                if not tables["log_ratio"]:  # a level of 0 has no log: no label
+                    level = level if level and level > 0 else None
         usable.append(Usable(gene, value, features, body, level))
     return usable, padded
 
@@ -228,6 +229,7 @@ def encode_dataset(
     policy: str,
     *,
     promoters: Path | None = None,
+    abundance_scale: str = "linear",
 ) -> dict[str, int]:
     """Write ``out_dir``/train.h5, valid.h5, test.h5 and ``skipped``; genes per split.
 
@@ -237,7 +239,9 @@ def encode_dataset(
     Labels are log10(expression + 0.1) and log10(abundance), half-life features log10(x + 0.1)
     for the lengths; all z-scored with the training split's statistics. Without a half-life
     table ``data`` is all zero; without proteins the protein arrays are left out. A gene
-    without a protein, or whose abundance is 0 or NA, has a NaN ``protein_label``.
+    without a protein, or whose abundance is 0 or NA, has a NaN ``protein_label``. With
+    ``abundance_scale`` "log_ratio" the abundances are log ratios already (CPTAC-style
+    proteomes): used as they are, negative and zero values included, only NA lost.
 
     ``xpresso_layout`` writes Xpresso's files instead: its promoter windows (TSS at F - 1 on
     the + strand, genes whose window leaves the chromosome skipped), ORFEXONDENSITY logged
@@ -250,6 +254,9 @@ def encode_dataset(
     check_sources(genome, tss, promoters)
     flank = int(settings["flank"])
     xpresso = bool(settings.get("xpresso_layout", False))
+    if abundance_scale not in ("linear", "log_ratio"):
+        raise InputError(abundance or "encode", f"unknown abundance scale {abundance_scale!r}")
+    log_ratio = abundance_scale == "log_ratio"
     max_protein = int(settings["max_protein_length"]) if proteins is not None else None
     paths = {
         "genes": Path(promoters if promoters is not None else tss),  # lists the genes
@@ -269,9 +276,12 @@ def encode_dataset(
             if halflife
             else None,
             "proteins": read_proteins(Path(proteins)) if proteins else None,
-            "abundance": read_values(Path(abundance), ("abundance",), "abundance table")
+            "abundance": read_values(
+                Path(abundance), ("abundance",), "abundance table", negative=log_ratio
+            )
             if abundance
             else None,
+            "log_ratio": log_ratio,
         }
         reader: Promoters = (
             fasta
@@ -318,9 +328,14 @@ def encode_dataset(
             levels = np.array([np.nan if u.abundance is None else u.abundance for u in usable])
             if not np.isfinite(levels[train]).any():
                 raise InputError(
-                    abundance, "no training gene has both a protein and a positive abundance"
+                    abundance,
+                    "no training gene has both a protein and an abundance"
+                    + ("" if log_ratio else " above 0"),
                 )
-            arrays["protein_label"], p_mean, p_std = zscore(np.log10(levels), fit)
+            arrays["protein_label"], p_mean, p_std = zscore(
+                levels if log_ratio else np.log10(levels), fit
+            )
+            attrs["abundance_scale"] = abundance_scale
             attrs["protein_label_mean"], attrs["protein_label_std"] = float(p_mean), float(p_std)
             truncated = sum(len(u.protein or "") > max_protein for u in usable)
             log.info(
@@ -362,6 +377,7 @@ def encode_stage(
     skipped: Path,
     settings: Mapping[str, Any],
     policy: str,
+    abundance_scale: str = "linear",
 ) -> dict[str, int]:
     """The encode stage from whichever source is given: the published ``xpresso`` HDF5 files
     (imported as they are, nothing skipped), or ``inputs`` (:data:`SOURCES`: genome + TSS
@@ -383,7 +399,7 @@ def encode_stage(
         counts = encode_dataset(
             inputs.get("genome"), inputs.get("tss"), inputs["expression"], inputs.get("halflife"),
             inputs.get("proteins"), inputs.get("abundance"), out_dir, skipped, settings, policy,
-            promoters=inputs.get("promoters"),
+            promoters=inputs.get("promoters"), abundance_scale=abundance_scale,
         )  # fmt: skip
     log.info("encoded genes per split: %s -> %s", counts, out_dir)
     return counts

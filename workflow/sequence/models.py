@@ -333,12 +333,33 @@ class Perceiver(nn.Module):
         return self.head(z.mean(dim=1)).squeeze(-1)
 
 
+class Composition(nn.Module):
+    """Protein level from amino-acid composition alone: a linear model on the residue
+    frequencies and log10 length. The baseline a protein-sequence model has to beat, since
+    composition alone explains part of abundance (the demo plants a (K+R)-(D+E) term)."""
+
+    def __init__(self, task: str, window: int, protein_length: int, s: Mapping[str, Any]) -> None:
+        super().__init__()
+        if task != "protein":
+            raise ValueError(f"model composition serves the protein task only, not {task!r}")
+        self.linear = nn.Linear(N_AMINO + 1, 1)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        counts = one_hot_protein(batch["protein"]).sum(dim=2)  # (B, 23)
+        length = counts.sum(dim=1, keepdim=True).clamp(min=1)
+        frequencies = counts / length * N_AMINO  # about 1 each: one step size suits all
+        return self.linear(torch.cat([frequencies, torch.log10(length)], dim=1)).squeeze(-1)
+
+
 def build_model(settings: Mapping[str, Any], window: int, protein_length: int) -> nn.Module:
     s = {**DEFAULTS, **settings}
     for key, default in DEFAULTS.items():  # a partial nested block keeps the other defaults
         if isinstance(default, dict):
             s[key] = {**default, **(settings.get(key) or {})}
-    models = {"xpresso": Xpresso, "perceiver_lsai": Perceiver, "dnaperceiver": DNAPerceiver}
+    models = {
+        "xpresso": Xpresso, "perceiver_lsai": Perceiver, "dnaperceiver": DNAPerceiver,
+        "composition": Composition,
+    }  # fmt: skip
     if s["model"] not in models:
         raise ValueError(f"model must be one of {sorted(models)}, got {s['model']!r}")
     return models[s["model"]](s["task"], window, protein_length, s)

@@ -19,4 +19,6 @@ def encode_args(track_config: Mapping[str, Any], dataset: str) -> list[str]:
         paths = {"xpresso": entry["xpresso"]}
     else:
         paths = {k: entry[k] for k in ("promoters", *DEMO_FILES) if entry.get(k)}
-    return [arg for key, path in paths.items() for arg in (f"--{key}", str(path))]
+    args = [arg for key, path in paths.items() for arg in (f"--{key}", str(path))]
+    scale = entry.get("abundance_scale") or "linear"
+    return args + (["--abundance-scale", scale] if scale != "linear" else [])

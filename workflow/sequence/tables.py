@@ -123,12 +123,13 @@ def read_tss(path: Path) -> list[Gene]:
 
 
 def read_values(
-    path: Path, columns: Sequence[str], what: str
+    path: Path, columns: Sequence[str], what: str, *, negative: bool = False
 ) -> dict[str, tuple[int, list[float | None]]]:
-    """gene_id -> (line, the numeric columns; None where empty or NA)."""
+    """gene_id -> (line, the numeric columns; None where empty or NA); a negative value is an
+    InputError unless ``negative`` (log ratios)."""
     table = unique_rows(path, read_tsv(path, ("gene_id", *columns), what))
     return {
-        gene: (line, [number(path, line, c, row[c]) for c in columns])
+        gene: (line, [number(path, line, c, row[c], negative) for c in columns])
         for gene, (line, row) in table.items()
     }
 
