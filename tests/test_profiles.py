@@ -281,12 +281,13 @@ def test_leonardo_runs_short_gpu_runs_one_after_another_in_group_jobs(workdir):
         assert all(res["gpu"] == "1" and res["slurm_partition"] == "boost_usr_prod"
                    for _, res in members)  # fmt: skip
         assert sum(member_runtime[rule] for rule, _ in members) <= SITE["GPU_1"]["max_runtime"]
-    # every run of a grouped rule is in a group: 54 wsi runs in 9 jobs, 53 sequence runs in 5
+    # every run of a grouped rule is in a group: 54 wsi runs in 9 jobs, 79 sequence runs in 7
     in_groups = [rule for _, members in groups for rule, _ in members]
     for rule in grouped:
         assert in_groups.count(rule) == len(rules_of(jobs, rule)), rule
     assert counts["wsi_runs"] == -(-len(rules_of(jobs, "wsi_train")) // int(size["wsi_runs"]))
-    assert counts["sequence_runs"] == -(-53 // 12)
+    assert len(rules_of(jobs, "sequence_train")) == 79
+    assert counts["sequence_runs"] == -(-79 // int(size["sequence_runs"]))
     submitted = len(jobs) - len(in_groups) + len(groups) - len(rules_of(jobs, "all"))
     print(f"Leonardo dry-run: {len(jobs)} jobs, {len(groups)} group jobs, {submitted} submissions")
     assert submitted < len(jobs) - 150  # 220 GPU jobs -> far fewer GPU allocations

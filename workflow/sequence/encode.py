@@ -63,11 +63,11 @@ class Usable:
 
 
 def split_genes(
-    n: int, val: int, test: int, seed: int, where: Path, *, xpresso: bool = False
+    n: int, val: int, test: int, seed: int, where: Path, *, xpresso_layout: bool = False
 ) -> dict[str, np.ndarray]:
     """Seeded random test and validation genes, the rest for training (indices in order).
 
-    ``xpresso``: its ``setup_training_files.py`` way instead - the genes shuffled as pandas'
+    ``xpresso_layout``: its ``setup_training_files.py`` way instead - the genes shuffled as pandas'
     ``sample(random_state=seed)`` does (NumPy's legacy ``RandomState(seed).permutation``; Xpresso
     seeds 1), then training, validation and test genes in that order, as consecutive blocks."""
     if n < val + test + 1:
@@ -76,7 +76,7 @@ def split_genes(
             f"{n} usable genes: too few for {val} validation + {test} test genes and a "
             "training split (lower val_genes / test_genes)",
         )
-    if xpresso:
+    if xpresso_layout:
         order = np.random.RandomState(seed).permutation(n)
         cut = n - val - test
         return {"train": order[:cut], "val": order[cut : cut + val], "test": order[cut + val :]}
@@ -96,11 +96,11 @@ def zscore(values: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return (values - mean) / std, mean, std
 
 
-def transform_halflife(values: np.ndarray, *, xpresso: bool = False) -> np.ndarray:
+def transform_halflife(values: np.ndarray, *, xpresso_layout: bool = False) -> np.ndarray:
     """log10(x + 0.1) for the lengths (as the Xpresso paper describes), the rest as they are;
-    ``xpresso``: ORFEXONDENSITY too, as its ``setup_training_files.py`` does."""
+    ``xpresso_layout``: ORFEXONDENSITY too, as its ``setup_training_files.py`` does."""
     out = values.astype(np.float64).copy()
-    logged = LENGTH_FEATURES + (("ORFEXONDENSITY",) if xpresso else ())
+    logged = LENGTH_FEATURES + (("ORFEXONDENSITY",) if xpresso_layout else ())
     columns = [HALF_LIFE_FEATURES.index(f) for f in logged]
     out[:, columns] = np.log10(out[:, columns] + 0.1)
     return out
@@ -287,7 +287,7 @@ def encode_dataset(
             fasta
             if fasta is not None
             else PromoterReader(
-                open_genome(Path(genome), stack), Path(genome), flank, xpresso=xpresso
+                open_genome(Path(genome), stack), Path(genome), flank, xpresso_layout=xpresso
             )
         )
         usable, padded = collect_genes(genes, reader, paths, tables, policy, skips)
@@ -303,7 +303,7 @@ def encode_dataset(
             int(settings["test_genes"]),
             int(settings["split_seed"]),
             paths["genes"],
-            xpresso=xpresso,
+            xpresso_layout=xpresso,
         )
         train = split["train"]
         fit = np.arange(len(usable)) if xpresso else train  # the rows z-scores are fitted on
@@ -312,7 +312,7 @@ def encode_dataset(
         )
         if halflife:
             values = np.array([u.halflife for u in usable])
-            data, _, _ = zscore(transform_halflife(values, xpresso=xpresso), fit)
+            data, _, _ = zscore(transform_halflife(values, xpresso_layout=xpresso), fit)
         else:
             data = np.zeros((len(usable), len(HALF_LIFE_FEATURES)))
             log.info("no half-life table: data is all zero")

@@ -11,12 +11,12 @@ Promoter convention. For a TSS at 1-based ``position`` (0-based ``p = position -
 so row F is the TSS base on both strands, upstream to its left and downstream to its right.
 Rows beyond a chromosome end are N (all zero): such genes are counted and logged as N-padded.
 
-Xpresso's layout (``xpresso=True``) is what its scripts extract: a BED interval [P - F, P + F)
-around the 1-based TSS P (``extract_promoters.pl``, the CAGE one-liner of ``runme.sh``) cut by
-``bedtools getfasta -s``, so both strands read genome bases [p - F + 1, p + F + 1) and the TSS
-sits at row F - 1 on the ``+`` strand, F on the ``-`` strand. A window that does not fit its
-chromosome is a ``BadSample`` there (the Perl drops a start <= 0, bedtools an end past the
-chromosome), never N-padded.
+Xpresso's layout (``xpresso_layout=True``) is what its scripts extract: a BED interval
+[P - F, P + F) around the 1-based TSS P (``extract_promoters.pl``, the CAGE one-liner of
+``runme.sh``) cut by ``bedtools getfasta -s``, so both strands read genome bases
+[p - F + 1, p + F + 1) and the TSS sits at row F - 1 on the ``+`` strand, F on the ``-``
+strand. A window that does not fit its chromosome is a ``BadSample`` there (the Perl drops a
+start <= 0, bedtools an end past the chromosome), never N-padded.
 
 A promoter FASTA holds these rows already: one record per gene id, exactly 2F bp on the gene's
 strand with the TSS at 0-based index F, in the order of the genes (its file order). It is read
@@ -121,12 +121,13 @@ def base_codes(raw: bytes, path: Path, where: Callable[[int], str]) -> np.ndarra
 
 class PromoterReader:
     """Strand-aware TSS +- flank windows of one genome as base codes (0-3 ACGT, 4 N), in
-    this project's layout or (``xpresso``) in Xpresso's."""
+    this project's layout or (``xpresso_layout``) in Xpresso's."""
 
     def __init__(
-        self, fasta: pyfaidx.Fasta, path: Path, flank: int, *, xpresso: bool = False
+        self, fasta: pyfaidx.Fasta, path: Path, flank: int, *, xpresso_layout: bool = False
     ) -> None:
-        self.fasta, self.path, self.flank, self.xpresso = fasta, Path(path), flank, xpresso
+        self.fasta, self.path, self.flank = fasta, Path(path), flank
+        self.xpresso = xpresso_layout
         self.lengths = {name: len(record) for name, record in fasta.items()}
 
     def locate(self, gene: Gene, tss_path: Path) -> None:
