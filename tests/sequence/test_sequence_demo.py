@@ -149,7 +149,7 @@ def test_encode_settings_take_the_schema_defaults():
     encode = stage_settings({"val_genes": 200}, "sequence_encode")
     assert encode == {
         "flank": 10000, "max_protein_length": 1000, "val_genes": 200, "test_genes": 1000,
-        "split_seed": 0,
+        "split_seed": 0, "xpresso_layout": False,
     }  # fmt: skip
 
 
