@@ -61,12 +61,9 @@ dryrun: setup
 	snakemake -n --quiet rules --profile profiles/infn-k8s --configfile config/leonardo.yaml
 
 # One worker per core (at most 4): each test module runs whole on one worker, so the SLURM
-# cluster and the module-scoped demo runs start once; the end-to-end DAGs overlap. xdist would
-# reorder the modules by test count (one-test end-to-end modules last, on one worker):
-# --no-loadscope-reorder keeps tests/conftest.py's order, long modules first.
+# cluster and the module-scoped demo runs start once; the end-to-end DAGs overlap.
 pytest: setup
-	pytest -ra --durations 15 --numprocesses auto --maxprocesses 4 --dist loadfile \
-		--no-loadscope-reorder
+	pytest -ra --durations 15 --numprocesses auto --maxprocesses 4 --dist loadfile
 
 # tests/slurm starts a one-node SLURM cluster: it needs Debian's slurm-wlm and munge (root);
 # tests/sites moves the Kubernetes jobs' files with rsync; tests/sequence cuts promoters with
