@@ -127,9 +127,11 @@ def collect_genes(
     tables: Mapping[str, Any],
     policy: str,
     skips: Skips,
+    *,
+    log_ratio: bool = False,
 ) -> tuple[list[Usable], int]:
     """Check every gene (and protein) before anything is written; the usable ones and how
-    many of them are N-padded."""
+    many of them are N-padded (``log_ratio``: abundances are log ratios, 0 is a level)."""
     usable, padded = [], 0
     expression, halflife = tables["expression"], tables["halflife"]
     proteins, abundance = tables["proteins"], tables["abundance"]
@@ -166,7 +168,7 @@ def collect_genes(
                 _bad(err, f"{gene.gene_id} protein", policy, skips)
             if body is not None:
                 _, (level,) = abundance.get(gene.gene_id, (None, [None]))
-                if not tables["log_ratio"]:  # a level of 0 has no log: no label
+                if not log_ratio:  # a level of 0 has no log: no label
                     level = level if level and level > 0 else None
         usable.append(Usable(gene, value, features, body, level))
     return usable, padded
@@ -281,7 +283,6 @@ def encode_dataset(
             )
             if abundance
             else None,
-            "log_ratio": log_ratio,
         }
         reader: Promoters = (
             fasta
@@ -290,7 +291,9 @@ def encode_dataset(
                 open_genome(Path(genome), stack), Path(genome), flank, xpresso_layout=xpresso
             )
         )
-        usable, padded = collect_genes(genes, reader, paths, tables, policy, skips)
+        usable, padded = collect_genes(
+            genes, reader, paths, tables, policy, skips, log_ratio=log_ratio
+        )
         if not usable:
             raise InputError(paths["genes"], f"no gene left ({len(skips)} skipped)")
         log.info(
