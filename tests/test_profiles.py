@@ -218,9 +218,9 @@ def test_leonardo_flip_pretrains_on_the_4_gpus_of_a_node(leonardo):
 
 def test_leonardo_sequence_jobs_go_to_their_partitions(leonardo):
     train = rules_of(leonardo, "sequence_train")
-    # xpresso_human serves the 8 mrna experiments only; human all 10 with 3 seeds each, the
-    # 5-fold protein experiment with its 5 folds and the two 10-fold protein baselines
-    assert len(train) == (8 + 10) * 3 + 5 + 2 * 10
+    # xpresso_human serves the 8 mrna experiments only; human all 10 with 3 seeds each and
+    # the three 10-fold protein experiments (perceiver, composition, xpresso) with 10 folds
+    assert len(train) == (8 + 10) * 3 + 3 * 10
     assert all(r["slurm_partition"] == "boost_usr_prod" and r["gpu"] == "1" for r in train)
     encode = rules_of(leonardo, "sequence_encode")
     assert len(encode) == 2 and all(r["slurm_partition"] == "dcgp_usr_prod" for r in encode)
@@ -281,13 +281,13 @@ def test_leonardo_runs_short_gpu_runs_one_after_another_in_group_jobs(workdir):
         assert all(res["gpu"] == "1" and res["slurm_partition"] == "boost_usr_prod"
                    for _, res in members)  # fmt: skip
         assert sum(member_runtime[rule] for rule, _ in members) <= SITE["GPU_1"]["max_runtime"]
-    # every run of a grouped rule is in a group: 54 wsi runs in 9 jobs, 79 sequence runs in 7
+    # every run of a grouped rule is in a group: 54 wsi runs in 9 jobs, 84 sequence runs in 7
     in_groups = [rule for _, members in groups for rule, _ in members]
     for rule in grouped:
         assert in_groups.count(rule) == len(rules_of(jobs, rule)), rule
     assert counts["wsi_runs"] == -(-len(rules_of(jobs, "wsi_train")) // int(size["wsi_runs"]))
-    assert len(rules_of(jobs, "sequence_train")) == 79
-    assert counts["sequence_runs"] == -(-79 // int(size["sequence_runs"]))
+    assert len(rules_of(jobs, "sequence_train")) == 84
+    assert counts["sequence_runs"] == -(-84 // int(size["sequence_runs"]))
     submitted = len(jobs) - len(in_groups) + len(groups) - len(rules_of(jobs, "all"))
     print(f"Leonardo dry-run: {len(jobs)} jobs, {len(groups)} group jobs, {submitted} submissions")
     assert submitted < len(jobs) - 150  # 220 GPU jobs -> far fewer GPU allocations

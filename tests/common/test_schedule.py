@@ -104,8 +104,8 @@ def test_leonardo_sequence_warmup_fixed_is_accepted(tmp_path: Path) -> None:
     config = config_with(fixed)
     schedules = seq_sizes.schedules(config, load_site([LEONARDO_SITE], environ={}), tmp_path)
     assert check_schedules(schedules) == []
-    # (the demo's dnaperceiver_mrna merges in, at its batch of 50)
-    assert {(s.total, s.warmup) for s in schedules} == {(7680, 768), (19680, 1968)}
+    # (the demo's dnaperceiver_mrna merges in, at its batch of 50 and 6 epochs)
+    assert {(s.total, s.warmup) for s in schedules} == {(7680, 768), (1968, 197)}
     # and an experiment may go back to steps that fit
     steps = deep_merge(
         fixed, {"sequence": {"experiments": {"xpresso_mrna": {"warmup_fraction": None,
@@ -116,7 +116,7 @@ def test_leonardo_sequence_warmup_fixed_is_accepted(tmp_path: Path) -> None:
     # --configfile)
     assert by_experiment == {
         "perceiver_mrna": 768, "perceiver_mrna_softmax": 768, "xpresso_mrna": 500,
-        "dnaperceiver_mrna": 1968,
+        "dnaperceiver_mrna": 197,
     }  # fmt: skip
 
 
@@ -125,8 +125,8 @@ def test_the_shipped_configs_pass_the_check() -> None:
     site = load_site([LEONARDO_SITE], environ={})
     leonardo = config_with(load_yaml(ROOT / "config" / "leonardo.yaml"))
     notes = check_schedules(seq_sizes.schedules(leonardo, site, "/nonexistent"))
-    # the genome + tables dataset is known only once encoded: one note, no error
-    assert len(notes) == 1 and "'human' not checked" in notes[0]
+    # the genome + tables dataset, before it is encoded, from its train_samples hint
+    assert notes == []
     assert check_schedules(flip_schedules(leonardo, site, "/nonexistent")) == []
     assert watermark_schedules(leonardo, site) == []  # no demo LM is trained there
     demo = config_with({})
