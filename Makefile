@@ -61,7 +61,9 @@ dryrun: setup
 	snakemake -n --quiet rules --profile profiles/infn-k8s --configfile config/leonardo.yaml
 
 # One worker per core (at most 4): each test module runs whole on one worker, so the SLURM
-# cluster and the module-scoped demo runs start once; the end-to-end DAGs overlap.
+# cluster and the module-scoped demo runs start once; the end-to-end DAGs overlap. xdist's
+# default order (modules with most tests first) pairs long modules with many short ones:
+# long modules first instead ran them side by side on 2 cores and took longer.
 pytest: setup
 	pytest -ra --durations 15 --numprocesses auto --maxprocesses 4 --dist loadfile
 

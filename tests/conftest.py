@@ -39,43 +39,6 @@ TRACKED = [
     "groups",
 ]
 
-#: The modules that take minutes, longest first (make test runs whole modules on parallel
-#: workers; see pytest_collection_modifyitems).
-LONG_MODULES = [
-    "tests/slurm/test_cluster.py",
-    "tests/sequence/test_sequence_workflow.py",
-    "tests/wsi/test_wsi_workflow.py",
-    "tests/distance/test_distance_workflow.py",
-    "tests/flip/test_flip_workflow.py",
-    "tests/watermark/test_watermark_workflow.py",
-    "tests/distance/test_distance_variants.py",
-    "tests/test_variant_report.py",
-    "tests/lsf/test_lsf.py",
-    "tests/sites/test_htcondor_k8s.py",
-]
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Long modules first, each but the first two followed by a quick one.
-
-    Under ``--dist loadfile`` a worker takes the next module when it starts and queues one
-    more while it has two tests or fewer left: the first two long modules start at once on
-    two workers, the quick ones after them are what those workers queue, and every later
-    long module is followed by a quick one so no worker queues two long ones and none is
-    left running a long module alone at the end. Without xdist only the order changes.
-    """
-    modules: dict[str, list[pytest.Item]] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-    long = [m for m in LONG_MODULES if m in modules]
-    quick = [m for m in modules if m not in long]
-    order = long[:2] + quick[:2]
-    quick = quick[2:]
-    for module in long[2:]:
-        order += [module, *quick[:1]]
-        quick = quick[1:]
-    items[:] = [item for module in order + quick for item in modules[module]]
-
 
 def copy_repo(dest: Path, *test_files: str) -> Path:
     """The workflow's files (and the named files under tests/) in ``dest``: DAG tests run
