@@ -15,6 +15,7 @@ from pathlib import Path
 
 from workflow.common import cli
 from workflow.common.cli import log
+from workflow.common.errors import InputError
 from workflow.common.target import RunTarget
 
 
@@ -62,9 +63,17 @@ def cmd_paraphrase(args: argparse.Namespace) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
+    detect = cli.parse_settings(args.detect, "watermark_detect", "--detect")
+    if args.text is not None:
+        from workflow.watermark.stages import detect_text_stage
+
+        detect_text_stage(args.text, args.model, args.settings, detect, args.json)
+        return
+    missing = [f"--{n}" for n in ("generations", "attacked", "out") if getattr(args, n) is None]
+    if missing:
+        raise InputError("detect", f"give --text FILE (or -), or the stage's {', '.join(missing)}")
     from workflow.watermark.stages import detect_stage
 
-    detect = cli.parse_settings(args.detect, "watermark_detect", "--detect")
     detect_stage(args.generations, args.attacked, args.model, args.settings, detect, args.out)
 
 
@@ -164,14 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_settings(p, "watermark_paraphrase", "the config's watermark.paraphrase section")
 
     p = stage("detect", cmd_detect, "z-scores of every text (whole, cut to shorter lengths, "
-              "attacked) and the best window's z -> a Parquet table")  # fmt: skip
-    p.add_argument("--generations", type=Path, required=True)
-    p.add_argument("--attacked", type=Path, nargs="+", required=True,
-                   help="the attack (and paraphrase) stages' .jsonl files")  # fmt: skip
+              "attacked) and the best window's z -> a Parquet table; or, with --text, whether "
+              "one text is watermarked")  # fmt: skip
+    p.add_argument("--text", help="a text file to judge (- reads standard input): prints its "
+                   "z, p-value, green fraction and verdict")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="with --text: one JSON object")
+    p.add_argument("--generations", type=Path, help="the generate stage's .jsonl (stage)")
+    p.add_argument("--attacked", type=Path, nargs="+",
+                   help="the attack (and paraphrase) stages' .jsonl files (stage)")  # fmt: skip
     add_model(p, "the generator's tokenizer (the green lists' vocabulary)")
     add_generation_settings(p)
     add_detect(p)
-    p.add_argument("--out", type=Path, required=True, help="scores .parquet to write")
+    p.add_argument("--out", type=Path, help="scores .parquet to write (stage)")
 
     p = stage(
         "evaluate",

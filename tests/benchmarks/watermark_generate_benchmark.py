@@ -66,6 +66,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scheme", default="lefthash", choices=["lefthash", "selfhash"])
     parser.add_argument("--beams", type=int, default=0, help="beam search with N beams")
+    parser.add_argument(
+        "--draw", default="auto", choices=["auto", "cpu", "vectorised"],
+        help="where green lists are drawn (auto: all at once on a GPU; greenlist_benchmark.py)",
+    )  # fmt: skip
     args = parser.parse_args()
     model, vocab = model_and_vocab(args)
     model = model.to(args.device).eval()
@@ -74,7 +78,8 @@ def main() -> None:
     prompts = prompts.to(args.device)
     sampling = ({"do_sample": False, "num_beams": args.beams} if args.beams
                 else {"do_sample": True, "temperature": 0.7, "top_k": 0})  # fmt: skip
-    watermark = LogitsProcessorList([WatermarkLogitsProcessor(vocab, 0.25, 2.0, args.scheme)])
+    processor = WatermarkLogitsProcessor(vocab, 0.25, 2.0, args.scheme, draw=args.draw)
+    watermark = LogitsProcessorList([processor])
     best = {"plain": 0.0, "watermarked": 0.0}
     with torch.no_grad():
         tokens_per_second(model, prompts[:2], 4, None, sampling)  # warm-up
@@ -84,8 +89,9 @@ def main() -> None:
                 rate = tokens_per_second(model, prompts, args.new, processors, sampling)
                 best[name] = max(best[name], rate)
     what = args.model or f"random GPT-2 {args.size}"
+    decoding = f"beam {args.beams}" if args.beams else "multinomial"
     print(f"{what} on {args.device}, batch {args.batch}, {args.new} new tokens, {args.scheme}, "
-          f"{'beam ' + str(args.beams) if args.beams else 'multinomial'}")  # fmt: skip
+          f"{decoding}, lists drawn: {args.draw}")  # fmt: skip
     for name, rate in best.items():
         print(f"{name:>12}: {rate:9.0f} tokens/s")
     slowdown = 1 - best["watermarked"] / best["plain"]

@@ -23,6 +23,14 @@ def test_detection_metrics_by_hand():
     perfect = detection_metrics([9.0, 8.0], [1.0], [None])
     assert perfect["auc"] == 1.0 and perfect["tpr_at_1pct_fpr"] == 1.0
     assert detection_metrics([None], [None], [None])["tpr"] == 0.0  # no nan anywhere
+    # perfectly separated hundreds: exactly 1 (torchmetrics' float32 AUC gave 0.99999994)
+    generator = torch.Generator().manual_seed(0)
+    marked = (8 + torch.randn(300, generator=generator, dtype=torch.float64)).tolist()
+    plain = torch.randn(2000, generator=generator, dtype=torch.float64).tolist()
+    assert detection_metrics(marked, plain, [])["auc"] == 1.0
+    # a z exactly at the threshold is not flagged (the reference's z > z_threshold)
+    at = detection_metrics([4.0, 4.5], [4.0], [3.0], threshold=4.0)
+    assert at["tpr"] == 0.5 and at["fpr_plain"] == 0.0
 
 
 def test_perplexity_scores_the_completion_given_the_prompt(tiny_lm):

@@ -62,11 +62,13 @@ def test_metrics_and_curves_of_a_hand_made_table():
     metrics, curves = run_metrics(pd.DataFrame(rows), threshold=4.0)
     assert metrics["tpr"] == pytest.approx(2 / 3)  # the unscorable one is missed
     assert metrics["fpr_plain"] == pytest.approx(1 / 3) and metrics["fpr_human"] == 0.0
-    assert curves["z_vs_length"] == {50: {"z_mean": 3.0, "tpr": 1 / 3},  # z 2, 3, 4
+    # z 2, 3, 4: none above 4 (z at the threshold is not flagged: the reference's z > 4)
+    assert curves["z_vs_length"] == {50: {"z_mean": 3.0, "tpr": 0.0},
                                      200: {"z_mean": 7.5, "tpr": 2 / 3}}  # fmt: skip
     delete = curves["attacks"]["delete"]
     assert list(delete) == ["0.0", "0.2", "0.5"]
-    assert delete["0.2"] == {"tpr": 2 / 3, "z_mean": 4.0} and delete["0.5"]["tpr"] == 0.0
+    # z 5, 4, 3: only 5 is above 4
+    assert delete["0.2"] == {"tpr": 1 / 3, "z_mean": 4.0} and delete["0.5"]["tpr"] == 0.0
 
 
 def test_attack_records_are_nested_in_epsilon():

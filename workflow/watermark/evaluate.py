@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torchmetrics.functional.classification import binary_auroc, binary_roc
+from scipy.stats import mannwhitneyu
+from torchmetrics.functional.classification import binary_roc
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from workflow.common.metrics import RunEvaluation
@@ -37,14 +38,24 @@ def _scores(z: Sequence[float | None]) -> np.ndarray:
     return np.array([-math.inf if v is None else float(v) for v in z], dtype=np.float64)
 
 
+def auc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney U over all pairs (ties half), exact in float64:
+    torchmetrics' float32 trapezoid gives 0.99999994 on perfectly separated sets of a few
+    hundred. 0 without both classes."""
+    if not len(positives) or not len(negatives):
+        return 0.0
+    return float(mannwhitneyu(positives, negatives).statistic) / (len(positives) * len(negatives))
+
+
 def detection_metrics(
     marked: Sequence[float | None],
     plain: Sequence[float | None],
     human: Sequence[float | None],
     threshold: float = 4.0,
 ) -> dict[str, float]:
-    """TPR at ``threshold``, empirical FPR on human and plain text, ROC-AUC and TPR at 1% FPR
-    (watermarked against all negatives)."""
+    """TPR at ``threshold`` (z above it, as the reference's ``z_score > z_threshold``),
+    empirical FPR on human and plain text, ROC-AUC and TPR at 1% FPR (watermarked against all
+    negatives)."""
     pos, neg_plain, neg_human = _scores(marked), _scores(plain), _scores(human)
     neg = np.concatenate([neg_plain, neg_human])
     scores = np.concatenate([pos, neg])
@@ -55,10 +66,10 @@ def detection_metrics(
     fpr, tpr, _ = binary_roc(preds, target, thresholds=None)
     within = fpr <= 0.01
     return {
-        "tpr": float(np.mean(pos >= threshold)),
-        "fpr_human": float(np.mean(neg_human >= threshold)),
-        "fpr_plain": float(np.mean(neg_plain >= threshold)),
-        "auc": float(binary_auroc(preds, target, thresholds=None)),
+        "tpr": float(np.mean(pos > threshold)),
+        "fpr_human": float(np.mean(neg_human > threshold)),
+        "fpr_plain": float(np.mean(neg_plain > threshold)),
+        "auc": auc(finite[: len(pos)], finite[len(pos) :]),
         "tpr_at_1pct_fpr": float(tpr[within].max()) if within.any() else 0.0,
     }
 
@@ -107,7 +118,7 @@ def run_metrics(table: pd.DataFrame, threshold: float) -> tuple[dict[str, float]
     clean = table[(table.attack == "none") & (table.text == "marked")]
     by_length = clean.groupby("length").z
     curves: dict[str, Any] = {
-        "z_vs_length": {int(n): {"z_mean": float(g.mean()), "tpr": float((g >= threshold).mean())}
+        "z_vs_length": {int(n): {"z_mean": float(g.mean()), "tpr": float((g > threshold).mean())}
                         for n, g in by_length if len(g) == len(whole[whole.text == "marked"])},
         "attacks": {},
     }  # fmt: skip
@@ -119,7 +130,7 @@ def run_metrics(table: pd.DataFrame, threshold: float) -> tuple[dict[str, float]
             curve[float(epsilon)] = _point(rows, threshold)
         curves["attacks"][name] = {str(k): v for k, v in sorted(curve.items())}
     negatives = whole[whole.text != "marked"].window_z.dropna()
-    curves["window_fpr"] = float((negatives >= threshold).mean()) if len(negatives) else None
+    curves["window_fpr"] = float((negatives > threshold).mean()) if len(negatives) else None
     return metrics, curves
 
 
@@ -127,9 +138,9 @@ def _point(rows: pd.DataFrame, threshold: float) -> dict[str, float]:
     """TPR and mean z of attacked texts (unscorable ones count as missed); the windowed
     detector's TPR where it ran (copy-paste)."""
     z = rows.z.fillna(-math.inf)
-    point = {"tpr": float((z >= threshold).mean()), "z_mean": float(rows.z.mean())}
+    point = {"tpr": float((z > threshold).mean()), "z_mean": float(rows.z.mean())}
     if rows.window_z.notna().any():
-        point["window_tpr"] = float((rows.window_z.fillna(-math.inf) >= threshold).mean())
+        point["window_tpr"] = float((rows.window_z.fillna(-math.inf) > threshold).mean())
     return point
 
 

@@ -22,7 +22,8 @@ or ``selfhash`` picks a built-in, ``scheme: <file>.py:<Class>`` a subclass outsi
 The green list of a seed is the first ``int(gamma * vocab_size)`` ids of ``torch.randperm``
 from a generator seeded with ``seed % (2**64 - 1)`` (the reference's ``select_green_tokens=True``).
 The reference draws on the model's device, and CUDA and CPU generators give different
-permutations; we always draw on the CPU so that GPU generation and CPU detection agree. Text
+permutations; we always draw CPU lists (on a GPU, randperm.py draws the same ones there, for
+many seeds at once) so that GPU generation and CPU detection agree. Text
 watermarked by the reference on a GPU is therefore not detected here (nor by the reference on
 a CPU), and green lists may change if a torch release changes ``randperm``.
 """
@@ -36,6 +37,8 @@ import torch
 
 from workflow.common.errors import InputError, first_line
 from workflow.common.variants import Variant, is_variant, load_variant
+from workflow.watermark.randperm import green_masks as vectorised_masks
+from workflow.watermark.randperm import randperm_prefix
 
 DEFAULT_KEY = 15485863
 HASH_TABLE_SEED = 2971215073  # the reference's "fib47 is prime"
@@ -215,12 +218,20 @@ def green_mask(seed: int, vocab_size: int, gamma: float) -> torch.Tensor:
 
 
 def is_green(
-    seeds: torch.Tensor, targets: torch.Tensor, vocab_size: int, gamma: float
+    seeds: torch.Tensor,
+    targets: torch.Tensor,
+    vocab_size: int,
+    gamma: float,
+    vectorised: bool = False,
 ) -> torch.Tensor:
     """Whether each target is green under its seed; one permutation per unique seed.
 
     Ids outside the vocabulary (e.g. padding rows of a model's output layer) are never green.
+    ``vectorised`` draws the same lists for all seeds at once on the seeds' device
+    (randperm.py): the fast way on a GPU, where one ``randperm`` per seed would cross to the CPU.
     """
+    if vectorised:
+        return _is_green_vectorised(seeds, targets, vocab_size, gamma)
     shape = seeds.shape
     seeds, targets = seeds.reshape(-1).cpu(), targets.reshape(-1).cpu().long()
     out = torch.zeros(seeds.numel(), dtype=torch.bool)
@@ -237,6 +248,30 @@ def is_green(
         out[rows] = green_mask(seed, vocab_size, gamma)[safe_targets[rows]]
         start = stop
     return (out & in_vocab).reshape(shape)
+
+
+def _is_green_vectorised(
+    seeds: torch.Tensor, targets: torch.Tensor, vocab_size: int, gamma: float
+) -> torch.Tensor:
+    targets = targets.to(seeds.device).long()
+    unique, inverse = torch.unique(seeds.reshape(-1), return_inverse=True)
+    green = randperm_prefix(unique, vocab_size, greenlist_size(vocab_size, gamma))
+    hits = (green[inverse] == targets.reshape(-1, 1)).any(dim=-1)
+    return hits.reshape(seeds.shape)  # an id outside the vocabulary is in no list
+
+
+def green_masks(
+    seeds: torch.Tensor, vocab_size: int, gamma: float, vectorised: bool = False
+) -> torch.Tensor:
+    """(..., vocab_size) green masks of int64 ``seeds``: each unique seed's drawn once, on the
+    CPU (cached) or, ``vectorised``, all at once on the seeds' device."""
+    unique, inverse = torch.unique(seeds.reshape(-1), return_inverse=True)
+    if vectorised:
+        masks = vectorised_masks(unique, vocab_size, greenlist_size(vocab_size, gamma))
+    else:
+        masks = torch.stack([green_mask(seed, vocab_size, gamma) for seed in unique.tolist()])
+        masks = masks.to(seeds.device)
+    return masks[inverse.to(masks.device)].reshape(*seeds.shape, vocab_size)
 
 
 def ngrams(ids: torch.Tensor, sch: SeedingScheme) -> torch.Tensor:

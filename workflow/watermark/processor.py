@@ -2,7 +2,8 @@
 
 Equivalent to the reference ``WatermarkLogitsProcessor`` but batched: seeds of all rows (and of
 all candidates, for self-salted schemes) are computed with tensor ops and each unique seed's
-green mask is drawn once, on the CPU, whatever the device of the scores.
+green list is drawn once - torch's CPU permutation, one seed at a time on the CPU, or all
+seeds at once on the scores' GPU (randperm.py: the same lists, no CPU round trip per seed).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from workflow.watermark import greenlist
 from workflow.watermark.greenlist import (
     DEFAULT_KEY,
     SeedingScheme,
-    green_mask,
+    green_masks,
     is_green,
     prf_seeds,
 )
@@ -23,6 +24,9 @@ from workflow.watermark.greenlist import (
 #: Its loop breaks after index 40, i.e. it checks 41; transformers' port checks 40. Only the
 #: strength of the bias depends on this, never what a detector sees as green.
 SELF_SALT_CANDIDATES = 40
+#: Where green lists are drawn: ``auto`` - all at once on the scores' device when that is a
+#: GPU, else one seed at a time on the CPU (faster there: tests/benchmarks/greenlist_benchmark.py).
+DRAWS = ("auto", "cpu", "vectorised")
 
 
 class WatermarkLogitsProcessor(LogitsProcessor):
@@ -40,10 +44,14 @@ class WatermarkLogitsProcessor(LogitsProcessor):
         scheme: str | SeedingScheme,
         key: int = DEFAULT_KEY,
         self_salt_candidates: int = SELF_SALT_CANDIDATES,
+        draw: str = "auto",
     ) -> None:
         greenlist.check_gamma(gamma)
         if self_salt_candidates < 1:
             raise ValueError("self_salt_candidates must be at least 1")
+        if draw not in DRAWS:
+            raise ValueError(f"draw must be one of {', '.join(DRAWS)}, got {draw!r}")
+        self.draw = draw
         self.vocab_size = vocab_size
         self.gamma = gamma
         self.delta = delta
@@ -59,30 +67,36 @@ class WatermarkLogitsProcessor(LogitsProcessor):
         if input_ids.shape[-1] < self.scheme.lookback:
             return scores  # not enough context to seed; the reference would raise
         context = input_ids[:, input_ids.shape[-1] - self.scheme.lookback :].cpu()
+        vectorised = self.draw == "vectorised" or (
+            self.draw == "auto" and scores.device.type != "cpu"
+        )
         if self.scheme.self_salt:
-            green = self._self_salted_green(context, scores)
+            green = self._self_salted_green(context, scores, vectorised)
         else:
-            green = self._green(context, scores.shape[-1])
-        return scores + self.delta * green.to(device=scores.device, dtype=scores.dtype)
+            green = self._green(context, scores, vectorised)
+        return scores + self.delta * green.to(dtype=scores.dtype)
 
-    def _green(self, context: torch.Tensor, width: int) -> torch.Tensor:
+    def _green(self, context: torch.Tensor, scores: torch.Tensor, vectorised: bool) -> torch.Tensor:
         """Green masks of each row's seed, padded to the width of the scores."""
-        seeds = prf_seeds(context, self.scheme, self.key).tolist()
-        masks = {seed: green_mask(seed, self.vocab_size, self.gamma) for seed in set(seeds)}
-        green = torch.zeros((len(seeds), width), dtype=torch.bool)
-        green[:, : self.vocab_size] = torch.stack([masks[seed] for seed in seeds])
+        seeds = prf_seeds(context, self.scheme, self.key).to(scores.device)
+        green = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+        green[:, : self.vocab_size] = green_masks(seeds, self.vocab_size, self.gamma, vectorised)
         return green
 
-    def _self_salted_green(self, context: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def _self_salted_green(
+        self, context: torch.Tensor, scores: torch.Tensor, vectorised: bool
+    ) -> torch.Tensor:
         """Top candidates that are green under a seed that includes themselves (Algorithm 3)."""
         k = min(self.self_salt_candidates, scores.shape[-1])
         candidates = scores.topk(k, dim=-1).indices.cpu()
         rows = candidates.shape[0]
         windows = torch.cat([context[:, None, :].expand(rows, k, -1), candidates[..., None]], -1)
         seeds = prf_seeds(windows, self.scheme, self.key)
-        hits = is_green(seeds, candidates, self.vocab_size, self.gamma)
-        green = torch.zeros((rows, scores.shape[-1]), dtype=torch.bool)
-        return green.scatter_(1, candidates, hits)
+        device = scores.device if vectorised else seeds.device
+        hits = is_green(seeds.to(device), candidates.to(device), self.vocab_size, self.gamma,
+                        vectorised)  # fmt: skip
+        green = torch.zeros(scores.shape, dtype=torch.bool, device=device)
+        return green.scatter_(1, candidates.to(device), hits).to(scores.device)
 
     def __repr__(self) -> str:
         return (
