@@ -261,17 +261,22 @@ def _is_green_vectorised(
 
 
 def green_masks(
-    seeds: torch.Tensor, vocab_size: int, gamma: float, vectorised: bool = False
+    seeds: torch.Tensor,
+    vocab_size: int,
+    gamma: float,
+    vectorised: bool = False,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """(..., vocab_size) green masks of int64 ``seeds``: each unique seed's drawn once, on the
-    CPU (cached) or, ``vectorised``, all at once on the seeds' device."""
+    """(..., vocab_size) green masks of int64 ``seeds`` on ``device`` (default: the seeds'):
+    each unique seed's drawn once, on the CPU (cached) or, ``vectorised``, all at once there."""
+    device = seeds.device if device is None else torch.device(device)
     unique, inverse = torch.unique(seeds.reshape(-1), return_inverse=True)
     if vectorised:
-        masks = vectorised_masks(unique, vocab_size, greenlist_size(vocab_size, gamma))
+        masks = vectorised_masks(unique.to(device), vocab_size, greenlist_size(vocab_size, gamma))
     else:
         masks = torch.stack([green_mask(seed, vocab_size, gamma) for seed in unique.tolist()])
-        masks = masks.to(seeds.device)
-    return masks[inverse.to(masks.device)].reshape(*seeds.shape, vocab_size)
+        masks = masks.to(device)
+    return masks[inverse.to(device)].reshape(*seeds.shape, vocab_size)
 
 
 def ngrams(ids: torch.Tensor, sch: SeedingScheme) -> torch.Tensor:

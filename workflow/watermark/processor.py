@@ -78,9 +78,11 @@ class WatermarkLogitsProcessor(LogitsProcessor):
 
     def _green(self, context: torch.Tensor, scores: torch.Tensor, vectorised: bool) -> torch.Tensor:
         """Green masks of each row's seed, padded to the width of the scores."""
-        seeds = prf_seeds(context, self.scheme, self.key).to(scores.device)
+        seeds = prf_seeds(context, self.scheme, self.key)  # on the CPU, as the hash table
         green = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-        green[:, : self.vocab_size] = green_masks(seeds, self.vocab_size, self.gamma, vectorised)
+        green[:, : self.vocab_size] = green_masks(
+            seeds, self.vocab_size, self.gamma, vectorised, device=scores.device
+        )
         return green
 
     def _self_salted_green(
@@ -88,15 +90,16 @@ class WatermarkLogitsProcessor(LogitsProcessor):
     ) -> torch.Tensor:
         """Top candidates that are green under a seed that includes themselves (Algorithm 3)."""
         k = min(self.self_salt_candidates, scores.shape[-1])
-        candidates = scores.topk(k, dim=-1).indices.cpu()
+        top = scores.topk(k, dim=-1).indices
+        candidates = top.cpu()  # the seeds' hash table lives on the CPU
         rows = candidates.shape[0]
         windows = torch.cat([context[:, None, :].expand(rows, k, -1), candidates[..., None]], -1)
         seeds = prf_seeds(windows, self.scheme, self.key)
-        device = scores.device if vectorised else seeds.device
-        hits = is_green(seeds.to(device), candidates.to(device), self.vocab_size, self.gamma,
-                        vectorised)  # fmt: skip
-        green = torch.zeros(scores.shape, dtype=torch.bool, device=device)
-        return green.scatter_(1, candidates.to(device), hits).to(scores.device)
+        # the lists on the scores' device (the candidates are already there), or on the CPU
+        index = top if vectorised else candidates
+        hits = is_green(seeds.to(index.device), index, self.vocab_size, self.gamma, vectorised)
+        green = torch.zeros(scores.shape, dtype=torch.bool, device=index.device)
+        return green.scatter_(1, index, hits).to(scores.device)
 
     def __repr__(self) -> str:
         return (
