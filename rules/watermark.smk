@@ -143,6 +143,10 @@ rule watermark_attack:
 
 
 PARAPHRASER = WM["paraphrase"]["model"]
+# what the attack stages write: detect scores them, evaluate reads their texts
+WM_ATTACKED = [f"{WM_RUN}/attacked.jsonl"] + (
+    [f"{WM_RUN}/paraphrased.jsonl"] if PARAPHRASER else []
+)
 
 
 rule watermark_paraphrase:
@@ -174,8 +178,7 @@ rule watermark_paraphrase:
 rule watermark_detect:
     input:
         generations=f"{WM_RUN}/generations.jsonl",
-        attacked=[f"{WM_RUN}/attacked.jsonl"]
-        + ([f"{WM_RUN}/paraphrased.jsonl"] if PARAPHRASER else []),
+        attacked=WM_ATTACKED,
         model=lambda wc: model_inputs(WM, wm_model(wc)),
         variant=variant_inputs("watermark"),
     output:
@@ -202,6 +205,7 @@ rule watermark_evaluate:
     input:
         scores=f"{WM_RUN}/scores.parquet",
         generations=f"{WM_RUN}/generations.jsonl",
+        attacked=WM_ATTACKED,
         info=f"{WM_RUN}/generation.json",
         oracle=model_inputs(WM, WM["oracle"]),
     output:
@@ -221,12 +225,13 @@ rule watermark_evaluate:
     shell:
         "python scripts/watermark.py evaluate --scores {input.scores:q} "
         "--generations {input.generations:q} --info {input.info:q} {params.oracle:q} "
+        "--attacked {input.attacked:q} "
         "--settings {params.settings:q} --detect {params.detect:q} --metrics {output:q} "
         "--dataset {wildcards.dataset:q} --experiment {wildcards.experiment:q} "
         "--seed {wildcards.seed:q} > {log:q} 2>&1"
 
 
-WM_FIGURES = ("detection", "z_vs_length", "attacks")
+WM_FIGURES = ("detection", "z_vs_length", "attacks", "detectors", "quality")
 
 
 rule watermark_figures:
@@ -243,6 +248,12 @@ rule watermark_figures:
             )
             for name in WM_FIGURES
         },
+        table=report(
+            "results/watermark/{dataset}/figures/detectors.csv",
+            category="watermark",
+            subcategory="{dataset}",
+            caption="../report/watermark_detectors_table.rst",
+        ),
     log:
         "logs/watermark_figures/{dataset}.log",
     conda:

@@ -84,6 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     evaluate_stage(
         RunEvaluation.from_args("watermark", args), args.scores, args.generations,
         cli.parse_settings(args.detect, "watermark_detect", "--detect"), args.info, args.oracle,
+        args.attacked,
     )  # fmt: skip
 
 
@@ -158,23 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--info", type=Path, required=True, help="speed record (.json) to write")
     p.add_argument("--seed", type=int, default=0)
 
-    p = stage("attack", cmd_attack, "edit the watermarked completions: substitution, deletion, "
-              "insertion at each rate, copy-paste into the human text")  # fmt: skip
-    add_edit(p, "its tokenizer's vocabulary gives the random tokens", "attacked")
+    p = stage("attack", cmd_attack, "edit the watermarked completions' text: word substitution, "
+              "deletion, insertion at each rate; copy-paste of 1 or 3 watermarked spans into "
+              "the human text")  # fmt: skip
+    add_edit(p, "the generator (its tokenizer cuts the copy-paste spans)", "attacked")
     p.add_argument(
         "--attacks", default="{}", metavar="JSON", help="the config's watermark.attacks section"
     )
 
     p = stage("paraphrase", cmd_paraphrase, "the paraphrase attack: a second LM resamples a "
               "fraction epsilon of each watermarked completion's tokens in context")  # fmt: skip
-    add_edit(p, "the generator (its tokenizer re-reads the paraphrased text)", "paraphrased")
+    add_edit(p, "the generator (it checks the generations' token ids)", "paraphrased")
     p.add_argument("--paraphraser", type=Path, required=True,
                    help="Hugging Face folder of the paraphrasing LM")  # fmt: skip
     cli.add_settings(p, "watermark_paraphrase", "the config's watermark.paraphrase section")
 
-    p = stage("detect", cmd_detect, "z-scores of every text (whole, cut to shorter lengths, "
-              "attacked) and the best window's z -> a Parquet table; or, with --text, whether "
-              "one text is watermarked")  # fmt: skip
+    p = stage("detect", cmd_detect, "z-scores of every text, read as text (whole, cut to "
+              "shorter lengths, attacked), and WinMax z -> a Parquet table; or, with --text, "
+              "whether one text is watermarked")  # fmt: skip
     p.add_argument("--text", help="a text file to judge (- reads standard input): prints its "
                    "z, p-value, green fraction and verdict")  # fmt: skip
     p.add_argument("--json", action="store_true", help="with --text: one JSON object")
@@ -190,12 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         cmd_evaluate,
         "TPR at the z threshold, FPR on human and plain text, "
-        "ROC-AUC, TPR at 1%% FPR, oracle perplexity, attack curves -> metrics.json",
+        "ROC-AUC (z and WinMax), TPR at 1%% FPR, oracle perplexity, attack curves with AUC, "
+        "calibrated TPR, perplexity and similarity -> metrics.json",
     )
     p.add_argument("--scores", type=Path, required=True)
     p.add_argument("--generations", type=Path, required=True)
     p.add_argument("--info", type=Path, help="the generate stage's speed record")
     p.add_argument("--oracle", type=Path, help="Hugging Face folder of the perplexity oracle")
+    p.add_argument("--attacked", type=Path, nargs="*", default=[],
+                   help="the attack stages' .jsonl files: with --oracle, each attack rate's "
+                   "perplexity and similarity to the original")  # fmt: skip
     add_generation_settings(p)
     add_detect(p)
     p.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")

@@ -428,6 +428,32 @@ def _(bases, tmp):
     )
 
 
+def watermark_text(bases, text: Path) -> list:
+    """Text-in detection of one file, as a user runs it."""
+    from tests.watermark.test_watermark_cli import DETECT, GENERATE
+
+    return ["scripts/watermark.py", "detect", "--text", text, "--model",
+            bases.watermark["model"], "--settings", json.dumps(GENERATE),
+            "--detect", json.dumps(DETECT)]  # fmt: skip
+
+
+@case("watermark detect --text", "missing", "error")
+def _(bases, tmp):
+    return watermark_text(bases, tmp / "no_such_text.txt")
+
+
+@case("watermark detect --text", "not UTF-8", "error")
+def _(bases, tmp):
+    (tmp / "latin1.txt").write_bytes("caf\xe9 au lait, ".encode("latin-1") * 20)
+    return watermark_text(bases, tmp / "latin1.txt")
+
+
+@case("watermark detect --text", "empty", "error")
+def _(bases, tmp):
+    (tmp / "empty.txt").write_text("")
+    return watermark_text(bases, tmp / "empty.txt")
+
+
 def watermark_prompts(bases, documents: Path, tmp: Path) -> list:
     from tests.watermark.test_watermark_cli import PROMPTS
 

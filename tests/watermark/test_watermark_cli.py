@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import run_script
 from workflow.common.errors import InputError
 from workflow.watermark.corpus import c4_records, documents
+from workflow.watermark.hf import load_tokenizer
 from workflow.watermark.records import RawLine, write_records
 
 SCRIPT = "scripts/watermark.py"
@@ -20,8 +21,9 @@ STAGES = ("demo", "lm", "prompts", "generate", "attack", "paraphrase", "detect",
           "figures")  # fmt: skip
 PROMPTS = {"completion_tokens": 40, "min_prompt_tokens": 20, "max_prompt_tokens": 60, "n": 6}
 GENERATE = {"new_tokens": 40, "batch_size": 6, "gamma": 0.25, "delta": 4.0}
-ATTACKS = {"substitute": [0.2, 0.6], "delete": [], "insert": [], "copy_paste": [0.5]}
-DETECT = {"lengths": [10], "window": 10}
+ATTACKS = {"substitute": [0.2, 0.6], "delete": [], "insert": [], "copy_paste": [0.5],
+           "copy_paste_3": [0.1]}  # fmt: skip
+DETECT = {"lengths": [10]}
 PARAPHRASE = {"epsilons": [0.5], "batch_size": 4}
 
 
@@ -67,9 +69,9 @@ def chain(tiny_lm, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
          paths["paraphrased"], "--model", model, "--settings", settings,
          "--detect", json.dumps(DETECT), "--out", paths["scores"]),
         ("evaluate", "--scores", paths["scores"], "--generations", paths["generations"],
-         "--info", paths["info"], "--oracle", model, "--settings", settings,
-         "--detect", json.dumps(DETECT), "--metrics", paths["metrics"], "--dataset", "d",
-         "--experiment", "e"),
+         "--info", paths["info"], "--oracle", model, "--attacked", paths["attacked"],
+         paths["paraphrased"], "--settings", settings, "--detect", json.dumps(DETECT),
+         "--metrics", paths["metrics"], "--dataset", "d", "--experiment", "e"),
     ):  # fmt: skip
         wm(*args, check=True)
     return paths
@@ -89,19 +91,29 @@ def test_chain_writes_what_the_next_stage_reads(chain):
     assert len(generations) == 6
     assert all(len(g["marked_ids"]) == len(g["plain_ids"]) == 40 for g in generations)
     attacked = [json.loads(line) for line in chain["attacked"].read_text().splitlines()]
-    assert len(attacked) == 6 * 3  # two substitution rates and one copy-paste
+    assert len(attacked) == 6 * 4  # two substitution rates, CP-1 and CP-3
     paraphrased = [json.loads(line) for line in chain["paraphrased"].read_text().splitlines()]
     assert len(paraphrased) == 6 and {p["attack"] for p in paraphrased} == {"paraphrase"}
+    tokenizer = load_tokenizer(chain["model"])
     for p in paraphrased:  # about half the tokens changed, in the generator's tokens
         marked = next(g for g in generations if g["id"] == p["id"])["marked_ids"]
-        changed = sum(a != b for a, b in zip(p["ids"], marked, strict=False))
-        assert changed >= 10 and p["text"]
+        ids = tokenizer(p["text"], add_special_tokens=False)["input_ids"]
+        changed = sum(a != b for a, b in zip(ids, marked, strict=False))
+        assert changed >= 10 and "ids" not in p
     scores = pd.read_parquet(chain["scores"])
-    # 3 texts whole and cut to 10 tokens, 18 attacked, 6 paraphrased
-    assert len(scores) == 6 * 3 * 2 + 18 + 6
-    assert set(scores.attack) == {"none", "substitute", "copy_paste", "paraphrase"}
+    # 3 texts whole and cut to 10 tokens, 24 attacked, 6 paraphrased
+    assert len(scores) == 6 * 3 * 2 + 24 + 6
+    assert set(scores.attack) == {"none", "substitute", "copy_paste", "copy_paste_3",
+                                  "paraphrase"}  # fmt: skip
     record = json.loads(chain["metrics"].read_text())
     assert record["track"] == "watermark" and record["metrics"]["tpr"] >= 0.8
+    attacks = record["extra"]["curves"]["attacks"]
+    # every attacked text is read by the oracle: substituting 60% of the words costs meaning
+    substitute = attacks["substitute"]
+    assert substitute["0.0"]["similarity"] == 1.0
+    assert 1.0 > substitute["0.2"]["similarity"] > substitute["0.6"]["similarity"] > 0
+    assert substitute["0.6"]["ppl"] > substitute["0.0"]["ppl"] > 1
+    assert all("ppl" in p and "similarity" in p for c in attacks.values() for p in c.values())
     assert record["metrics"]["fpr_human"] == 0.0 and record["extra"]["texts"] == 6
     info = json.loads(chain["info"].read_text())
     assert info["tokens_per_s_marked"] > 0 and info["device"] == "cpu"
@@ -127,7 +139,7 @@ def test_too_short_text_is_reported_not_nan(chain, tmp_path):
     """An empty completion (a model that stopped at once) has no z: the table says why and
     evaluation counts it as not detected."""
     generations = [json.loads(line) for line in chain["generations"].read_text().splitlines()]
-    generations[0]["marked_ids"] = []
+    generations[0]["marked_ids"], generations[0]["marked"] = [], ""
     write_records(tmp_path / "g.jsonl", generations)
     write_records(tmp_path / "a.jsonl", [])
     wm("detect", "--generations", tmp_path / "g.jsonl", "--attacked", tmp_path / "a.jsonl",
@@ -209,8 +221,10 @@ def set_field(records: list[dict], line: int, key: str, value) -> list[dict]:
 DAMAGE = {
     "string ids": ("generations", lambda r: set_field(r, 3, "marked_ids", ["12", "x"]),
                    "line 3: 'marked_ids' is not a list of integer token ids (item 0 is '12')"),
-    "negative id": ("attacked", lambda r: set_field(r, 2, "ids", [*r[1]["ids"][:-1], -5]),
-                    "line 2: 'ids' holds token id -5, outside the tokenizer's vocabulary [0, "),
+    "negative id": ("generations", lambda r: set_field(r, 2, "plain_ids", [3, -5]),
+                    "line 2: 'plain_ids' holds token id -5, outside the tokenizer's vocabulary"),
+    "ids, not text": ("attacked", lambda r: set_field(r, 2, "text", [5, 6]),
+                      "line 2: 'text' is not a string"),
     "huge id": ("generations", lambda r: set_field(r, 1, "human_ids", [999999999]),
                 "line 1: 'human_ids' holds token id 999999999, outside the tokenizer's "),
     "every line twice": ("generations", lambda r: [x for x in r for _ in (0, 1)],

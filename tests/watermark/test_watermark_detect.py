@@ -14,6 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 from transformers.generation.logits_process import WatermarkLogitsProcessor as HFWatermark
 
 from tests.watermark import reference
+from tests.watermark.words import as_text, word_tokenizer
 from workflow.common.errors import InputError
 from workflow.watermark import detect, greenlist
 from workflow.watermark.detect import TooShort
@@ -302,12 +303,11 @@ def test_too_short_raises_never_nan(scheme: str) -> None:
     assert marker.z is None and marker.p_value is None and "too short" in marker.problem
     with pytest.raises(TooShort):
         detect.z_score(0, 0, 0.25)
-    with pytest.raises(TooShort):
-        detect.windowed_z(list(range(30)), VOCAB, 0.25, scheme, window=40)
+    assert detect.winmax([True], 0.25) is None  # no window shorter than the whole
 
 
 def test_unknown_scheme_names_the_known_ones() -> None:
-    message = r"unknown seeding scheme 'x' \(known: lefthash, selfhash\)"
+    message = r"unknown seeding scheme 'x' \(known: lefthash, selfhash, unigram\)"
     with pytest.raises(ValueError, match=message):
         greenlist.scheme("x")
     with pytest.raises(ValueError, match=message):
@@ -322,17 +322,27 @@ def test_unknown_scheme_names_the_known_ones() -> None:
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_windowed_z_finds_planted_span(scheme: str) -> None:
+def test_winmax_finds_planted_span(scheme: str) -> None:
     head = random_ids(200, 7)
     text = plant_green(head, 60, 0.25, scheme, seed=8) + random_ids(200, 9)
     whole = detect.score(text, VOCAB, 0.25, scheme)
-    best = detect.windowed_z(text, VOCAB, 0.25, scheme, window=60)
-    assert best.z > whole.z and best.z > 8
-    assert best.green == 60
-    assert 190 <= best.start <= 200 and best.stop == best.start + 60
-    assert best.offset == best.start - reference.SCHEMES[scheme][0]
-    full = detect.windowed_z(text, VOCAB, 0.25, scheme, window=whole.tokens)
-    assert full.z == pytest.approx(whole.z)
+    flags = detect.green_flags(text, VOCAB, 0.25, scheme)
+    best = detect.winmax(flags, 0.25)
+    # the planted run of 60 greens is found, perhaps with a few chance greens beside it
+    assert best.z > whole.z and best.z >= detect.z_score(60, 60, 0.25) - 1e-9
+    assert 60 <= best.tokens <= 80
+
+
+def test_winmax_by_brute_force() -> None:
+    """Every run of every size from 1 to n - 1, written out."""
+    rng = np.random.default_rng(4)
+    for n in (2, 3, 17, 60):
+        flags = (rng.random(n) < 0.4).tolist()
+        by_size = {k: max(detect.z_score(sum(flags[i : i + k]), k, 0.25)
+                          for i in range(n - k + 1)) for k in range(1, n)}  # fmt: skip
+        got = detect.winmax(flags, 0.25)
+        assert got.z == pytest.approx(max(by_size.values()))
+        assert by_size[got.tokens] == pytest.approx(got.z)  # a size that reaches it
 
 
 # 6. the z-score by hand ---------------------------------------------------------------------
@@ -354,13 +364,15 @@ def test_z_score_by_hand() -> None:
 
 
 def generation(i: int, n: int = 12) -> dict:
-    return {"id": f"doc{i}", "prompt_ids": random_ids(8, i), "human_ids": random_ids(n, i + 1),
-            "marked_ids": random_ids(n, i + 2), "plain_ids": random_ids(n, i + 3),
-            "prompt": "p", "human": "h", "marked": "m", "plain": "u"}  # fmt: skip
+    ids = {"prompt": random_ids(8, i), "human": random_ids(n, i + 1),
+           "marked": random_ids(n, i + 2), "plain": random_ids(n, i + 3)}  # fmt: skip
+    return {"id": f"doc{i}", **{f"{k}_ids": v for k, v in ids.items()},
+            **{k: as_text(v) for k, v in ids.items()}}  # fmt: skip
 
 
 def attacked(i: int, attack: str = "substitute", epsilon: float = 0.2) -> dict:
-    return {"id": f"doc{i}", "attack": attack, "epsilon": epsilon, "ids": random_ids(12, i)}
+    return {"id": f"doc{i}", "attack": attack, "epsilon": epsilon,
+            "text": as_text(random_ids(12, i))}  # fmt: skip
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -440,15 +452,15 @@ def test_attacked_duplicates_within_and_across_files(tmp_path: Path) -> None:
     one, two = tmp_path / "a.jsonl", tmp_path / "p.jsonl"
     ids = {"doc0", "doc1"}
     write_records(one, [attacked(0), attacked(0, epsilon=0.5), attacked(1), attacked(0)])
-    input_error(lambda: read_attacked([one], ids, VOCAB), one,
+    input_error(lambda: read_attacked([one], ids), one,
                 "line 4: a second attacked text record of id 'doc0', attack 'substitute', "
                 "epsilon 0.2 (first on line 1)")  # fmt: skip
     write_records(one, [attacked(0), attacked(1)])
     write_records(two, [attacked(0, "paraphrase"), attacked(1)])
-    input_error(lambda: read_attacked([one, two], ids, VOCAB), two,
+    input_error(lambda: read_attacked([one, two], ids), two,
                 f"line 2: a second attacked text record of id 'doc1', attack 'substitute', "
                 f"epsilon 0.2 (first on {one} line 2)")  # fmt: skip
-    assert len(read_attacked([one], ids, VOCAB)) == 2
+    assert len(read_attacked([one], ids)) == 2
 
 
 @pytest.mark.parametrize(
@@ -457,19 +469,20 @@ def test_attacked_duplicates_within_and_across_files(tmp_path: Path) -> None:
         ({"id": "doc9"}, "'id' is 'doc9', which the generations file does not hold"),
         (
             {"attack": "none"},
-            "'attack' is 'none', not one of substitute, delete, insert, copy_paste, paraphrase",
+            "'attack' is 'none', not one of substitute, delete, insert, copy_paste, "
+            "copy_paste_3, paraphrase",
         ),  # fmt: skip
         ({"epsilon": 1.5}, "'epsilon' is 1.5, not a number in [0, 1]"),
         ({"epsilon": "0.2"}, "'epsilon' is '0.2', not a number in [0, 1]"),
         ({"epsilon": None}, "'epsilon' is None, not a number in [0, 1]"),
-        ({"ids": ["12", "x"]}, "'ids' is not a list of integer token ids (item 0 is '12')"),
-        ({"ids": [-5]}, "'ids' holds token id -5, outside the tokenizer's vocabulary [0, 1000)"),
+        ({"text": [12, 5]}, "'text' is not a string"),
+        ({"text": None}, "'text' is not a string"),
     ],
 )
 def test_attacked_fields_are_checked(tmp_path: Path, change: dict, problem: str) -> None:
     path = tmp_path / "a.jsonl"
     write_records(path, [attacked(0), {**attacked(0, epsilon=0.4), **change}])
-    input_error(lambda: read_attacked([path], {"doc0"}, VOCAB), path, f"line 2: {problem}")
+    input_error(lambda: read_attacked([path], {"doc0"}), path, f"line 2: {problem}")
 
 
 @pytest.mark.parametrize(
@@ -477,11 +490,11 @@ def test_attacked_fields_are_checked(tmp_path: Path, change: dict, problem: str)
     [
         ('{"id": "doc0", "attack": "delete", "epsilon": 0', "not valid JSON (Expecting"),
         (
-            '{"id": "doc0", "attack": "delete", "epsilon": NaN, "ids": []}',
+            '{"id": "doc0", "attack": "delete", "epsilon": NaN, "text": ""}',
             "not valid JSON (NaN is not a number)",
         ),  # fmt: skip
         (
-            '{"id": "doc0", "id": "doc1", "attack": "delete", "epsilon": 0, "ids": []}',
+            '{"id": "doc0", "id": "doc1", "attack": "delete", "epsilon": 0, "text": ""}',
             "not valid JSON (key 'id' appears twice)",
         ),  # fmt: skip
         ("[" * 100_000, "not valid JSON (nested too deeply)"),
@@ -490,7 +503,7 @@ def test_attacked_fields_are_checked(tmp_path: Path, change: dict, problem: str)
 def test_truncated_or_broken_last_line(tmp_path: Path, line: str, problem: str) -> None:
     path = write_lines(tmp_path / "a.jsonl", [json.dumps(attacked(0))])
     path.write_text(path.read_text() + line)  # no newline: cut off mid-write
-    input_error(lambda: read_attacked([path], {"doc0"}, VOCAB), path, f"line 2: {problem}")
+    input_error(lambda: read_attacked([path], {"doc0"}), path, f"line 2: {problem}")
 
 
 def test_undecodable_missing_and_empty_files(tmp_path: Path) -> None:
@@ -503,17 +516,17 @@ def test_undecodable_missing_and_empty_files(tmp_path: Path) -> None:
                 "generation not found")  # fmt: skip
     path.write_text("")
     input_error(lambda: read_generations(path), path, "no generation records (empty file)")
-    assert read_attacked([path], {"doc0"}, VOCAB) == []  # no attack configured is no damage
+    assert read_attacked([path], {"doc0"}) == []  # no attack configured is no damage
 
 
-DETECT = {"lengths": [5, 5], "window": 5, "ignore_repeated_ngrams": False}
+DETECT = {"lengths": [5, 5], "ignore_repeated_ngrams": False}
 SETTINGS = {"gamma": 0.25, "scheme": "lefthash"}
 
 
 @pytest.fixture
 def scores(tmp_path: Path) -> pd.DataFrame:
     table = score_table([generation(i) for i in range(3)], [attacked(0), attacked(1, "copy_paste")],
-                        SETTINGS, DETECT, VOCAB)  # fmt: skip
+                        SETTINGS, DETECT, word_tokenizer(VOCAB))  # fmt: skip
     table.to_parquet(tmp_path / "s.parquet", index=False)
     return table
 
@@ -531,7 +544,7 @@ def test_a_length_listed_twice_scores_once(tmp_path: Path, scores: pd.DataFrame)
             "row 21: a second row of id 'doc0', text 'marked', "
             "attack 'none', epsilon 0.0, length 12 (first: row 1)",
         ),
-        (lambda t: t.drop(columns="window_z"), "not a score table (no column 'window_z')"),
+        (lambda t: t.drop(columns="winmax_z"), "not a score table (no column 'winmax_z')"),
         (lambda t: t.iloc[:0], "no rows (empty score table)"),
         (lambda t: t.assign(z=t.z > 0), "column 'z' is bool, not numeric"),
         (lambda t: t.astype({"length": float}), "column 'length' is float64, not integer"),
@@ -539,7 +552,8 @@ def test_a_length_listed_twice_scores_once(tmp_path: Path, scores: pd.DataFrame)
         (lambda t: t.assign(text="Marked"), "row 1: 'text' is 'Marked', not one of marked"),
         (lambda t: t.assign(attack="delete"), "row 1: 'attack' is 'delete', on a clean row"),
         (lambda t: t.assign(epsilon=math.nan), "row 1: 'epsilon' is nan, not a number in [0, 1]"),
-        (lambda t: t.assign(green=t.tokens + 1), "row 1: 'green' is 13, more than 'tokens'"),
+        (lambda t: t.assign(green=t.tokens + 1), "row 1: 'green' is 12, more than 'draws'"),
+        (lambda t: t.assign(draws=t.tokens - 1), "row 1: 'draws' is 10, fewer than 'tokens'"),
         (lambda t: t.assign(z=math.inf), "row 1: 'z' is inf, infinite"),
         (lambda t: t.assign(z=math.nan), "row 1: 'z' is nan, with no 'problem' given"),
         (lambda t: t[t.text != "human"], "no 'human' rows: not a whole detect output"),

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from workflow.watermark.corpus import documents
-from workflow.watermark.evaluate import HIGHER_IS_BETTER, detection_metrics, perplexities
+from workflow.watermark.evaluate import (
+    HIGHER_IS_BETTER,
+    detection_metrics,
+    perplexities,
+    read_texts,
+    similarity,
+)
 
 
 def test_detection_metrics_by_hand():
@@ -49,3 +55,24 @@ def test_perplexity_scores_the_completion_given_the_prompt(tiny_lm):
     logp = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
     nll = -logp[torch.arange(len(target)), torch.tensor(target)].mean()
     assert ppl == pytest.approx(math.exp(float(nll)), rel=1e-4)
+
+
+def test_batched_reading_equals_one_text_at_a_time_and_similarity_falls_with_edits(tiny_lm):
+    model, tokenizer, _ = tiny_lm
+    texts = documents(5, seed=22)
+    prompts = [" ".join(t.split()[:30]) for t in texts]
+    completions = [" " + " ".join(t.split()[30 : 30 + 10 * (i + 1)]) for i, t in enumerate(texts)]
+    completions[2] = ""  # nothing to read: NaN, not an error
+    alone = read_texts(model, tokenizer, prompts, completions, batch_size=1)
+    batched = read_texts(model, tokenizer, prompts, completions, batch_size=3)
+    for (p1, v1), (p2, v2) in zip(alone, batched, strict=True):
+        if v1 is None:
+            assert v2 is None and math.isnan(p1) and math.isnan(p2)
+            continue
+        assert p1 == pytest.approx(p2, rel=1e-4) and torch.allclose(v1, v2, atol=1e-4)
+    words = completions[4].split()
+    edited = [" " + " ".join(words[: len(words) - k] + ["zebra"] * k) for k in (0, 10, 30)]
+    vectors = [v for _, v in read_texts(model, tokenizer, [prompts[4]] * 3, edited)]
+    same, some, most = (similarity(vectors[0], v) for v in vectors)
+    assert same == pytest.approx(1.0) and same > some > most
+    assert math.isnan(similarity(None, vectors[0]))

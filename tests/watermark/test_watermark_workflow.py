@@ -19,7 +19,7 @@ from workflow.watermark.records import read_generations
 
 smk = e2e_runner("tests/watermark/e2e.yaml")
 VARIANT = "variants/watermark/skipgram.py"
-EXPERIMENTS = {"kgw_lefthash", "kgw_selfhash", "kgw_skipgram"}  # kgw_beam is off in the demo
+EXPERIMENTS = {"kgw_lefthash", "kgw_selfhash", "kgw_skipgram", "unigram", "synthid"}
 
 
 demo = e2e_workdir("tests/watermark/e2e.yaml")
@@ -27,14 +27,16 @@ demo = e2e_workdir("tests/watermark/e2e.yaml")
 
 @pytest.mark.slow
 def test_clean_detection_meets_the_papers_operating_point(demo):
-    """gamma 0.25, delta 2, T = 200, z = 4: TPR >= 0.95 and no human text flagged."""
+    """gamma 0.25 (Unigram: its paper's 0.5), delta 2, T = 200, z = 4: TPR >= 0.95 and no
+    human text flagged."""
     results = demo / "results/watermark/demo"
     records = {p.parent.parent.name: json.loads(p.read_text())
                for p in results.glob("*/seed0/metrics.json")}  # fmt: skip
     assert set(records) == EXPERIMENTS
     for name, record in records.items():
         m, settings = record["metrics"], record["extra"]["settings"]
-        assert (settings["gamma"], settings["delta"], settings["new_tokens"]) == (0.25, 2.0, 200)
+        gamma = 0.5 if name == "unigram" else 0.25
+        assert (settings["gamma"], settings["delta"], settings["new_tokens"]) == (gamma, 2.0, 200)
         assert m["tpr"] >= 0.95 and m["fpr_human"] == 0.0 and m["fpr_plain"] == 0.0, name
         assert m["auc"] > 0.99 and record["extra"]["texts"] == 48
         assert 1 < m["ppl_plain"] < m["ppl_human"] and m["ppl_marked"] > 1, name
@@ -57,18 +59,40 @@ def test_clean_detection_meets_the_papers_operating_point(demo):
 @pytest.mark.slow
 def test_attack_curves_fall_monotonically_with_epsilon(demo):
     for path in (demo / "results/watermark/demo").glob("*/seed0/metrics.json"):
+        experiment = path.parent.parent.name
         attacks = json.loads(path.read_text())["extra"]["curves"]["attacks"]
-        assert set(attacks) == {"substitute", "delete", "insert", "copy_paste", "paraphrase"}
+        assert set(attacks) == {"substitute", "delete", "insert", "copy_paste", "copy_paste_3",
+                                "paraphrase"}  # fmt: skip
         for name, curve in attacks.items():
             eps = [float(e) for e in curve]
             z = [point["z_mean"] for point in curve.values()]
             tpr = [point["tpr"] for point in curve.values()]
-            assert eps == sorted(eps) and len(eps) >= 3
-            if name == "copy_paste":  # more of the text watermarked: z rises
+            assert eps == sorted(eps) and len(eps) >= 2
+            if name.startswith("copy_paste"):  # more of the text watermarked: z rises
                 assert z == sorted(z), (path, name, z)
                 continue
             assert eps[0] == 0.0 and z == sorted(z, reverse=True), (path, name, z)
-            assert tpr == sorted(tpr, reverse=True) and tpr[-1] < tpr[0], (path, name, tpr)
+            assert tpr == sorted(tpr, reverse=True), (path, name, tpr)
+            if experiment == "unigram" and name in ("delete", "insert"):
+                # one green list for every position: a word removed or put in changes no other
+                # token's list (Zhao et al.'s robustness), so 70% of words edited stays found
+                assert tpr[-1] == 1.0, (path, name, tpr)
+            else:  # a context-seeded list is lost with its context
+                assert tpr[-1] < tpr[0], (path, name, tpr)
+
+
+@pytest.mark.slow
+def test_winmax_finds_short_pasted_spans_that_the_whole_text_z_misses(demo):
+    """The reliability paper's finding: a single watermarked span of 10% of T pasted into
+    human text is diluted in the whole-text z; WinMax, the best run of any length, finds it."""
+    for path in (demo / "results/watermark/demo").glob("*/seed0/metrics.json"):
+        record = json.loads(path.read_text())
+        point = record["extra"]["curves"]["attacks"]["copy_paste"]["0.1"]
+        assert point["auc_winmax"] > point["auc"] + 0.03, (path, point)
+        assert point["tpr_calibrated_winmax"] > point["tpr_calibrated"], (path, point)
+        assert record["metrics"]["auc_winmax"] > 0.99  # clean text: WinMax loses nothing
+    table = pd.read_csv(demo / "results/watermark/demo/figures/detectors.csv")
+    assert set(table.experiment) == EXPERIMENTS and table.auc_winmax.between(0, 1).all()
 
 
 @pytest.mark.slow
@@ -83,7 +107,7 @@ def test_prompts_count_planted_damage_and_report_and_figures(demo):
     rows = summary[summary.track == "watermark"]
     assert set(rows.experiment) == EXPERIMENTS
     assert set(rows.metric) >= {"tpr", "fpr_human", "auc", "tpr_at_1pct_fpr", "ppl_marked"}
-    for name in ("detection", "z_vs_length", "attacks"):
+    for name in ("detection", "z_vs_length", "attacks", "detectors", "quality"):
         assert (demo / f"results/watermark/demo/figures/{name}.png").stat().st_size > 10_000
     assert "Nothing to be done" in smk(demo, "-n", "--cores", "1").stdout
 

@@ -52,24 +52,14 @@ class Score:
         return self.green / self.tokens if self.tokens else None
 
 
-@dataclass(frozen=True)
-class WindowScore:
-    """Best window of ``tokens`` scored tokens; ``start:stop`` are its indices in ``ids``."""
-
-    z: float
-    green: int
-    tokens: int
-    start: int
-    stop: int
-    offset: int  # index of the window's first token among the scored tokens
-
-
-def z_score(green: int, total: int, gamma: float) -> float:
-    """One-proportion z-test of the green count against gamma (the paper's Eq. 2)."""
+def z_score(green: int, total: int, gamma: float, trials: int = 1) -> float:
+    """One-proportion z-test of the green count against gamma (the paper's Eq. 2); with
+    ``trials`` draws per token (SynthID's layers), of the hits of ``trials * total`` draws."""
     if total < 1:
         raise TooShort(total, 1)
     greenlist.check_gamma(gamma)
-    return (green - gamma * total) / math.sqrt(total * gamma * (1.0 - gamma))
+    draws = trials * total
+    return (green - gamma * draws) / math.sqrt(draws * gamma * (1.0 - gamma))
 
 
 def p_value(z: float) -> float:
@@ -128,56 +118,61 @@ def score_many(
     """
     if min_tokens < 1:
         raise ValueError("min_tokens must be at least 1: a z-score of no tokens is nan")
-    greenlist.check_gamma(gamma)
-    prefixes = [prefix_len] * len(texts) if isinstance(prefix_len, int) else list(prefix_len)
-    scored = _flags_many(texts, vocab_size, gamma, scheme, key, prefixes)
-    results = []
-    for rows, flags in scored:
-        if ignore_repeated_ngrams:
-            flags = flags[_first_occurrences(rows)]
-        results.append(_score_flags(flags, gamma, min_tokens))
-    return results
+    flags = scored_flags(texts, vocab_size, gamma, scheme, key=key, prefix_len=prefix_len,
+                         ignore_repeated_ngrams=ignore_repeated_ngrams)  # fmt: skip
+    return [_score_flags(f, gamma, min_tokens) for f in flags]
 
 
-def windowed_z(
-    ids: Ids,
+def scored_flags(
+    texts: Sequence[Ids],
     vocab_size: int,
     gamma: float,
     scheme: str | SeedingScheme,
-    window: int,
     *,
     key: int = DEFAULT_KEY,
-    prefix_len: int = 0,
+    prefix_len: int | Sequence[int] = 0,
     ignore_repeated_ngrams: bool = False,
-) -> WindowScore:
-    """Max z over windows of ``window`` consecutive scored tokens, for text pasted into other text.
+) -> list[torch.Tensor]:
+    """Each text's green flags, in order, of the tokens the z-test counts (with
+    ``ignore_repeated_ngrams``, each distinct n-gram's first occurrence only)."""
+    greenlist.check_gamma(gamma)
+    prefixes = [prefix_len] * len(texts) if isinstance(prefix_len, int) else list(prefix_len)
+    out = []
+    for rows, flags in _flags_many(texts, vocab_size, gamma, scheme, key, prefixes):
+        out.append(flags[_first_occurrences(rows)] if ignore_repeated_ngrams else flags)
+    return out
 
-    As in the reference's windowed detector, repeated n-grams are dropped before windowing, and
-    the max over windows is not a calibrated z: threshold it on unwatermarked text.
-    """
-    if window < 1:
-        raise ValueError("window must be at least 1")
-    ids_t = _as_ids(ids)
-    sch = greenlist.scheme(scheme)
-    positions = _positions(ids_t, sch, prefix_len)
-    rows, flags = _flags_many([ids_t], vocab_size, gamma, sch, key, [prefix_len])[0]
-    if ignore_repeated_ngrams:
-        keep = _first_occurrences(rows)
-        positions, flags = positions[keep], flags[keep]
-    if flags.numel() < window:
-        raise TooShort(int(flags.numel()), window)
-    totals = torch.cat([torch.zeros(1, dtype=torch.long), flags.long().cumsum(0)])
-    greens = totals[window:] - totals[:-window]
-    best = int(torch.argmax(greens))  # first of the best windows
-    green = int(greens[best])
-    return WindowScore(
-        z=z_score(green, window, gamma),
-        green=green,
-        tokens=window,
-        start=int(positions[best]),
-        stop=int(positions[best + window - 1]) + 1,
-        offset=best,
-    )
+
+@dataclass(frozen=True)
+class WinMax:
+    """The best window over every window size: its z and size (``tokens``)."""
+
+    z: float
+    tokens: int
+
+
+def winmax(flags: Sequence[int] | torch.Tensor, gamma: float, trials: int = 1) -> WinMax | None:
+    """WinMax (Kirchenbauer et al. 2023b): the largest z of any run of consecutive scored
+    tokens, over every size from 1 to one less than the whole (the reference's
+    ``window_size="max"``, stride 1), on the flags left after ``ignore_repeated_ngrams``.
+    Not a calibrated z - the max over many overlapping tests is large on any text - so its
+    threshold comes from unwatermarked text (evaluate.py). None below two scored tokens.
+    ``flags`` may count hits of ``trials`` draws per token (SynthID's g-values)."""
+    greenlist.check_gamma(gamma)
+    hits = torch.as_tensor(flags, dtype=torch.float64).reshape(-1)
+    n = hits.numel()
+    if n < 2:
+        return None
+    totals = torch.cat([torch.zeros(1, dtype=torch.float64), hits.cumsum(0)])
+    sizes = torch.arange(n + 1, dtype=torch.float64)
+    green = totals[None, :] - totals[:, None]  # green[i, j]: tokens i .. j - 1
+    size = sizes[None, :] - sizes[:, None]
+    valid = (size >= 1) & (size <= n - 1)
+    draws = size.clamp(min=1) * trials
+    z = (green - gamma * draws) / torch.sqrt(draws * gamma * (1.0 - gamma))
+    z = torch.where(valid, z, torch.tensor(-math.inf, dtype=torch.float64))
+    best = int(torch.argmax(z))
+    return WinMax(z=float(z.reshape(-1)[best]), tokens=int(size.reshape(-1)[best]))
 
 
 def _score_flags(flags: torch.Tensor, gamma: float, min_tokens: int) -> Score:
@@ -200,12 +195,6 @@ def _first_scored(sch: SeedingScheme, prefix_len: int) -> int:
     if prefix_len < 0:
         raise ValueError("prefix_len must be >= 0")
     return max(prefix_len, sch.lookback)
-
-
-def _positions(ids: torch.Tensor, sch: SeedingScheme, prefix_len: int) -> torch.Tensor:
-    """Token indices of the scored positions."""
-    first = _first_scored(sch, prefix_len)
-    return torch.arange(first, max(ids.numel(), first))
 
 
 def _scored_rows(ids: torch.Tensor, sch: SeedingScheme, prefix_len: int) -> torch.Tensor:

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
-from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from workflow.watermark.greenlist import DEFAULT_KEY
 from workflow.watermark.hf import vocabulary_size
 from workflow.watermark.processor import WatermarkLogitsProcessor
 from workflow.watermark.prompts import Prompt
+from workflow.watermark.schemes import KGW, scheme_of
 
 log = logging.getLogger("lsai.watermark")
 
@@ -37,13 +37,8 @@ class Completion:
 
 
 def processor(settings: Mapping[str, Any], vocab_size: int) -> WatermarkLogitsProcessor:
-    return WatermarkLogitsProcessor(
-        vocab_size=vocab_size,
-        gamma=float(settings["gamma"]),
-        delta=float(settings["delta"]),
-        scheme=settings["scheme"],
-        key=int(settings.get("key", DEFAULT_KEY)),
-    )
+    """A KGW scheme's logits processor (green lists, delta)."""
+    return KGW(settings, vocab_size).processor()
 
 
 def generation_kwargs(settings: Mapping[str, Any], pad_id: int) -> dict[str, Any]:
@@ -96,8 +91,8 @@ def complete(
     if padded := beyond_tokenizer(model, tokenizer):
         kwargs["suppress_tokens"] = padded
     if watermark:
-        kwargs["logits_processor"] = LogitsProcessorList(
-            [processor(settings, vocabulary_size(tokenizer))]
+        kwargs |= scheme_of(settings, vocabulary_size(tokenizer)).generate_kwargs(
+            vocabulary_size(tokenizer)
         )
     device = next(model.parameters()).device
     batch = int(settings["batch_size"])

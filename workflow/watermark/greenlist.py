@@ -126,9 +126,25 @@ class SelfHash(SeedingScheme):
         return (key * hashed * hashed[..., -1:]).amin(dim=-1)
 
 
+class Unigram(SeedingScheme):
+    """Zhao et al. 2023 (Unigram-Watermark): one green list for every position, seeded by the
+    key alone - no context to lose to an edit, so the most robust to rewrites, and the easiest
+    to learn from outputs. Their code shuffles a numpy mask seeded by a hash of the key; here
+    the list is torch's permutation of the key as the other schemes draw theirs, so only the
+    list differs, not its statistics. Their detector counts each distinct token once: set
+    ``detect.ignore_repeated_ngrams`` (n-grams of one token here) to do the same."""
+
+    context_width = 0
+    self_salt = False
+
+    def seeds(self, windows: torch.Tensor, key: int) -> torch.Tensor:
+        return torch.full(windows.shape[:-1], key, dtype=torch.long)
+
+
 SCHEMES: dict[str, SeedingScheme] = {
     "lefthash": LeftHash("lefthash"),
     "selfhash": SelfHash("selfhash"),
+    "unigram": Unigram("unigram"),
 }
 
 

@@ -6,7 +6,7 @@ with its own tokenizer) does the filling: the watermarked completion is decoded 
 tokenised by the paraphraser, a nested fraction epsilon of its tokens (one random order per
 text) is replaced by samples from the paraphraser's next-token distribution given the text
 before each one (the original token excluded, so each edit is a change), and the result is
-decoded and tokenised back by the generator for detection. One forward pass per text and
+decoded: the detector reads that text as it reads every other. One forward pass per text and
 epsilon, batched: cheap enough for the demo, and on a GPU for an OPT-sized paraphraser.
 
 This is not an instruction-following rewrite (a chat model asked to paraphrase): the demo has
@@ -29,7 +29,6 @@ def paraphrase_records(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     generations: Sequence[Mapping[str, Any]],
-    generator_tokenizer: PreTrainedTokenizerBase,
     epsilons: Sequence[float],
     settings: Mapping[str, Any],
     seed: int,
@@ -58,10 +57,7 @@ def paraphrase_records(
                       generator, device)  # fmt: skip
         for (doc_id, epsilon, *_), ids in zip(chunk, texts, strict=True):
             text = tokenizer.decode(ids, skip_special_tokens=True)
-            out.append({
-                "id": doc_id, "attack": "paraphrase", "epsilon": epsilon,
-                "ids": generator_tokenizer.encode(text, add_special_tokens=False), "text": text,
-            })  # fmt: skip
+            out.append({"id": doc_id, "attack": "paraphrase", "epsilon": epsilon, "text": text})
     return out
 
 

@@ -1,12 +1,12 @@
 """The watermark figures of one dataset, every experiment side by side (first seed of each).
 
 Detection (z histograms and ROC: are watermarked and other texts apart?), power (z vs the
-number of scored tokens T) and robustness (TPR and mean z vs attack rate).
+number of scored tokens T), robustness (TPR and mean z vs attack rate) and the detectors
+under attack (AUC of the z-test and of WinMax vs attack rate, and its table).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,11 +70,21 @@ def length_figure(curves: Mapping[str, Mapping[str, Any]], threshold: float, pat
     save_figure(fig, path)
 
 
-def attack_figure(curves: Mapping[str, Mapping[str, Any]], threshold: float, path: Path) -> None:
-    """Per attack, TPR at the threshold (solid) and mean z (dashed, right axis) vs epsilon."""
+def _panels(curves: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], Any, np.ndarray]:
+    """The attacks of all runs, and one axis per attack."""
     attacks = sorted({a for c in curves.values() for a in c["attacks"]})
     fig, axes = plt.subplots(1, max(len(attacks), 1), figsize=(3.4 * max(len(attacks), 1), 3.2))
-    for ax, attack in zip(np.atleast_1d(axes), attacks, strict=False):
+    return attacks, fig, np.atleast_1d(axes)
+
+
+def _rate_label(attack: str) -> str:
+    return "pasted fraction per span" if attack.startswith("copy_paste") else "edit rate epsilon"
+
+
+def attack_figure(curves: Mapping[str, Mapping[str, Any]], threshold: float, path: Path) -> None:
+    """Per attack, TPR at the threshold (solid) and mean z (dashed, right axis) vs epsilon."""
+    attacks, fig, axes = _panels(curves)
+    for ax, attack in zip(axes, attacks, strict=False):
         zax = ax.twinx()
         for i, (name, curve) in enumerate(curves.items()):
             points = curve["attacks"].get(attack, {})
@@ -82,16 +92,75 @@ def attack_figure(curves: Mapping[str, Mapping[str, Any]], threshold: float, pat
             colour = f"C{i}"
             ax.plot(eps, [p["tpr"] for p in points.values()], marker="o", color=colour, label=name)
             zax.plot(eps, [p["z_mean"] for p in points.values()], ls="--", color=colour)
-            if any("window_tpr" in p for p in points.values()):
-                ax.plot(eps, [p.get("window_tpr", math.nan) for p in points.values()], marker="s",
-                        ls=":", color=colour, label=f"{name} (windowed z)")  # fmt: skip
         zax.axhline(threshold, color="k", lw=0.8, ls=":")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("pasted fraction" if attack == "copy_paste" else "edit rate epsilon")
+        ax.set_xlabel(_rate_label(attack))
         ax.set_title(attack, fontsize=9)
         zax.set_ylabel("mean z (dashed)", fontsize=8)
-    np.atleast_1d(axes)[0].set_ylabel(f"TPR at z = {threshold:g}")
-    np.atleast_1d(axes)[0].legend(fontsize=7)
+    axes[0].set_ylabel(f"TPR at z = {threshold:g}")
+    axes[0].legend(fontsize=7)
     fig.suptitle("Robustness: detection after attacks")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def detector_figure(curves: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """Per attack, ROC-AUC against human text of the z-test (solid) and WinMax (dashed)."""
+    attacks, fig, axes = _panels(curves)
+    for ax, attack in zip(axes, attacks, strict=False):
+        for i, (name, curve) in enumerate(curves.items()):
+            points = curve["attacks"].get(attack, {})
+            eps = [float(e) for e in points]
+            ax.plot(eps, [p["auc"] for p in points.values()], marker="o", color=f"C{i}",
+                    label=f"{name} z")  # fmt: skip
+            ax.plot(eps, [p["auc_winmax"] for p in points.values()], marker="s", ls="--",
+                    color=f"C{i}", label=f"{name} WinMax")  # fmt: skip
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_ylim(0.4, 1.02)
+        ax.set_xlabel(_rate_label(attack))
+        ax.set_title(attack, fontsize=9)
+    axes[0].set_ylabel("ROC-AUC vs human text")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Detectors under attack: z-test (solid) and WinMax (dashed)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def quality_figure(curves: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """Per attack, what it costs the text: the oracle's similarity to the original (solid) and
+    perplexity (dashed, right axis) vs epsilon - quality against detectability, beside
+    attacks.png."""
+    attacks, fig, axes = _panels(curves)
+    for ax, attack in zip(axes, attacks, strict=False):
+        pax = ax.twinx()
+        for i, (name, curve) in enumerate(curves.items()):
+            points = curve["attacks"].get(attack, {})
+            eps = [float(e) for e in points]
+            ax.plot(eps, [p.get("similarity", np.nan) for p in points.values()], marker="o",
+                    color=f"C{i}", label=name)  # fmt: skip
+            pax.plot(eps, [p.get("ppl", np.nan) for p in points.values()], ls="--",
+                     color=f"C{i}")  # fmt: skip
+        ax.set_xlabel(_rate_label(attack))
+        ax.set_title(attack, fontsize=9)
+        pax.set_ylabel("oracle perplexity (dashed)", fontsize=8)
+    axes[0].set_ylabel("similarity to the original")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("What an attack costs the text: similarity and perplexity under the oracle")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def detector_table(curves: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The AUC table: a row per run, attack and rate; AUC and calibrated TPR of both
+    detectors, and the attacked texts' perplexity and similarity (NaN without an oracle)."""
+    rows = [
+        {"experiment": name, "attack": attack, "epsilon": float(eps), "tpr": p["tpr"],
+         "auc_z": p["auc"], "auc_winmax": p["auc_winmax"],
+         "tpr_calibrated_z": p["tpr_calibrated"],
+         "tpr_calibrated_winmax": p["tpr_calibrated_winmax"],
+         "ppl": p.get("ppl", np.nan), "similarity": p.get("similarity", np.nan)}
+        for name, curve in curves.items()
+        for attack, points in sorted(curve["attacks"].items())
+        for eps, p in points.items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows).round(4)

@@ -220,12 +220,13 @@ def read_generations(path: str | PathLike[str], vocab: int | None = None) -> lis
 
 
 def read_attacked(
-    paths: Sequence[str | PathLike[str]], generation_ids: Collection[str], vocab: int
+    paths: Sequence[str | PathLike[str]], generation_ids: Collection[str]
 ) -> list[dict[str, Any]]:
-    """The attack and paraphrase stages' records, one per (id, attack, epsilon) over all
-    ``paths``, each of a prompt in the generations (an empty file is no attack at all)."""
+    """The attack and paraphrase stages' records - the attacked text - one per (id, attack,
+    epsilon) over all ``paths``, each of a prompt in the generations (an empty file is no
+    attack at all)."""
     fields = {"id": known(generation_ids, "the generations file"),
-              "attack": one_of(ATTACK_NAMES), "epsilon": rate, "ids": token_ids(vocab)}  # fmt: skip
+              "attack": one_of(ATTACK_NAMES), "epsilon": rate, "text": string}  # fmt: skip
     seen: Seen = {}
     return [
         record

@@ -1,10 +1,21 @@
 """A run's detection table: every text the detector sees, with its z-score, in one DataFrame.
 
+Every text is scored as a reader would receive it: its string, normalised and tokenised by
+the generator's tokenizer (textdetect.py), never the token ids it was generated as - 25 of the
+demo's 48 watermarked completions do not survive decode -> encode unchanged. As the
+reference's detector, the completion is scored alone: its first ``lookback`` tokens are only
+context.
+
+``tokens`` are the scored tokens, ``draws`` their green/red draws (one per token; SynthID's
+``depth`` g-values per token), ``green`` the hits among them (schemes.py).
+
 Rows (``text`` column): the watermarked (``marked``), unwatermarked (``plain``) and human
-completions of every prompt, each scored whole and cut to the first ``lengths`` tokens (z vs
-T), and every ``attacked`` version of the watermarked ones. The prompt is context for the
-first green lists but never scored. Texts too short to score keep z = NaN with the reason in
-``problem`` (evaluation counts them as not detected), never a z of nan from 0 / 0.
+completions of every prompt, each scored whole and cut to the text of its first ``lengths``
+generated tokens (z vs T; ``length`` counts generated tokens, ``tokens`` the scored ones),
+and every ``attacked`` version of the watermarked ones (``length``: its tokens as read).
+Whole and attacked texts also get their WinMax z (detect.winmax: the best run of tokens, for
+watermarked text pasted into other text). Texts too short to score keep z = NaN with the
+reason in ``problem`` (evaluation counts them as not detected), never a z of nan from 0 / 0.
 """
 
 from __future__ import annotations
@@ -15,15 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from transformers import PreTrainedTokenizerBase
 
 from workflow.common.errors import InputError, first_line
-from workflow.watermark.detect import TooShort, score_many, windowed_z
-from workflow.watermark.greenlist import DEFAULT_KEY
+from workflow.watermark.detect import TooShort, winmax, z_score
+from workflow.watermark.hf import vocabulary_size
 from workflow.watermark.records import show
+from workflow.watermark.schemes import scheme_of
+from workflow.watermark.textdetect import text_ids
 
 TEXTS = ("marked", "plain", "human")
-COLUMNS = ("id", "text", "attack", "epsilon", "length", "tokens", "green", "z", "window_z",
-           "problem")  # fmt: skip
+COLUMNS = ("id", "text", "attack", "epsilon", "length", "tokens", "draws", "green", "z",
+           "winmax_z", "winmax_tokens", "problem")  # fmt: skip
 
 
 def score_table(
@@ -31,58 +45,45 @@ def score_table(
     attacked: Sequence[Mapping[str, Any]],
     settings: Mapping[str, Any],
     detect: Mapping[str, Any],
-    vocab_size: int,
+    tokenizer: PreTrainedTokenizerBase,
 ) -> pd.DataFrame:
-    """``settings``: the run's gamma, scheme, key; ``detect``: ignore_repeated_ngrams, window,
-    lengths (schema $defs/watermark_detect)."""
-    prompts = {g["id"]: g["prompt_ids"] for g in generations}
-    # (row so far, completion ids, whether its best window is scored too)
+    """``settings``: the run's gamma, scheme, key; ``detect``: ignore_repeated_ngrams,
+    normalizers, lengths (schema $defs/watermark_detect); ``tokenizer``: the generator's."""
+    normalizers = list(detect.get("normalizers") or [])
+    # (row so far, the ids the detector reads, whether WinMax is scored too)
     jobs: list[tuple[dict[str, Any], list[int], bool]] = []
     for g in generations:
         for text in TEXTS:
-            ids = g[f"{text}_ids"]
-            cuts = [n for n in detect["lengths"] if n < len(ids)]
-            for length in dict.fromkeys([len(ids), *cuts]):  # a length listed twice: one row
+            written = g[f"{text}_ids"]  # as generated: a cut is the text generation gave by then
+            cuts = [n for n in detect["lengths"] if n < len(written)]
+            for length in dict.fromkeys([len(written), *cuts]):  # a length twice: one row
+                whole = length == len(written)
+                read = (
+                    g[text]
+                    if whole
+                    else tokenizer.decode(written[:length], skip_special_tokens=True)
+                )
                 row = {"id": g["id"], "text": text, "attack": "none", "epsilon": 0.0,
                        "length": int(length)}  # fmt: skip
-                jobs.append((row, ids[:length], length == len(ids)))
+                jobs.append((row, text_ids(read, tokenizer, normalizers), whole))
     for a in attacked:
+        ids = text_ids(a["text"], tokenizer, normalizers)
         row = {"id": a["id"], "text": "attacked", "attack": a["attack"],
-               "epsilon": float(a["epsilon"]), "length": len(a["ids"])}  # fmt: skip
-        jobs.append((row, a["ids"], a["attack"] == "copy_paste"))
-    gamma, key = float(settings["gamma"]), int(settings.get("key", DEFAULT_KEY))
-    texts = [prompts[row["id"]] + list(ids) for row, ids, _ in jobs]
-    scores = score_many(
-        texts, vocab_size, gamma, settings["scheme"], key=key,
-        prefix_len=[len(prompts[row["id"]]) for row, _, _ in jobs],
-        ignore_repeated_ngrams=bool(detect["ignore_repeated_ngrams"]),
-    )  # fmt: skip
+               "epsilon": float(a["epsilon"]), "length": len(ids)}  # fmt: skip
+        jobs.append((row, ids, True))
+    scheme = scheme_of(settings, vocabulary_size(tokenizer))
+    p, trials = scheme.null_p, scheme.trials
+    flags = scheme.hits([ids for _, ids, _ in jobs], bool(detect["ignore_repeated_ngrams"]))
     rows = []
-    for (row, _, windowed), text, s in zip(jobs, texts, scores, strict=True):
-        window = (_window_z(text, prompts[row["id"]], settings, detect, vocab_size)
-                  if windowed else math.nan)  # fmt: skip
-        rows.append({**row, "tokens": s.tokens, "green": s.green,
-                     "z": math.nan if s.z is None else s.z, "window_z": window,
-                     "problem": s.problem or ""})  # fmt: skip
+    for (row, _, windowed), hits in zip(jobs, flags, strict=True):
+        tokens, green = int(hits.numel()), int(hits.sum())
+        z = z_score(green, tokens, p, trials) if tokens else math.nan
+        problem = "" if tokens else str(TooShort(tokens, 1))
+        best = winmax(hits, p, trials) if windowed else None
+        rows.append({**row, "tokens": tokens, "draws": tokens * trials, "green": green, "z": z,
+                     "winmax_z": best.z if best else math.nan,
+                     "winmax_tokens": best.tokens if best else 0, "problem": problem})  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))
-
-
-def _window_z(
-    ids: list[int],
-    prompt: list[int],
-    settings: Mapping[str, Any],
-    detect: Mapping[str, Any],
-    vocab_size: int,
-) -> float:
-    """Best window's z (copy-paste detection), NaN when the text is shorter than a window."""
-    try:
-        return windowed_z(
-            ids, vocab_size, float(settings["gamma"]), settings["scheme"], int(detect["window"]),
-            key=int(settings.get("key", DEFAULT_KEY)), prefix_len=len(prompt),
-            ignore_repeated_ngrams=bool(detect["ignore_repeated_ngrams"]),
-        ).z  # fmt: skip
-    except TooShort:
-        return math.nan
 
 
 def whole_texts(table: pd.DataFrame) -> pd.DataFrame:
@@ -93,8 +94,8 @@ def whole_texts(table: pd.DataFrame) -> pd.DataFrame:
 
 #: The score table's columns by kind: what evaluate and figures read, as detect writes them.
 STRINGS = ("id", "text", "attack", "problem")
-COUNTS = ("length", "tokens", "green")
-REALS = ("epsilon", "z", "window_z")
+COUNTS = ("length", "tokens", "draws", "green", "winmax_tokens")
+REALS = ("epsilon", "z", "winmax_z")
 #: What tells two rows apart: a text, scored whole or cut, clean or attacked at one rate.
 ROW_KEY = ("id", "text", "attack", "epsilon", "length")
 
@@ -140,8 +141,9 @@ def _check_values(path: str | Path, table: pd.DataFrame) -> None:
     _fail_at(path, table, ~table.epsilon.between(0.0, 1.0), "not a number in [0, 1]", "epsilon")
     for column in COUNTS:
         _fail_at(path, table, table[column] < 0, "negative", column)
-    _fail_at(path, table, table.green > table.tokens, "more than 'tokens'", "green")
-    for column in ("z", "window_z"):
+    _fail_at(path, table, table.draws < table.tokens, "fewer than 'tokens'", "draws")
+    _fail_at(path, table, table.green > table.draws, "more than 'draws'", "green")
+    for column in ("z", "winmax_z"):
         _fail_at(path, table, table[column].abs() == math.inf, "infinite", column)
     _fail_at(path, table, table.z.isna() & (table.problem == ""), "with no 'problem' given", "z")
     for text in TEXTS:

@@ -122,14 +122,18 @@ def generate_stage(
 def attack_stage(
     generations_path: Path, model: Path, attacks: Mapping[str, Any], out: Path, seed: int = 0
 ) -> None:
-    """Every attack with a rate (substitution, deletion, insertion, copy-paste) on every
-    watermarked completion; random tokens come from ``model``'s vocabulary."""
+    """Every attack with a rate (word substitution, deletion, insertion; copy-paste of one or
+    three spans) on the text of every watermarked completion; ``model``'s tokenizer cuts the
+    copy-paste spans."""
     from workflow.watermark.attacks import attack_records
 
-    vocab = vocabulary_size(load_tokenizer(model))
-    generations = read_generations(generations_path, vocab)
+    tokenizer = load_tokenizer(model)
+    generations = read_generations(generations_path, vocabulary_size(tokenizer))
     chosen = {name: eps for name, eps in attacks.items() if eps}
-    records = attack_records(generations, chosen, vocab, seed)
+    try:
+        records = attack_records(generations, chosen, tokenizer, seed)
+    except ValueError as err:  # a copy-paste span too long for the completions
+        raise InputError("--attacks", str(err)) from None
     write_records(out, records)
     log.info("attacks %s on %d texts -> %d attacked texts in %s",
              ", ".join(chosen), len(generations), len(records), out)  # fmt: skip
@@ -144,17 +148,16 @@ def paraphrase_stage(
     seed: int = 0,
 ) -> None:
     """The paraphrase attack: ``paraphraser`` resamples a fraction epsilon of each watermarked
-    completion's tokens in context; ``model``'s tokenizer re-reads the result."""
+    completion's tokens in context (``model``, the generator, only checks the records)."""
     from workflow.watermark.paraphrase import paraphrase_records
 
-    generations = read_generations(generations_path)
+    generations = read_generations(generations_path, vocabulary_size(load_tokenizer(model)))
     lm, tokenizer = load_lm(paraphraser)
     device = _device()
     started = time.monotonic()
     records = paraphrase_records(
-        lm.to(device), tokenizer, generations, load_tokenizer(model), settings["epsilons"],
-        settings, seed,
-    )  # fmt: skip
+        lm.to(device), tokenizer, generations, settings["epsilons"], settings, seed
+    )
     write_records(out, records)
     log.info("paraphrased %d texts at epsilon %s with %s on %s in %.1f s -> %s",
              len(generations), settings["epsilons"], paraphraser, device,
@@ -169,15 +172,15 @@ def detect_stage(
     detect: Mapping[str, Any],
     out: Path,
 ) -> None:
-    """The z-score table of every text (whole, cut to shorter lengths, attacked; the best
-    window's z of the copy-paste texts) as Parquet."""
+    """The z-score table of every text, read as text (whole, cut to shorter lengths,
+    attacked; WinMax z of the whole and attacked ones) as Parquet."""
     from workflow.watermark.scoring import score_table
 
-    vocab = vocabulary_size(load_tokenizer(model))  # ids outside it are damage
-    generations = read_generations(generations_path, vocab)
-    attacked = read_attacked(attacked_paths, {g["id"] for g in generations}, vocab)
+    tokenizer = load_tokenizer(model)
+    generations = read_generations(generations_path, vocabulary_size(tokenizer))
+    attacked = read_attacked(attacked_paths, {g["id"] for g in generations})
     started = time.monotonic()
-    table = score_table(generations, attacked, settings, detect, vocab)
+    table = score_table(generations, attacked, settings, detect, tokenizer)
     seconds = time.monotonic() - started
     with atomic_path(out) as tmp:
         table.to_parquet(tmp, index=False)
@@ -214,9 +217,17 @@ def detect_text_stage(
 
 
 def figures_stage(metrics: Sequence[Path], scores: Sequence[Path], out: Path) -> None:
-    """z histograms and ROC, z against length and the attack curves of every run."""
+    """z histograms and ROC, z against length, the attack curves and the detectors' AUC under
+    attack (figure and table) of every run."""
     from workflow.common.metrics import read_metrics
-    from workflow.watermark.plots import attack_figure, detection_figure, length_figure
+    from workflow.watermark.plots import (
+        attack_figure,
+        detection_figure,
+        detector_figure,
+        detector_table,
+        length_figure,
+        quality_figure,
+    )
     from workflow.watermark.scoring import read_scores
 
     if len(metrics) != len(scores):
@@ -238,4 +249,7 @@ def figures_stage(metrics: Sequence[Path], scores: Sequence[Path], out: Path) ->
     detection_figure(tables, threshold, out / "detection.png")
     length_figure(curves, threshold, out / "z_vs_length.png")
     attack_figure(curves, threshold, out / "attacks.png")
+    detector_figure(curves, out / "detectors.png")
+    quality_figure(curves, out / "quality.png")
+    write_text(out / "detectors.csv", detector_table(curves).to_csv(index=False))
     log.info("figures of %d runs -> %s", len(records), out)

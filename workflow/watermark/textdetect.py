@@ -13,10 +13,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from workflow.watermark.detect import Score, score
-from workflow.watermark.greenlist import DEFAULT_KEY
+from workflow.watermark.detect import TooShort, p_value, z_score
 from workflow.watermark.hf import vocabulary_size
 from workflow.watermark.normalize import normalize
+from workflow.watermark.schemes import scheme_of
 
 
 @dataclass(frozen=True)
@@ -57,19 +57,18 @@ def detect_text(
     ``detect``: z_threshold, ignore_repeated_ngrams, normalizers ($defs/watermark_detect).
     Raises detect.TooShort when no token can be scored."""
     normalizers = list(detect.get("normalizers") or [])
-    gamma = float(settings["gamma"])
-    result: Score = score(
-        text_ids(text, tokenizer, normalizers), vocabulary_size(tokenizer), gamma,
-        settings["scheme"], key=int(settings.get("key", DEFAULT_KEY)),
-        ignore_repeated_ngrams=bool(detect["ignore_repeated_ngrams"]),
-    )  # fmt: skip
-    assert result.z is not None and result.p_value is not None  # score() raises instead
+    scheme = scheme_of(settings, vocabulary_size(tokenizer))
+    ids = text_ids(text, tokenizer, normalizers)
+    hits = scheme.hits([ids], bool(detect["ignore_repeated_ngrams"]))[0]
+    tokens, green = int(hits.numel()), int(hits.sum())
+    if not tokens:
+        raise TooShort(tokens, 1)
+    z = z_score(green, tokens, scheme.null_p, scheme.trials)
     threshold = float(detect["z_threshold"])
     return TextVerdict(
-        characters=len(text), normalizers=tuple(normalizers), tokens=result.tokens,
-        green=result.green, green_fraction=result.green / result.tokens, gamma=gamma,
-        z=result.z, p_value=result.p_value, z_threshold=threshold,
-        watermarked=result.z > threshold,
+        characters=len(text), normalizers=tuple(normalizers), tokens=tokens, green=green,
+        green_fraction=green / (tokens * scheme.trials), gamma=scheme.null_p, z=z,
+        p_value=p_value(z), z_threshold=threshold, watermarked=z > threshold,
     )  # fmt: skip
 
 
