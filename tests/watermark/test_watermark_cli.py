@@ -21,8 +21,8 @@ STAGES = ("demo", "lm", "prompts", "generate", "attack", "paraphrase", "detect",
           "figures")  # fmt: skip
 PROMPTS = {"completion_tokens": 40, "min_prompt_tokens": 20, "max_prompt_tokens": 60, "n": 6}
 GENERATE = {"new_tokens": 40, "batch_size": 6, "gamma": 0.25, "delta": 4.0}
-ATTACKS = {"substitute": [0.2, 0.6], "delete": [], "insert": [], "copy_paste": [0.5],
-           "copy_paste_3": [0.1]}  # fmt: skip
+ATTACKS = {"substitute": [0.2, 0.6], "delete": [], "insert": [], "homoglyph": [],
+           "whitespace": [], "copy_paste": [0.5], "copy_paste_3": [0.1]}  # fmt: skip
 DETECT = {"lengths": [10]}
 PARAPHRASE = {"epsilons": [0.5], "batch_size": 4}
 

@@ -13,18 +13,21 @@ from workflow.watermark.attacks import (
     copy_paste,
     delete,
     edited_positions,
+    homoglyph,
     insert,
     join_words,
     span_starts,
     split_words,
     substitute,
     text_rng,
+    whitespace,
 )
 from workflow.watermark.corpus import documents
 from workflow.watermark.detect import score_many
 from workflow.watermark.generate import complete, generation_kwargs, left_padded
 from workflow.watermark.hf import vocabulary_size
 from workflow.watermark.prompts import Prompt, cut
+from workflow.watermark.textdetect import text_ids
 
 SETTINGS = {
     "gamma": 0.25, "delta": 2.0, "scheme": "lefthash", "decoding": "multinomial",
@@ -115,6 +118,27 @@ def test_attack_curves_fall_with_epsilon(tiny_lm, prompts):
         # at 70% of words: substitution 8.4 -> 1.6, deletion -> 3.5, insertion -> 4.7 (the
         # words left keep their own tokens' contexts; an inserted word only dilutes them)
         assert means == sorted(means, reverse=True) and means[-1] < 0.6 * means[0], (name, means)
+
+
+def test_string_attacks_break_tokens_and_the_normalisers_undo_them(tiny_lm, prompts):
+    """What a reader cannot see still changes every token it touches; the reference's
+    normalisers map it back, and detection sees the clean text again."""
+    model, tokenizer, _ = tiny_lm
+    marked, _ = complete(model, tokenizer, prompts, SETTINGS, watermark=True, seed=0)
+    vocab = vocabulary_size(tokenizer)
+    for name, normalizer in (("homoglyph", "homoglyphs"), ("whitespace", "unicode")):
+        attacked = [homoglyph(c.text, 0.5, text_rng(c.id, 0)) if name == "homoglyph"
+                    else whitespace(c.text, 0.5, text_rng(c.id, 0)) for c in marked]  # fmt: skip
+        assert all(a != c.text for a, c in zip(attacked, marked, strict=True))
+        z = {}
+        for steps in ([], [normalizer]):
+            for kind, texts in (("clean", [c.text for c in marked]), ("attacked", attacked)):
+                ids = [text_ids(t, tokenizer, steps) for t in texts]
+                z[kind, bool(steps)] = statistics.mean(s.z for s in score_many(
+                    ids, vocab, 0.25, "lefthash"))  # fmt: skip
+        print(name, {k: round(v, 2) for k, v in z.items()})
+        assert z["attacked", False] < z["clean", False] - 1  # the attack works unnormalised
+        assert z["attacked", True] == pytest.approx(z["clean", True])  # and is undone
 
 
 WORDS = " ".join(f"w{i}" for i in range(100))

@@ -7,6 +7,7 @@ import statistics
 
 import numpy as np
 import pytest
+import torch
 
 from workflow.watermark.corpus import documents
 from workflow.watermark.detect import z_score
@@ -69,3 +70,14 @@ def test_generated_text_is_found_and_plain_text_is_not(tiny_lm, prompts) -> None
     z_marked, z_plain = z_of(scheme, read(marked)), z_of(scheme, read(plain))
     print("marked", np.round(z_marked, 1), "plain", np.round(z_plain, 1))
     assert min(z_marked) > 4 > max(z_plain)
+
+
+def test_texts_scored_together_as_one_by_one() -> None:
+    """Texts of one length share a batch: each still gets its own g-values and mask."""
+    scheme = scheme_of(SETTINGS, 1000)
+    rng = np.random.default_rng(1)
+    texts = [rng.integers(0, 1000, int(n)).tolist() for n in rng.integers(30, 34, 12)]
+    texts[3] = texts[3][:10] * 3  # a repeating one beside the others
+    together = scheme.hits(texts, repeated_once=False)
+    for text, hits in zip(texts, together, strict=True):
+        assert torch.equal(hits, scheme.hits([text], repeated_once=False)[0])

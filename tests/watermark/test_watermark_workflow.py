@@ -61,8 +61,8 @@ def test_attack_curves_fall_monotonically_with_epsilon(demo):
     for path in (demo / "results/watermark/demo").glob("*/seed0/metrics.json"):
         experiment = path.parent.parent.name
         attacks = json.loads(path.read_text())["extra"]["curves"]["attacks"]
-        assert set(attacks) == {"substitute", "delete", "insert", "copy_paste", "copy_paste_3",
-                                "paraphrase"}  # fmt: skip
+        assert set(attacks) == {"substitute", "delete", "insert", "homoglyph", "whitespace",
+                                "copy_paste", "copy_paste_3", "paraphrase"}  # fmt: skip
         for name, curve in attacks.items():
             eps = [float(e) for e in curve]
             z = [point["z_mean"] for point in curve.values()]
@@ -71,8 +71,16 @@ def test_attack_curves_fall_monotonically_with_epsilon(demo):
             if name.startswith("copy_paste"):  # more of the text watermarked: z rises
                 assert z == sorted(z), (path, name, z)
                 continue
+            if name in ("homoglyph", "whitespace") and experiment == "unigram":
+                # the demo detects without normalisers: a lookalike or odd space becomes the
+                # same few byte tokens again and again, and under one fixed list they are
+                # green or red everywhere - z moves either way (why Zhao et al. count each
+                # distinct token once); the normalisers undo it (test_watermark_generate)
+                continue
             assert eps[0] == 0.0 and z == sorted(z, reverse=True), (path, name, z)
-            assert tpr == sorted(tpr, reverse=True), (path, name, tpr)
+            assert tpr == sorted(tpr, reverse=True) and z[-1] < z[0], (path, name, tpr)
+            if name in ("homoglyph", "whitespace"):
+                continue  # its context lost, the z drop is the attack's
             if experiment == "unigram" and name in ("delete", "insert"):
                 # one green list for every position: a word removed or put in changes no other
                 # token's list (Zhao et al.'s robustness), so 70% of words edited stays found

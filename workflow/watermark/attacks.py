@@ -8,6 +8,10 @@ The edits are *nested*: each text draws one random order of its words (and the w
 there) from its own id, and a larger epsilon edits a superset of the words a smaller one
 edits, so an attack curve over epsilon measures the attack, not fresh noise per point.
 
+Homoglyph and whitespace attacks change characters, not words: lookalikes of another script,
+unusual spaces. A reader sees the same text; the tokenizer does not, unless the detector's
+normalisers (normalize.py) map them back first.
+
 Copy-paste is the reliability paper's CP-n-x% (Kirchenbauer et al. 2023b, its
 ``k_insertion_t_len``): both completions are tokenised, ``n`` non-overlapping spans of
 ``int(x * T)`` tokens of the watermarked one are copied over the human one at the same
@@ -26,9 +30,16 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 WORD_ATTACKS = ("substitute", "delete", "insert")
+#: Attacks a reader does not see: characters swapped for lookalikes of another script, spaces
+#: for unusual space characters (detect.normalizers ``homoglyphs`` and ``unicode`` undo them).
+STRING_ATTACKS = ("homoglyph", "whitespace")
 #: Copy-paste attack -> the number of watermarked spans it pastes.
 COPY_PASTE = {"copy_paste": 1, "copy_paste_3": 3}
-ATTACKS = (*WORD_ATTACKS, *COPY_PASTE)
+ATTACKS = (*WORD_ATTACKS, *STRING_ATTACKS, *COPY_PASTE)
+#: Latin letters and their Cyrillic lookalikes (Unicode confusables).
+LOOKALIKES = str.maketrans("aceopxyABCEHKMOPTX", "асеорхуАВСЕНКМОРТХ")
+#: The space put in: THREE-PER-EM SPACE, one of the reference normaliser's unusual spaces.
+ODD_SPACE = "\u2004"
 
 _PIECES = re.compile(r"(\s+)")
 
@@ -106,6 +117,22 @@ def insert(text: str, epsilon: float, pool: Sequence[str], rng: np.random.Genera
     return join_words(out_words, out_spaces)
 
 
+def homoglyph(text: str, epsilon: float, rng: np.random.Generator) -> str:
+    """Write a fraction epsilon of the words with Cyrillic lookalikes of their Latin letters."""
+    words, spaces = split_words(text)
+    for i in edited_positions(len(words), epsilon, rng):
+        words[i] = words[i].translate(LOOKALIKES)
+    return join_words(words, spaces)
+
+
+def whitespace(text: str, epsilon: float, rng: np.random.Generator) -> str:
+    """Replace the space after a fraction epsilon of the words by an unusual space."""
+    words, spaces = split_words(text)
+    for i in edited_positions(len(words), epsilon, rng):
+        spaces[i + 1] = spaces[i + 1].replace(" ", ODD_SPACE)
+    return join_words(words, spaces)
+
+
 def span_starts(n: int, spans: int, length: int, rng: np.random.Generator) -> list[int]:
     """Starts of ``spans`` non-overlapping spans of ``length`` in ``n`` positions, the last
     ending before ``n`` (the reference's condition), uniform over all such placements: the
@@ -164,6 +191,10 @@ def attack_records(
                     text = delete(g["marked"], eps, rng)
                 elif name == "insert":
                     text = insert(g["marked"], eps, pool, rng)
+                elif name == "homoglyph":
+                    text = homoglyph(g["marked"], eps, rng)
+                elif name == "whitespace":
+                    text = whitespace(g["marked"], eps, rng)
                 else:
                     ids = copy_paste(marked, human, COPY_PASTE[name], eps, len(g["marked_ids"]),
                                      rng)  # fmt: skip

@@ -7,7 +7,7 @@ under attack (AUC of the z-test and of WinMax vs attack rate, and its table).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,49 +81,53 @@ def _rate_label(attack: str) -> str:
     return "pasted fraction per span" if attack.startswith("copy_paste") else "edit rate epsilon"
 
 
+def _series(
+    curves: Mapping[str, Mapping[str, Any]], attack: str
+) -> Iterator[tuple[str, str, list[float], list[dict[str, float]]]]:
+    """Per run: its colour, name, and the rates and points of its ``attack`` curve."""
+    for i, (name, curve) in enumerate(curves.items()):
+        points = curve["attacks"].get(attack, {})
+        yield f"C{i}", name, [float(e) for e in points], list(points.values())
+
+
+def _finish(fig: Any, axes: np.ndarray, ylabel: str, title: str, path: Path) -> None:
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def attack_figure(curves: Mapping[str, Mapping[str, Any]], threshold: float, path: Path) -> None:
     """Per attack, TPR at the threshold (solid) and mean z (dashed, right axis) vs epsilon."""
     attacks, fig, axes = _panels(curves)
     for ax, attack in zip(axes, attacks, strict=False):
         zax = ax.twinx()
-        for i, (name, curve) in enumerate(curves.items()):
-            points = curve["attacks"].get(attack, {})
-            eps = [float(e) for e in points]
-            colour = f"C{i}"
-            ax.plot(eps, [p["tpr"] for p in points.values()], marker="o", color=colour, label=name)
-            zax.plot(eps, [p["z_mean"] for p in points.values()], ls="--", color=colour)
+        for colour, name, eps, points in _series(curves, attack):
+            ax.plot(eps, [p["tpr"] for p in points], marker="o", color=colour, label=name)
+            zax.plot(eps, [p["z_mean"] for p in points], ls="--", color=colour)
         zax.axhline(threshold, color="k", lw=0.8, ls=":")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(_rate_label(attack))
         ax.set_title(attack, fontsize=9)
         zax.set_ylabel("mean z (dashed)", fontsize=8)
-    axes[0].set_ylabel(f"TPR at z = {threshold:g}")
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Robustness: detection after attacks")
-    fig.tight_layout()
-    save_figure(fig, path)
+    _finish(fig, axes, f"TPR at z = {threshold:g}", "Robustness: detection after attacks", path)
 
 
 def detector_figure(curves: Mapping[str, Mapping[str, Any]], path: Path) -> None:
     """Per attack, ROC-AUC against human text of the z-test (solid) and WinMax (dashed)."""
     attacks, fig, axes = _panels(curves)
     for ax, attack in zip(axes, attacks, strict=False):
-        for i, (name, curve) in enumerate(curves.items()):
-            points = curve["attacks"].get(attack, {})
-            eps = [float(e) for e in points]
-            ax.plot(eps, [p["auc"] for p in points.values()], marker="o", color=f"C{i}",
-                    label=f"{name} z")  # fmt: skip
-            ax.plot(eps, [p["auc_winmax"] for p in points.values()], marker="s", ls="--",
-                    color=f"C{i}", label=f"{name} WinMax")  # fmt: skip
+        for colour, name, eps, points in _series(curves, attack):
+            ax.plot(eps, [p["auc"] for p in points], marker="o", color=colour, label=f"{name} z")
+            ax.plot(eps, [p["auc_winmax"] for p in points], marker="s", ls="--", color=colour,
+                    label=f"{name} WinMax")  # fmt: skip
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_ylim(0.4, 1.02)
         ax.set_xlabel(_rate_label(attack))
         ax.set_title(attack, fontsize=9)
-    axes[0].set_ylabel("ROC-AUC vs human text")
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Detectors under attack: z-test (solid) and WinMax (dashed)")
-    fig.tight_layout()
-    save_figure(fig, path)
+    _finish(fig, axes, "ROC-AUC vs human text",
+            "Detectors under attack: z-test (solid) and WinMax (dashed)", path)  # fmt: skip
 
 
 def quality_figure(curves: Mapping[str, Mapping[str, Any]], path: Path) -> None:
@@ -133,21 +137,20 @@ def quality_figure(curves: Mapping[str, Mapping[str, Any]], path: Path) -> None:
     attacks, fig, axes = _panels(curves)
     for ax, attack in zip(axes, attacks, strict=False):
         pax = ax.twinx()
-        for i, (name, curve) in enumerate(curves.items()):
-            points = curve["attacks"].get(attack, {})
-            eps = [float(e) for e in points]
-            ax.plot(eps, [p.get("similarity", np.nan) for p in points.values()], marker="o",
-                    color=f"C{i}", label=name)  # fmt: skip
-            pax.plot(eps, [p.get("ppl", np.nan) for p in points.values()], ls="--",
-                     color=f"C{i}")  # fmt: skip
+        for colour, name, eps, points in _series(curves, attack):
+            ax.plot(eps, [p.get("similarity", np.nan) for p in points], marker="o", color=colour,
+                    label=name)  # fmt: skip
+            pax.plot(eps, [p.get("ppl", np.nan) for p in points], ls="--", color=colour)
         ax.set_xlabel(_rate_label(attack))
         ax.set_title(attack, fontsize=9)
         pax.set_ylabel("oracle perplexity (dashed)", fontsize=8)
-    axes[0].set_ylabel("similarity to the original")
-    axes[0].legend(fontsize=7)
-    fig.suptitle("What an attack costs the text: similarity and perplexity under the oracle")
-    fig.tight_layout()
-    save_figure(fig, path)
+    _finish(
+        fig,
+        axes,
+        "similarity to the original",
+        "What an attack costs the text: similarity and perplexity under the oracle",
+        path,
+    )
 
 
 def detector_table(curves: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
