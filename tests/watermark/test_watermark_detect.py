@@ -469,8 +469,8 @@ def test_attacked_duplicates_within_and_across_files(tmp_path: Path) -> None:
         ({"id": "doc9"}, "'id' is 'doc9', which the generations file does not hold"),
         (
             {"attack": "none"},
-            "'attack' is 'none', not one of substitute, delete, insert, copy_paste, "
-            "copy_paste_3, paraphrase",
+            "'attack' is 'none', not one of substitute, delete, insert, homoglyph, "
+            "whitespace, copy_paste, copy_paste_3, paraphrase",
         ),  # fmt: skip
         ({"epsilon": 1.5}, "'epsilon' is 1.5, not a number in [0, 1]"),
         ({"epsilon": "0.2"}, "'epsilon' is '0.2', not a number in [0, 1]"),
