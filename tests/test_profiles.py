@@ -229,15 +229,16 @@ def test_leonardo_sequence_jobs_go_to_their_partitions(leonardo):
 
 def test_leonardo_watermark_generates_on_gpus_and_scores_on_cpus(leonardo):
     generate = rules_of(leonardo, "watermark_generate")
-    assert len(generate) == 6 * 3  # 6 experiments (beam switched on) x 3 seeds
+    # 6 KGW experiments (beam switched on), unigram and synthid, x 3 seeds
+    assert len(generate) == 8 * 3
     assert all(r["slurm_partition"] == "boost_usr_prod" and r["gpu"] == "1" for r in generate)
     # the oracle LM's perplexity and the paraphrasing LM: GPUs
     for rule in ("watermark_evaluate", "watermark_paraphrase"):
         jobs = rules_of(leonardo, rule)
-        assert len(jobs) == 18 and all(r["gpu"] == "1" for r in jobs), rule
+        assert len(jobs) == 24 and all(r["gpu"] == "1" for r in jobs), rule
     for rule in ("watermark_attack", "watermark_detect"):
         jobs = rules_of(leonardo, rule)
-        assert len(jobs) == 18 and all(r["slurm_partition"] == "lrd_all_serial" for r in jobs)
+        assert len(jobs) == 24 and all(r["slurm_partition"] == "lrd_all_serial" for r in jobs)
     prompts = rules_of(leonardo, "watermark_prompts")  # c4 x opt-1.3b's tokenizer
     assert len(prompts) == 1 and prompts[0]["slurm_partition"] == "lrd_all_serial"
     assert not rules_of(leonardo, "watermark_demo", "watermark_lm")  # real data and models

@@ -44,6 +44,8 @@ NOT_SETTINGS: dict[str, str] = {
     "workflow/nerf/transforms.py:Scene.train": "a scene's training views, not the train section",
     "workflow/sequence/evaluate.py:predict_genes.batch_size": "inference batch, not a training one",
     "workflow/watermark/prompts.py:PromptCounts.documents": "a counter that starts at 0",
+    "workflow/watermark/evaluate.py:read_texts.batch_size": "the oracle's reading batch, not "
+    "generation's; None - by device",
     "workflow/wsi/demo.py:DESIGN[tile]": "the TIFF's tile size, not the tile section",
     "workflow/wsi/tiling.py:tile_file.segment": "None - the caller's segmentation section",
 }
