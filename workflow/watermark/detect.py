@@ -120,7 +120,7 @@ def score_many(
         raise ValueError("min_tokens must be at least 1: a z-score of no tokens is nan")
     flags = scored_flags(texts, vocab_size, gamma, scheme, key=key, prefix_len=prefix_len,
                          ignore_repeated_ngrams=ignore_repeated_ngrams)  # fmt: skip
-    return [_score_flags(f, gamma, min_tokens) for f in flags]
+    return [score_hits(f, gamma, min_tokens=min_tokens) for f in flags]
 
 
 def scored_flags(
@@ -175,11 +175,13 @@ def winmax(flags: Sequence[int] | torch.Tensor, gamma: float, trials: int = 1) -
     return WinMax(z=float(z.reshape(-1)[best]), tokens=int(size.reshape(-1)[best]))
 
 
-def _score_flags(flags: torch.Tensor, gamma: float, min_tokens: int) -> Score:
-    tokens, green = int(flags.numel()), int(flags.sum())
+def score_hits(hits: torch.Tensor, gamma: float, trials: int = 1, min_tokens: int = 1) -> Score:
+    """The z-test of one text's per-token hits (green flags, or SynthID's g-value counts of
+    ``trials`` draws); ``problem`` set below ``min_tokens`` scored tokens."""
+    tokens, green = int(hits.numel()), int(hits.sum())
     if tokens < min_tokens:
         return Score(tokens, green, None, None, str(TooShort(tokens, min_tokens)))
-    z = z_score(green, tokens, gamma)
+    z = z_score(green, tokens, gamma, trials)
     return Score(tokens, green, z, p_value(z))
 
 

@@ -91,9 +91,7 @@ def complete(
     if padded := beyond_tokenizer(model, tokenizer):
         kwargs["suppress_tokens"] = padded
     if watermark:
-        kwargs |= scheme_of(settings, vocabulary_size(tokenizer)).generate_kwargs(
-            vocabulary_size(tokenizer)
-        )
+        kwargs |= scheme_of(settings, vocabulary_size(tokenizer)).generate_kwargs()
     device = next(model.parameters()).device
     batch = int(settings["batch_size"])
     out: list[Completion] = []

@@ -34,7 +34,7 @@ class Scheme:
     #: Draws per scored token.
     trials: int = 1
 
-    def generate_kwargs(self, vocab_size: int) -> dict[str, Any]:
+    def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments that make ``model.generate`` write watermarked text."""
         raise NotImplementedError
 
@@ -60,7 +60,7 @@ class KGW(Scheme):
         return WatermarkLogitsProcessor(self.vocab_size, self.gamma, delta, self.seeding,
                                         key=self.key)  # fmt: skip
 
-    def generate_kwargs(self, vocab_size: int) -> dict[str, Any]:
+    def generate_kwargs(self) -> dict[str, Any]:
         return {"logits_processor": LogitsProcessorList([self.processor()])}
 
     def hits(self, texts: Sequence[Sequence[int]], repeated_once: bool) -> list[torch.Tensor]:
@@ -96,7 +96,7 @@ class SynthID(Scheme):
         """The processor generation used, on the CPU, for its g-values."""
         return self.config.construct_processor(0, torch.device("cpu"))  # vocab: unused
 
-    def generate_kwargs(self, vocab_size: int) -> dict[str, Any]:
+    def generate_kwargs(self) -> dict[str, Any]:
         return {"watermarking_config": self.config}  # a fresh processor per generate call
 
     def hits(self, texts: Sequence[Sequence[int]], repeated_once: bool) -> list[torch.Tensor]:

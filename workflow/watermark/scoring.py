@@ -29,7 +29,7 @@ import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
 from workflow.common.errors import InputError, first_line
-from workflow.watermark.detect import TooShort, winmax, z_score
+from workflow.watermark.detect import score_hits, winmax
 from workflow.watermark.hf import vocabulary_size
 from workflow.watermark.records import show
 from workflow.watermark.schemes import scheme_of
@@ -76,11 +76,11 @@ def score_table(
     flags = scheme.hits([ids for _, ids, _ in jobs], bool(detect["ignore_repeated_ngrams"]))
     rows = []
     for (row, _, windowed), hits in zip(jobs, flags, strict=True):
-        tokens, green = int(hits.numel()), int(hits.sum())
-        z = z_score(green, tokens, p, trials) if tokens else math.nan
-        problem = "" if tokens else str(TooShort(tokens, 1))
+        scored = score_hits(hits, p, trials)
+        z, problem = math.nan if scored.z is None else scored.z, scored.problem or ""
         best = winmax(hits, p, trials) if windowed else None
-        rows.append({**row, "tokens": tokens, "draws": tokens * trials, "green": green, "z": z,
+        rows.append({**row, "tokens": scored.tokens, "draws": scored.tokens * trials,
+                     "green": scored.green, "z": z,
                      "winmax_z": best.z if best else math.nan,
                      "winmax_tokens": best.tokens if best else 0, "problem": problem})  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))

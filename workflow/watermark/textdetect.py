@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from workflow.watermark.detect import TooShort, p_value, z_score
+from workflow.watermark.detect import TooShort, score_hits
 from workflow.watermark.hf import vocabulary_size
 from workflow.watermark.normalize import normalize
 from workflow.watermark.schemes import scheme_of
@@ -60,15 +60,15 @@ def detect_text(
     scheme = scheme_of(settings, vocabulary_size(tokenizer))
     ids = text_ids(text, tokenizer, normalizers)
     hits = scheme.hits([ids], bool(detect["ignore_repeated_ngrams"]))[0]
-    tokens, green = int(hits.numel()), int(hits.sum())
-    if not tokens:
-        raise TooShort(tokens, 1)
-    z = z_score(green, tokens, scheme.null_p, scheme.trials)
+    result = score_hits(hits, scheme.null_p, scheme.trials)
+    if result.z is None or result.p_value is None:
+        raise TooShort(result.tokens, 1)
     threshold = float(detect["z_threshold"])
     return TextVerdict(
-        characters=len(text), normalizers=tuple(normalizers), tokens=tokens, green=green,
-        green_fraction=green / (tokens * scheme.trials), gamma=scheme.null_p, z=z,
-        p_value=p_value(z), z_threshold=threshold, watermarked=z > threshold,
+        characters=len(text), normalizers=tuple(normalizers), tokens=result.tokens,
+        green=result.green, green_fraction=result.green / (result.tokens * scheme.trials),
+        gamma=scheme.null_p, z=result.z, p_value=result.p_value, z_threshold=threshold,
+        watermarked=result.z > threshold,
     )  # fmt: skip
 
 
