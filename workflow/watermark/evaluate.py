@@ -81,6 +81,10 @@ def detection_metrics(
     }
 
 
+#: What the oracle makes of one completion: its perplexity and its mean last hidden state.
+Read = tuple[float, torch.Tensor | None]
+
+
 @torch.no_grad()
 def read_texts(
     model: PreTrainedModel,
@@ -88,7 +92,7 @@ def read_texts(
     prompts: Sequence[str],
     completions: Sequence[str],
     batch_size: int | None = None,
-) -> list[tuple[float, torch.Tensor | None]]:
+) -> list[Read]:
     """Per completion, its perplexity given its prompt under ``model`` (the oracle LM) and the
     mean of the oracle's last hidden states over it (what ``similarity`` compares), in
     right-padded batches (default: 16 on a GPU; one at a time on a CPU, where the padding
@@ -103,7 +107,7 @@ def read_texts(
         target = tokenizer.encode(completion, add_special_tokens=False)
         ids = (context + target)[-limit:]
         rows.append((ids, min(len(target), len(ids))) if target else None)
-    out: list[tuple[float, torch.Tensor | None]] = [(math.nan, None)] * len(rows)
+    out: list[Read] = [(math.nan, None)] * len(rows)
     todo = [i for i, row in enumerate(rows) if row is not None]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
@@ -151,22 +155,20 @@ def attack_quality(
     tokenizer: PreTrainedTokenizerBase,
     generations: Sequence[Mapping[str, Any]],
     attacked: Sequence[Mapping[str, Any]],
+    clean: Mapping[str, Sequence[Read]],
 ) -> dict[tuple[str, float], dict[str, float]]:
     """Per (attack, rate), the oracle's mean perplexity of the attacked texts and their mean
     similarity to the watermarked text they came from (copy-paste: to the human text it was
-    pasted into - the text a reader is given)."""
+    pasted into - the text a reader is given); ``clean``: ``read_texts`` of the ``marked`` and
+    ``human`` completions, in the generations' order."""
     by_id = {g["id"]: g for g in generations}
-    originals = {g["id"]: vec for g, (_, vec) in zip(generations, read_texts(
-        model, tokenizer, [g["prompt"] for g in generations], [g["marked"] for g in generations]),
-        strict=True)}  # fmt: skip
-    humans = {g["id"]: vec for g, (_, vec) in zip(generations, read_texts(
-        model, tokenizer, [g["prompt"] for g in generations], [g["human"] for g in generations]),
-        strict=True)}  # fmt: skip
+    vectors = {text: {g["id"]: vec for g, (_, vec) in zip(generations, clean[text], strict=True)}
+               for text in ("marked", "human")}  # fmt: skip
     read = read_texts(model, tokenizer, [by_id[a["id"]]["prompt"] for a in attacked],
                       [a["text"] for a in attacked])  # fmt: skip
     groups: dict[tuple[str, float], list[tuple[float, float]]] = {}
     for a, (ppl, vec) in zip(attacked, read, strict=True):
-        source = humans if a["attack"].startswith("copy_paste") else originals
+        source = vectors["human" if a["attack"].startswith("copy_paste") else "marked"]
         key = (a["attack"], float(a["epsilon"]))
         groups.setdefault(key, []).append((ppl, similarity(vec, source[a["id"]])))
     return {key: {"ppl": _finite_mean([p for p, _ in values]),
@@ -248,18 +250,19 @@ def _point(
     return point
 
 
-def mean_perplexities(
+def clean_reads(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, generations: Sequence[dict]
-) -> dict[str, float]:
-    """``ppl_marked``, ``ppl_plain`` and ``ppl_human``: the oracle's mean perplexity of each
-    completion given its prompt, over the texts where it is finite (NaN if none is)."""
+) -> dict[str, list[Read]]:
+    """``read_texts`` of the marked, plain and human completions, each given its prompt."""
     prompts = [g["prompt"] for g in generations]
-    means = {}
-    for text in ("marked", "plain", "human"):
-        ppl = perplexities(model, tokenizer, prompts, [g[text] for g in generations])
-        finite = [p for p in ppl if math.isfinite(p)]
-        means[f"ppl_{text}"] = float(sum(finite) / len(finite)) if finite else math.nan
-    return means
+    return {text: read_texts(model, tokenizer, prompts, [g[text] for g in generations])
+            for text in ("marked", "plain", "human")}  # fmt: skip
+
+
+def mean_perplexities(reads: Mapping[str, Sequence[Read]]) -> dict[str, float]:
+    """``ppl_marked``, ``ppl_plain`` and ``ppl_human``: the oracle's mean perplexity of each
+    kind of completion (``clean_reads``), over the texts where it is finite (NaN if none is)."""
+    return {f"ppl_{text}": _finite_mean([ppl for ppl, _ in read]) for text, read in reads.items()}
 
 
 def evaluate_stage(
@@ -282,9 +285,11 @@ def evaluate_stage(
     metrics, curves = run_metrics(table, threshold, float(detect["calibration_fpr"]))
     if oracle:
         model, tokenizer = load_lm(oracle)
-        metrics.update(mean_perplexities(model, tokenizer, texts))
+        reads = clean_reads(model, tokenizer, texts)  # read once: the means and the vectors
+        metrics.update(mean_perplexities(reads))
         clean = {"ppl": metrics["ppl_marked"], "similarity": 1.0}
-        for (name, epsilon), quality in attack_quality(model, tokenizer, texts, edited).items():
+        quality_of = attack_quality(model, tokenizer, texts, edited, reads)
+        for (name, epsilon), quality in quality_of.items():
             point = curves["attacks"].get(name, {}).get(str(epsilon))
             if point is None:
                 raise InputError(attacked[0], f"{name} at rate {epsilon} is not in the score "
